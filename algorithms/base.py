@@ -1,0 +1,179 @@
+"""What every meta-learner shares: the protocol, the data it takes and the metrics it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from algorithms import functional as F
+from algorithms.batch import AdvantageConfig, TaskBatch, make_task_batch
+from algorithms.episodes import Episodes
+from algorithms.policies import (
+    Params,
+    Policy,
+    PolicySpec,
+    make_policy,
+    stack_params,
+    unstack_params,
+)
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss, gradient or parameter became NaN/inf; the update was rejected."""
+
+
+@dataclass
+class MetaBatch:
+    """The episodes of one meta-iteration, per task.
+
+    Attributes:
+        train: ``train[k][i]``: episodes of task ``i`` sampled before inner step ``k``
+            (with θ for ``k = 0``, then with the task's adapted parameters).
+        valid: ``valid[i]``: episodes of task ``i`` sampled with the fully adapted parameters
+            (the post-adaptation, "query" episodes).
+    """
+
+    train: list[list[Episodes]]
+    valid: list[Episodes]
+
+    def __post_init__(self) -> None:
+        n = len(self.valid)
+        for k, step in enumerate(self.train):
+            if len(step) != n:
+                raise ValueError(f"MetaBatch: inner step {k} has {len(step)} tasks, valid has {n}")
+
+
+@dataclass
+class UpdateMetrics:
+    """What one outer update reports (namespaced names, logged as they are)."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    accepted: bool = True
+
+    def __getitem__(self, key: str) -> float:
+        return self.values[key]
+
+
+@dataclass
+class LearnerState:
+    """Serialisable learner state for checkpoints: the meta-parameters, optimizer state,
+    iteration counter and the configuration that made them."""
+
+    algorithm: str
+    policy_spec: PolicySpec
+    config: Any
+    params: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None
+    iteration: int
+
+
+@runtime_checkable
+class MetaLearner(Protocol):
+    """The interface MAML, Reptile and multi-task PG share.
+
+    ``adapt`` is what happens between sampling phases (one inner step for every task, no
+    graph kept); ``step`` is the outer update from a whole meta-batch.
+    """
+
+    name: str
+    policy: Policy
+    iteration: int
+
+    @property
+    def params(self) -> Params: ...
+
+    def adapt(self, params: Sequence[Params], episodes: Sequence[Episodes]) -> list[Params]: ...
+
+    def step(self, batch: MetaBatch) -> UpdateMetrics: ...
+
+    def state_dict(self) -> LearnerState: ...
+
+    def load_state_dict(self, state: LearnerState) -> None: ...
+
+
+def check_finite(name: str, *tensors: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteError` naming ``name`` if any tensor has NaN/inf."""
+    for t in tensors:
+        if not torch.isfinite(t).all():
+            raise NonFiniteError(f"{name} is not finite (NaN or inf); the update was rejected")
+
+
+class PolicyGradientLearner:
+    """What the three learners share: the policy θ, the inner policy-gradient step, batching
+    of episodes, metrics and checkpoints.  Subclasses implement ``step``.
+
+    ``config`` must have ``inner_lr`` and ``advantage`` (an :class:`AdvantageConfig`).
+    """
+
+    name = "base"
+
+    def __init__(self, spec: PolicySpec, config: Any, *, seed: int = 0, device: str | torch.device = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.policy: Policy = make_policy(spec, seed=seed).to(self.device)
+        self.iteration = 0
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def params(self) -> Params:
+        """θ, detached, on the learner's device."""
+        return {k: v.detach() for k, v in self.policy.named_parameters()}
+
+    def _set_params(self, params: Params) -> None:
+        with torch.no_grad():
+            for k, v in self.policy.named_parameters():
+                v.copy_(params[k])
+
+    def batch(self, episodes: Sequence[Episodes]) -> TaskBatch:
+        advantage: AdvantageConfig = self.config.advantage
+        return make_task_batch(episodes, advantage=advantage, device=self.device)
+
+    def adapt(self, params: Sequence[Params], episodes: Sequence[Episodes]) -> list[Params]:
+        """One inner policy-gradient step for every task from its own parameters (no graph)."""
+        batch = self.batch(episodes)
+        stacked = stack_params([{k: v.to(self.device) for k, v in p.items()} for p in params])
+        phi = F.adapt(self.policy, stacked, [batch], inner_lr=self.config.inner_lr, create_graph=False)
+        check_finite("adapted parameters", *phi.values())
+        return unstack_params(phi)
+
+    def step(self, batch: MetaBatch) -> UpdateMetrics:
+        raise NotImplementedError
+
+    def _finish(self, metrics: UpdateMetrics, batch: MetaBatch) -> UpdateMetrics:
+        metrics.values.update(episode_metrics(batch))
+        self.iteration += 1
+        return metrics
+
+    def state_dict(self) -> LearnerState:
+        return LearnerState(
+            algorithm=self.name,
+            policy_spec=self.policy.spec,
+            config=self.config,
+            params={k: v.detach().cpu().clone() for k, v in self.params.items()},
+            optimizer=None if self._optimizer is None else self._optimizer.state_dict(),
+            iteration=self.iteration,
+        )
+
+    def load_state_dict(self, state: LearnerState) -> None:
+        if state.algorithm != self.name:
+            raise ValueError(f"checkpoint is for {state.algorithm!r}, this learner is {self.name!r}")
+        self._set_params({k: v.to(self.device) for k, v in state.params.items()})
+        if self._optimizer is not None and state.optimizer is not None:
+            self._optimizer.load_state_dict(state.optimizer)
+        self.iteration = state.iteration
+
+
+def episode_metrics(batch: MetaBatch) -> dict[str, float]:
+    """Pre/post-adaptation returns (mean episode return over tasks) and success rates."""
+    pre = batch.train[0] if batch.train else batch.valid
+    return {
+        "meta/return_pre": float(np.mean([e.returns.mean() for e in pre])),
+        "meta/return_post": float(np.mean([e.returns.mean() for e in batch.valid])),
+        "meta/success_pre": float(np.mean([e.successes.mean() for e in pre])),
+        "meta/success_post": float(np.mean([e.successes.mean() for e in batch.valid])),
+    }

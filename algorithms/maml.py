@@ -1,0 +1,330 @@
+"""MAML for reinforcement learning (Finn et al. 2017, Algorithm 3) with TRPO, PPO-clip or
+vanilla policy-gradient outer steps, second or first order.
+
+The outer objective is the post-adaptation surrogate averaged over the meta-batch,
+``L(θ) = 1/n Σ_i L_i^valid(φ_i(θ))`` with ``φ_i(θ) = θ - α ∇L_i^train(θ)``.
+
+TRPO's curvature (the Hessian of the mean KL between the adapted policies before and after the
+step) is computed, by default, in Gauss-Newton/Fisher form: at θ_old the KL's gradient w.r.t.
+the adapted parameters is zero, so its Hessian w.r.t. θ is exactly ``1/n Σ_i J_iᵀ F_i J_i`` with
+``J_i = ∂φ_i/∂θ`` and ``F_i`` the Fisher matrix of the adapted policy on its validation states.
+This needs no third derivatives of the inner loss (the double-backward "exact" form, kept for
+reference, does), and it is evaluated on a subsample of the episodes, as TRPO's reference
+implementations do for the Fisher (``curvature_subsample``); the gradient and the line search
+always use the full batch, so the step's KL constraint and improvement are checked exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from algorithms import functional as F
+from algorithms.base import (
+    MetaBatch,
+    NonFiniteError,
+    PolicyGradientLearner,
+    UpdateMetrics,
+    check_finite,
+)
+from algorithms.batch import AdvantageConfig, TaskBatch
+from algorithms.policies import Params, Policy, PolicySpec
+from algorithms.trpo import backtracking_line_search, conjugate_gradient
+
+
+@dataclass(frozen=True)
+class TRPOConfig:
+    """TRPO outer step; defaults of the MAML paper's code (max_kl 0.01, 10 CG iterations)."""
+
+    name: Literal["trpo"] = "trpo"
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    backtrack_ratio: float = 0.8
+    max_backtracks: int = 15
+    #: "fisher": Gauss-Newton/Fisher-vector products; "exact": double backward of the KL.
+    curvature: Literal["fisher", "exact"] = "fisher"
+    #: fraction of each task's episodes the curvature is evaluated on (1.0 = all).
+    curvature_subsample: float = 0.25
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO-clip outer step (Adam on θ, several epochs over the meta-batch)."""
+
+    name: Literal["ppo"] = "ppo"
+    lr: float = 3e-4
+    clip: float = 0.2
+    epochs: int = 5
+    max_grad_norm: float = 1.0
+    target_kl: float | None = 0.05
+
+
+@dataclass(frozen=True)
+class VanillaPGConfig:
+    """A single Adam step on the post-adaptation policy-gradient loss."""
+
+    name: Literal["vanilla"] = "vanilla"
+    lr: float = 1e-3
+    max_grad_norm: float = 1.0
+
+
+OuterConfig = TRPOConfig | PPOConfig | VanillaPGConfig
+
+
+@dataclass(frozen=True)
+class MAMLConfig:
+    inner_lr: float = 0.1
+    inner_steps: int = 1
+    first_order: bool = False
+    outer: OuterConfig = field(default_factory=TRPOConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    #: how the per-task computations are batched: "stacked" (one batched graph), "vmap".
+    task_batching: Literal["stacked", "vmap"] = "stacked"
+
+
+class MAML(PolicyGradientLearner):
+    """The MAML meta-learner; implements :class:`algorithms.base.MetaLearner`.
+
+    >>> from algorithms.policies import PolicySpec
+    >>> learner = MAML(PolicySpec(obs_dim=2, act_dim=2, hidden_sizes=(8,)), MAMLConfig(), seed=0)
+    >>> sorted(learner.params)[:2]
+    ['body.0.bias', 'body.0.weight']
+    """
+
+    name = "maml"
+    config: MAMLConfig
+
+    def __init__(
+        self, spec: PolicySpec, config: MAMLConfig | None = None, *, seed: int = 0, device: str | torch.device = "cpu"
+    ) -> None:
+        super().__init__(spec, config or MAMLConfig(), seed=seed, device=device)
+        if isinstance(self.config.outer, PPOConfig | VanillaPGConfig):
+            self._optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.outer.lr)
+
+    def adapted(self, train: Sequence[TaskBatch], *, theta: Params | None = None, create_graph: bool = True) -> Params:
+        """φ_i(θ) for all tasks (stacked), differentiable unless ``create_graph`` is False."""
+        theta = self.params if theta is None else theta
+        cfg = self.config
+        if cfg.task_batching == "vmap" and create_graph:
+            return F.adapt_vmap(self.policy, theta, train, inner_lr=cfg.inner_lr, first_order=cfg.first_order)
+        return F.adapt(
+            self.policy, theta, train, inner_lr=cfg.inner_lr, first_order=cfg.first_order, create_graph=create_graph
+        )
+
+    # ---- outer loop --------------------------------------------------------------------
+    def step(self, batch: MetaBatch) -> UpdateMetrics:
+        train = [self.batch(step) for step in batch.train]
+        valid = self.batch(batch.valid)
+        outer = self.config.outer
+        if isinstance(outer, TRPOConfig):
+            metrics = self.trpo_step(train, valid)
+        else:
+            metrics = self.gradient_step(train, valid)
+        return self._finish(metrics, batch)
+
+    def trpo_step(self, train: Sequence[TaskBatch], valid: TaskBatch) -> UpdateMetrics:
+        """One TRPO outer step (Schulman et al. 2015) through the inner adaptation."""
+        cfg = self.config.outer
+        assert isinstance(cfg, TRPOConfig)
+        theta0 = {k: v.detach().clone().requires_grad_(True) for k, v in self.params.items()}
+        names = list(theta0)
+        phi = self.adapted(train, theta=theta0)
+        with torch.no_grad():
+            old_dist = F.detach_dist(self.policy.forward_stacked(phi, valid.obs))
+            old_logp = self.policy.log_prob(old_dist, valid.actions)
+        dist = self.policy.forward_stacked(phi, valid.obs)
+        loss = F.surrogate_loss(self.policy, dist, valid, old_logp).mean()
+        check_finite("outer loss", loss)
+        grads = torch.autograd.grad(loss, list(theta0.values()), retain_graph=cfg.curvature == "exact")
+        g = F.flat(grads)
+        check_finite("outer gradient", g)
+
+        if cfg.curvature == "exact":
+            cvp = exact_kl_hvp(self.policy, theta0, phi, valid, old_dist, damping=cfg.cg_damping)
+        else:
+            cvp = self.fisher_operator(theta0, train, valid, damping=cfg.cg_damping, subsample=cfg.curvature_subsample)
+        cg = conjugate_gradient(cvp, g, iters=cfg.cg_iters)
+        shs = 0.5 * torch.dot(cg.x, cvp(cg.x))
+        check_finite("TRPO curvature", shs)
+        if shs.item() <= 0:
+            raise NonFiniteError(f"TRPO curvature is not positive (x^T H x = {2 * shs.item():.3g}); update rejected")
+        fullstep = cg.x / torch.sqrt(shs / cfg.max_kl)
+        x0 = F.flat([v.detach() for v in theta0.values()])
+
+        def evaluate(x: Tensor) -> tuple[float, float]:
+            theta = dict(zip(names, F.unflat(x, list(theta0.values())), strict=True))
+            phi_x = self.adapted(train, theta=theta, create_graph=False)
+            with torch.no_grad():
+                d = self.policy.forward_stacked(phi_x, valid.obs)
+                new_loss = F.surrogate_loss(self.policy, d, valid, old_logp).mean()
+                kl = F.mean_kl(self.policy, old_dist, d, valid).mean()
+            return float(new_loss), float(kl)
+
+        x, ls = backtracking_line_search(
+            evaluate,
+            x0,
+            fullstep,
+            loss_before=float(loss.detach()),
+            max_kl=cfg.max_kl,
+            backtrack_ratio=cfg.backtrack_ratio,
+            max_backtracks=cfg.max_backtracks,
+        )
+        self._set_params(dict(zip(names, F.unflat(x, list(theta0.values())), strict=True)))
+        return UpdateMetrics(
+            values={
+                "loss/outer": float(loss.detach()),
+                "loss/outer_after": ls.loss if ls.accepted else float(loss.detach()),
+                "meta/kl": ls.kl if ls.accepted else 0.0,
+                "trpo/step_fraction": ls.step_fraction,
+                "trpo/backtracks": float(ls.backtracks),
+                "trpo/accepted": float(ls.accepted),
+                "trpo/cg_residual": cg.residual,
+                "grad/outer_norm": float(g.norm()),
+            },
+            accepted=ls.accepted,
+        )
+
+    def fisher_operator(
+        self,
+        theta: Params,
+        train: Sequence[TaskBatch],
+        valid: TaskBatch,
+        *,
+        damping: float,
+        subsample: float = 1.0,
+    ) -> Callable[[Tensor], Tensor]:
+        """``v -> (1/n Σ_i J_iᵀ F_i J_i + damping) v`` on a subsample of each task's episodes.
+
+        ``J v`` uses the double-vjp identity: ``s(u) = Jᵀu`` is linear in a dummy ``u``, so
+        ``J v = ∂(s(u)·v)/∂u``; its graph is built once and reused by every CG iteration.
+        """
+        if subsample < 1.0:
+            train, valid = self._subsample(train, valid, subsample)
+        th = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
+        phi = self.adapted(train, theta=th)
+        phi_vals = list(phi.values())
+        th_vals = list(th.values())
+        if self.config.first_order:
+            n = valid.n_tasks
+
+            def jv(v: list[Tensor]) -> list[Tensor]:
+                return [x.unsqueeze(0).expand(n, *x.shape) for x in v]
+
+            def jtw(w: Sequence[Tensor]) -> list[Tensor]:
+                return [x.sum(0) for x in w]
+        else:
+            u = [torch.zeros_like(p, requires_grad=True) for p in phi_vals]
+            s = torch.autograd.grad(phi_vals, th_vals, grad_outputs=u, create_graph=True)
+
+            def jv(v: list[Tensor]) -> list[Tensor]:
+                return list(torch.autograd.grad(s, u, grad_outputs=v, retain_graph=True))
+
+            def jtw(w: Sequence[Tensor]) -> list[Tensor]:
+                return list(torch.autograd.grad(phi_vals, th_vals, grad_outputs=list(w), retain_graph=True))
+
+        fvp = fisher_vector_product(self.policy, {k: v.detach() for k, v in phi.items()}, valid)
+        n = valid.n_tasks
+
+        def cvp(v: Tensor) -> Tensor:
+            jvs = jv(F.unflat(v, th_vals))
+            out = jtw(fvp(jvs))
+            return F.flat(out) / n + damping * v
+
+        return cvp
+
+    def _subsample(self, train: Sequence[TaskBatch], valid: TaskBatch, fraction: float) -> tuple[list[TaskBatch], TaskBatch]:
+        def cols(b: TaskBatch) -> Tensor:
+            k = max(1, math.ceil(fraction * b.episodes))
+            idx = np.sort(self._rng.choice(b.episodes, size=k, replace=False))
+            return torch.as_tensor(idx, device=b.obs.device)
+
+        return [b.columns(cols(b)) for b in train], valid.columns(cols(valid))
+
+    def gradient_step(self, train: Sequence[TaskBatch], valid: TaskBatch) -> UpdateMetrics:
+        """PPO-clip (several epochs) or vanilla PG (one step) with Adam on θ."""
+        cfg = self.config.outer
+        assert self._optimizer is not None and not isinstance(cfg, TRPOConfig)
+        backup = {k: v.clone() for k, v in self.params.items()}
+        theta = dict(self.policy.named_parameters())
+        with torch.no_grad():
+            phi0 = self.adapted(train, theta=self.params, create_graph=False)
+            old_dist = F.detach_dist(self.policy.forward_stacked(phi0, valid.obs))
+            old_logp = self.policy.log_prob(old_dist, valid.actions)
+        epochs = cfg.epochs if isinstance(cfg, PPOConfig) else 1
+        first_loss = last_kl = 0.0
+        done = 0
+        for epoch in range(epochs):
+            phi = self.adapted(train, theta=theta)
+            dist = self.policy.forward_stacked(phi, valid.obs)
+            if isinstance(cfg, PPOConfig):
+                loss = F.clipped_surrogate_loss(self.policy, dist, valid, old_logp, clip=cfg.clip).mean()
+            else:
+                loss = F.surrogate_loss(self.policy, dist, valid, old_logp).mean()
+            with torch.no_grad():
+                last_kl = float(F.mean_kl(self.policy, old_dist, F.detach_dist(dist), valid).mean())
+            if isinstance(cfg, PPOConfig) and cfg.target_kl is not None and epoch > 0 and last_kl > cfg.target_kl:
+                break
+            try:
+                check_finite("outer loss", loss)
+            except NonFiniteError:
+                self._set_params(backup)
+                raise
+            if epoch == 0:
+                first_loss = float(loss)
+            self._optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
+            gnorm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+            if not torch.isfinite(gnorm) or not all(torch.isfinite(x).all() for x in grads):
+                self._set_params(backup)
+                raise NonFiniteError("outer gradient is not finite (NaN or inf); the update was rejected")
+            self._optimizer.step()
+            done += 1
+        check_finite("meta-parameters", *self.params.values())
+        return UpdateMetrics(
+            values={"loss/outer": first_loss, "meta/kl": last_kl, "outer/epochs": float(done)}
+        )
+
+
+def fisher_vector_product(policy: Policy, phi: Params, valid: TaskBatch) -> Callable[[Sequence[Tensor]], list[Tensor]]:
+    """``w -> [F_i w_i]``: Fisher matrices of the (stacked) policies ``phi`` on ``valid``'s states.
+
+    The Fisher of a policy is the Hessian of ``KL(pi_phi_fixed || pi_phi)`` at equality; its
+    product is one double backward over the validation forward pass, built once.
+    """
+    leaf = {k: v.detach().requires_grad_(True) for k, v in phi.items()}
+    leaves = list(leaf.values())
+    dist = policy.forward_stacked(leaf, valid.obs)
+    kl = F.mean_kl(policy, F.detach_dist(dist), dist, valid).sum()
+    gkl = torch.autograd.grad(kl, leaves, create_graph=True)
+
+    def fvp(w: Sequence[Tensor]) -> list[Tensor]:
+        return list(torch.autograd.grad(gkl, leaves, grad_outputs=list(w), retain_graph=True))
+
+    return fvp
+
+
+def exact_kl_hvp(
+    policy: Policy, theta: Params, phi: Params, valid: TaskBatch, old_dist, *, damping: float  # noqa: ANN001
+) -> Callable[[Tensor], Tensor]:
+    """``v -> (∇²_θ KL + damping) v`` by double backward through the inner step (the public ports' way)."""
+    th_vals = list(theta.values())
+    dist = policy.forward_stacked(phi, valid.obs)
+    kl = F.mean_kl(policy, old_dist, dist, valid).mean()
+    gkl = torch.autograd.grad(kl, th_vals, create_graph=True)
+    flat_g = F.flat(gkl)
+
+    def hvp(v: Tensor) -> Tensor:
+        hv = torch.autograd.grad(torch.dot(flat_g, v), th_vals, retain_graph=True)
+        return F.flat(hv) + damping * v
+
+    return hvp
+
+

@@ -1,0 +1,56 @@
+"""Reptile for reinforcement learning (Nichol, Achiam & Schulman 2018, Algorithm 2).
+
+Each task's inner loop is ``inner_steps`` vanilla policy-gradient steps with ``inner_lr``, with
+fresh episodes sampled between steps (so the loop runs where the task's envs are); the outer
+update moves θ towards the adapted parameters: ``θ ← θ + ε · mean_i(φ_i − θ)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from algorithms import functional as F
+from algorithms.base import MetaBatch, PolicyGradientLearner, UpdateMetrics, check_finite
+from algorithms.batch import AdvantageConfig, TaskBatch
+from algorithms.policies import Params, PolicySpec
+
+
+@dataclass(frozen=True)
+class ReptileConfig:
+    inner_lr: float = 0.1
+    inner_steps: int = 3
+    #: ε, the outer step size.
+    outer_lr: float = 0.5
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+
+
+def reptile_update(theta: Params, adapted: Params, *, outer_lr: float) -> Params:
+    """``θ + ε · mean_i(φ_i − θ)`` with ``adapted`` stacked over tasks."""
+    return {k: theta[k] + outer_lr * (adapted[k] - theta[k].unsqueeze(0)).mean(0) for k in theta}
+
+
+class Reptile(PolicyGradientLearner):
+    name = "reptile"
+    config: ReptileConfig
+
+    def __init__(
+        self, spec: PolicySpec, config: ReptileConfig | None = None, *, seed: int = 0, device: str | torch.device = "cpu"
+    ) -> None:
+        super().__init__(spec, config or ReptileConfig(), seed=seed, device=device)
+
+    def adapted(self, train: Sequence[TaskBatch]) -> Params:
+        """φ_i after the inner steps on the train batches (first order, no graph)."""
+        return F.adapt(self.policy, self.params, train, inner_lr=self.config.inner_lr, create_graph=False)
+
+    def step(self, batch: MetaBatch) -> UpdateMetrics:
+        train = [self.batch(step) for step in batch.train]
+        theta = self.params
+        phi = self.adapted(train)
+        new = reptile_update(theta, phi, outer_lr=self.config.outer_lr)
+        check_finite("Reptile update", *new.values())
+        delta = torch.cat([(new[k] - theta[k]).reshape(-1) for k in theta])
+        self._set_params(new)
+        return self._finish(UpdateMetrics(values={"outer/step_norm": float(delta.norm())}), batch)

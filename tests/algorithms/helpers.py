@@ -1,0 +1,48 @@
+"""Synthetic episodes for pure algorithm tests (no env needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from algorithms.episodes import Episodes
+from algorithms.policies import Params, Policy
+
+
+def random_episodes(
+    rng: np.random.Generator, *, obs_dim: int, act_dim: int, horizon: int, episodes: int, discrete: bool = False,
+    early_end: bool = True,
+) -> Episodes:
+    """Episodes with random obs/rewards and some early episode ends (padding after them)."""
+    t, b = horizon, episodes
+    lengths = rng.integers(max(1, t // 2), t + 1, size=b) if early_end else np.full(b, t)
+    mask = (np.arange(t)[:, None] < lengths[None, :]).astype(np.float32)
+    dones = np.zeros((t, b), dtype=bool)
+    dones[lengths - 1, np.arange(b)] = True
+    obs = rng.normal(size=(t, b, obs_dim)).astype(np.float32) * mask[..., None]
+    if discrete:
+        actions = rng.integers(0, act_dim, size=(t, b)).astype(np.int64)
+    else:
+        actions = rng.normal(size=(t, b, act_dim)).astype(np.float32)
+    rewards = (rng.normal(size=(t, b)) - obs[..., 0]).astype(np.float32) * mask
+    return Episodes(
+        obs=obs, actions=actions, rewards=rewards, dones=dones, mask=mask,
+        log_probs=np.zeros((t, b), np.float32), success=np.zeros((t, b), np.float32),
+    )
+
+
+def policy_episodes(
+    policy: Policy, params: Params, rng: np.random.Generator, *, horizon: int, episodes: int, seed: int
+) -> Episodes:
+    """Random-state episodes whose actions are drawn from ``policy`` (so ratios/KLs are realistic)."""
+    spec = policy.spec
+    ep = random_episodes(rng, obs_dim=spec.obs_dim, act_dim=spec.act_dim, horizon=horizon, episodes=episodes,
+                         discrete=spec.discrete)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(seed)
+        dist = torch.func.functional_call(policy, params, (torch.as_tensor(ep.obs),))
+        a = policy.sample(dist, gen)
+        lp = policy.log_prob(dist, a)
+    ep.actions = a.numpy()
+    ep.log_probs = lp.numpy().astype(np.float32) * ep.mask
+    return ep
