@@ -12,6 +12,7 @@ import torch
 from algorithms import functional as F
 from algorithms.batch import AdvantageConfig, TaskBatch, make_task_batch
 from algorithms.episodes import Episodes
+from algorithms.errors import NonFiniteError
 from algorithms.policies import (
     Params,
     Policy,
@@ -20,10 +21,6 @@ from algorithms.policies import (
     stack_params,
     unstack_params,
 )
-
-
-class NonFiniteError(FloatingPointError):
-    """A loss, gradient or parameter became NaN/inf; the update was rejected."""
 
 
 @dataclass
@@ -121,8 +118,8 @@ class PolicyGradientLearner:
 
     @property
     def params(self) -> Params:
-        """θ, detached, on the learner's device."""
-        return {k: v.detach() for k, v in self.policy.named_parameters()}
+        """A copy of θ, on the learner's device."""
+        return {k: v.detach().clone() for k, v in self.policy.named_parameters()}
 
     def _set_params(self, params: Params) -> None:
         with torch.no_grad():
@@ -131,7 +128,8 @@ class PolicyGradientLearner:
 
     def batch(self, episodes: Sequence[Episodes]) -> TaskBatch:
         advantage: AdvantageConfig = self.config.advantage
-        return make_task_batch(episodes, advantage=advantage, device=self.device)
+        dtype = next(self.policy.parameters()).dtype
+        return make_task_batch(episodes, advantage=advantage, device=self.device, dtype=dtype)
 
     def adapt(self, params: Sequence[Params], episodes: Sequence[Episodes]) -> list[Params]:
         """One inner policy-gradient step for every task from its own parameters (no graph)."""

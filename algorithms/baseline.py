@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from algorithms.errors import NonFiniteError
+
 
 def features(obs: Tensor, mask: Tensor, dones: Tensor | None = None) -> Tensor:
     """Features ``[n, T, B, 2*obs_dim + 4]`` of obs ``[n, T, B, obs_dim]``.
@@ -52,7 +54,9 @@ def fit(feats: Tensor, targets: Tensor, mask: Tensor, *, reg_coeff: float = 1e-5
         if torch.isfinite(weights).all():
             return weights.to(feats.dtype)
         reg *= 10.0
-    raise FloatingPointError(f"linear baseline: no finite solution up to reg_coeff={reg / 10:g}")
+    raise NonFiniteError(
+        f"linear baseline: no finite solution up to reg_coeff={reg / 10:g} (are the rewards or observations finite?)"
+    )
 
 
 def predict(feats: Tensor, weights: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from algorithms import baseline
 from algorithms.episodes import Episodes
+from algorithms.errors import NonFiniteError
 from algorithms.returns import discounted_returns, gae, normalize
 
 
@@ -111,6 +112,10 @@ def make_task_batch(
         arr = np.stack([getattr(e, name) for e in episodes])
         return torch.as_tensor(arr, device=device).to(as_dtype)
 
+    for name in ("obs", "rewards"):
+        for i, e in enumerate(episodes):
+            if not np.isfinite(getattr(e, name)).all():
+                raise NonFiniteError(f"episodes of task {i} have non-finite {name}; the update was rejected")
     obs = stack("obs", dtype)  # [n, T, B, d]
     discrete = episodes[0].actions.ndim == 2
     actions = stack("actions", torch.long if discrete else dtype)

@@ -34,7 +34,7 @@ from algorithms.base import (
     check_finite,
 )
 from algorithms.batch import AdvantageConfig, TaskBatch
-from algorithms.policies import Params, Policy, PolicySpec
+from algorithms.policies import DistParams, Params, Policy, PolicySpec
 from algorithms.trpo import backtracking_line_search, conjugate_gradient
 
 
@@ -89,6 +89,14 @@ class MAMLConfig:
     task_batching: Literal["stacked", "vmap"] = "stacked"
 
 
+@dataclass
+class OuterObjective:
+    loss: Tensor
+    phi: Params
+    old_dist: DistParams
+    old_log_probs: Tensor
+
+
 class MAML(PolicyGradientLearner):
     """The MAML meta-learner; implements :class:`algorithms.base.MetaLearner`.
 
@@ -129,18 +137,25 @@ class MAML(PolicyGradientLearner):
             metrics = self.gradient_step(train, valid)
         return self._finish(metrics, batch)
 
+    def outer_objective(self, train: Sequence[TaskBatch], valid: TaskBatch, *, theta: Params) -> OuterObjective:
+        """The post-adaptation surrogate ``1/n Σ_i L_i^valid(φ_i(θ))`` at ``theta`` (with graph),
+        the importance weights taken against the adapted policies at ``theta`` itself."""
+        phi = self.adapted(train, theta=theta)
+        with torch.no_grad():
+            old_dist = F.detach_dist(self.policy.forward_stacked(phi, valid.obs))
+            old_logp = self.policy.log_prob(old_dist, valid.actions)
+        dist = self.policy.forward_stacked(phi, valid.obs)
+        loss = F.surrogate_loss(self.policy, dist, valid, old_logp).mean()
+        return OuterObjective(loss=loss, phi=phi, old_dist=old_dist, old_log_probs=old_logp)
+
     def trpo_step(self, train: Sequence[TaskBatch], valid: TaskBatch) -> UpdateMetrics:
         """One TRPO outer step (Schulman et al. 2015) through the inner adaptation."""
         cfg = self.config.outer
         assert isinstance(cfg, TRPOConfig)
         theta0 = {k: v.detach().clone().requires_grad_(True) for k, v in self.params.items()}
         names = list(theta0)
-        phi = self.adapted(train, theta=theta0)
-        with torch.no_grad():
-            old_dist = F.detach_dist(self.policy.forward_stacked(phi, valid.obs))
-            old_logp = self.policy.log_prob(old_dist, valid.actions)
-        dist = self.policy.forward_stacked(phi, valid.obs)
-        loss = F.surrogate_loss(self.policy, dist, valid, old_logp).mean()
+        obj = self.outer_objective(train, valid, theta=theta0)
+        loss, phi, old_dist, old_logp = obj.loss, obj.phi, obj.old_dist, obj.old_log_probs
         check_finite("outer loss", loss)
         grads = torch.autograd.grad(loss, list(theta0.values()), retain_graph=cfg.curvature == "exact")
         g = F.flat(grads)

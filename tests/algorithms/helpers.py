@@ -40,9 +40,10 @@ def policy_episodes(
                          discrete=spec.discrete)
     with torch.no_grad():
         gen = torch.Generator().manual_seed(seed)
-        dist = torch.func.functional_call(policy, params, (torch.as_tensor(ep.obs),))
+        dtype = next(iter(params.values())).dtype
+        dist = torch.func.functional_call(policy, params, (torch.as_tensor(ep.obs, dtype=dtype),))
         a = policy.sample(dist, gen)
         lp = policy.log_prob(dist, a)
-    ep.actions = a.numpy()
+    ep.actions = a.numpy() if spec.discrete else a.numpy().astype(np.float32)
     ep.log_probs = lp.numpy().astype(np.float32) * ep.mask
     return ep
