@@ -1,0 +1,464 @@
+"""Task families: registry, determinism, task switching, rewards and vector envs (real envs)."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from workers.envs import (
+    FAMILIES,
+    Task,
+    TaskEnv,
+    TaskFamily,
+    TaskFamilyError,
+    family_names,
+    family_parameters,
+    make_family,
+    set_vector_tasks,
+)
+from workers.envs.metaworld import MetaWorldFamily, decode_task
+from workers.envs.navigation2d import Navigation2DEnv, Navigation2DFamily, Navigation2DVectorEnv
+
+ALL_FAMILIES = [
+    "navigation2d",
+    "halfcheetah-vel",
+    "halfcheetah-dir",
+    "ant-dir",
+    "cartpole-physics",
+    "metaworld-ml1",
+    "metaworld-ml10",
+    "metaworld-ml45",
+]
+
+#: Cheap families with short horizons for the generic checks (ML1 builds in a few seconds).
+QUICK: dict[str, dict[str, Any]] = {
+    "navigation2d": {"max_episode_steps": 8},
+    "halfcheetah-vel": {"max_episode_steps": 8},
+    "halfcheetah-dir": {"max_episode_steps": 8},
+    "ant-dir": {"max_episode_steps": 8},
+    "cartpole-physics": {"max_episode_steps": 8},
+    "metaworld-ml1": {"env_name": "reach-v3", "max_episode_steps": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def quick_families() -> dict[str, TaskFamily]:
+    return {name: make_family(name, **params) for name, params in QUICK.items()}
+
+
+@pytest.fixture(scope="module")
+def ml10() -> MetaWorldFamily:
+    family = make_family("metaworld-ml10", seed=0, max_episode_steps=20)
+    assert isinstance(family, MetaWorldFamily)
+    family.benchmark  # noqa: B018 - build it once for the module (≈ 7-20 s)
+    return family
+
+
+def _rollout(env: gym.Env, actions: list) -> list[tuple]:
+    out = []
+    for action in actions:
+        obs, reward, terminated, truncated, _ = env.step(action)
+        out.append((np.array(obs), float(reward), terminated, truncated))
+    return out
+
+
+# --- registry and parameters ----------------------------------------------------------------
+def test_registry_lists_every_family() -> None:
+    assert family_names() == sorted(ALL_FAMILIES)
+    assert set(FAMILIES) == set(ALL_FAMILIES)
+    assert family_parameters("navigation2d") == {"max_episode_steps": 100, "low": -0.5, "high": 0.5}
+
+
+def test_unknown_family_names_the_valid_ones() -> None:
+    with pytest.raises(TaskFamilyError, match="valid families") as err:
+        make_family("half-cheetah")
+    for name in ALL_FAMILIES:
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "needles"),
+    [
+        ("navigation2d", {"goal_radius": 0.1}, ["goal_radius", "low", "high", "max_episode_steps"]),
+        ("halfcheetah-vel", {"max_episode_steps": -1}, ["max_episode_steps", ">= 1"]),
+        ("halfcheetah-dir", {"max_episode_steps": "10"}, ["max_episode_steps", "integer"]),
+        ("cartpole-physics", {"length_low": 2.0}, ["length_low", "length_high"]),
+        ("navigation2d", {"low": float("nan")}, ["low", "finite"]),
+        ("metaworld-ml1", {}, ["env_name", "missing"]),
+        ("metaworld-ml1", {"env_name": "reach-v2"}, ["reach-v2", "reach-v3", "pick-place-v3"]),
+        ("metaworld-ml10", {"max_episode_steps": 501}, ["max_episode_steps", "500"]),
+        ("metaworld-ml45", {"env_name": "reach-v3"}, ["env_name", "max_episode_steps"]),
+    ],
+)
+def test_invalid_parameters_name_the_parameter_and_valid_values(
+    name: str, params: dict, needles: list[str]
+) -> None:
+    with pytest.raises(TaskFamilyError) as err:
+        make_family(name, **params)
+    for needle in needles:
+        assert needle in str(err.value)
+
+
+def test_invalid_sampling_arguments(quick_families: dict[str, TaskFamily]) -> None:
+    family = quick_families["navigation2d"]
+    with pytest.raises(TaskFamilyError, match="valid splits"):
+        family.sample_tasks(2, np.random.default_rng(0), split="validation")  # type: ignore[arg-type]
+    with pytest.raises(TaskFamilyError, match="positive integer"):
+        family.sample_tasks(0, np.random.default_rng(0))
+
+
+# --- generic behaviour of every family ----------------------------------------------------
+@pytest.mark.parametrize("name", list(QUICK))
+def test_family_tasks_are_deterministic_and_distinct(
+    name: str, quick_families: dict[str, TaskFamily]
+) -> None:
+    family = quick_families[name]
+    for split in ("train", "test"):
+        a = family.sample_tasks(20, np.random.default_rng(7), split=split)
+        b = family.sample_tasks(20, np.random.default_rng(7), split=split)
+        c = family.sample_tasks(20, np.random.default_rng(8), split=split)
+        assert a == b
+        assert a != c
+        assert all(t.family == name and t.split == split for t in a)
+        keys = {(tuple(sorted(t.params.items())), t.data) for t in a}
+        if name.endswith("-dir"):
+            assert {t.params["direction"] for t in a} == {-1.0, 1.0}
+        else:
+            assert len(keys) == 20, "tasks must differ"
+        assert pickle.loads(pickle.dumps(a)) == a
+
+
+@pytest.mark.parametrize("name", list(QUICK))
+def test_env_resets_deterministically_and_switches_task(
+    name: str, quick_families: dict[str, TaskFamily]
+) -> None:
+    family = quick_families[name]
+    pool = family.sample_tasks(20, np.random.default_rng(0))
+    tasks = [pool[0], next(t for t in pool if t.params != pool[0].params or t.data != pool[0].data)]
+    env = family.make_env(tasks[0])
+    assert isinstance(env, TaskEnv)
+    assert env.observation_space == family.observation_space
+    assert env.action_space == family.action_space
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(family.max_episode_steps + 3)]
+
+    obs1, _ = env.reset(seed=3)
+    run1 = _rollout(env, actions)
+    obs2, _ = env.reset(seed=3)
+    run2 = _rollout(env, actions)
+    np.testing.assert_array_equal(obs1, obs2)
+    for s1, s2 in zip(run1, run2, strict=True):
+        np.testing.assert_array_equal(s1[0], s2[0])
+        assert s1[1:] == s2[1:]
+    assert obs1.dtype == np.float32 and family.observation_space.contains(obs1)
+
+    # the episode ends at the horizon at the latest; later steps are harmless repeats
+    ends = [i for i, s in enumerate(run1) if s[2] or s[3]]
+    assert ends and ends[0] <= family.max_episode_steps - 1
+    assert run1[-1][1] == 0.0 and (run1[-1][2] or run1[-1][3])
+
+    env.get_wrapper_attr("set_task")(tasks[1])
+    assert env.get_wrapper_attr("task") == tasks[1]
+    env.reset(seed=3)
+    run3 = _rollout(env, actions)
+    assert any(
+        s1[1] != s3[1] or not np.array_equal(s1[0], s3[0])
+        for s1, s3 in zip(run1, run3, strict=True)
+    ), "another task must change the rewards or the dynamics"
+    env.close()
+
+
+@pytest.mark.parametrize("name", list(QUICK))
+def test_vector_env_runs_past_the_horizon_and_retargets(
+    name: str, quick_families: dict[str, TaskFamily]
+) -> None:
+    family = quick_families[name]
+    tasks = family.sample_tasks(2, np.random.default_rng(1))
+    vec = family.make_vector_env(tasks, 2)
+    assert vec.num_envs == 4
+    assert vec.single_observation_space == family.observation_space
+    assert vec.single_action_space == family.action_space
+    obs, _ = vec.reset(seed=0)
+    assert obs.shape == (4, *family.observation_space.shape)
+    vec.action_space.seed(0)
+    done = np.zeros(4, dtype=bool)
+    for _ in range(family.max_episode_steps + 3):  # finished sub-envs get stepped too
+        _, _, terminated, truncated, _ = vec.step(vec.action_space.sample())
+        done |= terminated | truncated
+    assert done.all()
+
+    new_tasks = family.sample_tasks(2, np.random.default_rng(2))
+    set_vector_tasks(vec, new_tasks, 2)
+    vec.reset(seed=0)
+    if isinstance(vec, Navigation2DVectorEnv):
+        assert vec.tasks == new_tasks
+    else:
+        current = [env.get_wrapper_attr("task") for env in vec.envs]  # type: ignore[attr-defined]
+        assert current == [new_tasks[0]] * 2 + [new_tasks[1]] * 2
+    with pytest.raises(ValueError, match="sub-envs"):
+        set_vector_tasks(vec, new_tasks, 3)
+    vec.close()
+
+
+@pytest.mark.parametrize("name", list(QUICK))
+def test_env_rejects_misuse(name: str, quick_families: dict[str, TaskFamily]) -> None:
+    family = quick_families[name]
+    task = family.sample_tasks(1, np.random.default_rng(0))[0]
+    env = family.make_env(task)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(env.action_space.sample())
+    other = "cartpole-physics" if name != "cartpole-physics" else "navigation2d"
+    foreign = quick_families[other].sample_tasks(1, np.random.default_rng(0))[0]
+    with pytest.raises(TaskFamilyError, match=other):
+        env.get_wrapper_attr("set_task")(foreign)
+    env.close()
+
+
+# --- navigation2d ----------------------------------------------------------------------------
+def test_navigation2d_reward_and_termination_by_hand() -> None:
+    family = make_family("navigation2d", max_episode_steps=10)
+    env = family.make_env(Task("navigation2d", "train", 0, {"goal_x": 0.25, "goal_y": 0.0}))
+    obs, _ = env.reset()
+    np.testing.assert_array_equal(obs, [0.0, 0.0])
+
+    obs, reward, terminated, truncated, _ = env.step(np.array([0.1, 0.0], np.float32))
+    assert obs == pytest.approx([0.1, 0.0]) and reward == pytest.approx(-0.15)
+    assert not terminated and not truncated
+    obs, reward, terminated, _, _ = env.step(np.array([5.0, 0.0], np.float32))  # clipped to 0.1
+    assert obs == pytest.approx([0.2, 0.0]) and reward == pytest.approx(-0.05)
+    assert not terminated
+    obs, reward, terminated, truncated, _ = env.step(np.array([0.05, 0.005], np.float32))
+    assert obs == pytest.approx([0.25, 0.005]) and reward == pytest.approx(-0.005)
+    assert terminated and not truncated  # 0.005 < 0.01
+    again = env.step(np.array([0.1, 0.1], np.float32))  # after the end: a harmless repeat
+    assert again[0] == pytest.approx([0.25, 0.005]) and again[1:4] == (0.0, True, False)
+
+    short = make_family("navigation2d", max_episode_steps=3).make_env(
+        Task("navigation2d", "train", 0, {"goal_x": 0.4, "goal_y": -0.3})
+    )
+    short.reset()
+    steps = [short.step(np.array([-0.1, 0.1], np.float32)) for _ in range(3)]
+    assert [s[3] for s in steps] == [False, False, True]
+    assert steps[-1][0] == pytest.approx([-0.3, 0.3])
+    assert steps[-1][1] == pytest.approx(-np.hypot(0.7, 0.6))
+
+
+def test_navigation2d_vector_env_matches_single_envs() -> None:
+    family = make_family("navigation2d", max_episode_steps=30)
+    assert isinstance(family, Navigation2DFamily)
+    rng = np.random.default_rng(0)
+    tasks = family.sample_tasks(3, rng)
+    tasks.append(Task("navigation2d", "train", 3, {"goal_x": 0.05, "goal_y": 0.0}))  # reached
+    vec = family.make_vector_env(tasks, 2)
+    singles = [family.make_env(t) for t in tasks for _ in range(2)]
+    actions = rng.uniform(-0.15, 0.15, size=(35, 8, 2)).astype(np.float32)
+    actions[:, 6:] = [0.05, 0.0]  # sub-envs 6, 7 terminate on step 1
+
+    for _round in range(2):
+        obs, _ = vec.reset()
+        single_obs = np.stack([env.reset()[0] for env in singles])
+        np.testing.assert_array_equal(obs, single_obs)
+        for t in range(35):
+            obs, rew, term, trunc, _ = vec.step(actions[t])
+            results = [env.step(actions[t, i]) for i, env in enumerate(singles)]
+            np.testing.assert_array_equal(obs, np.stack([r[0] for r in results]))
+            np.testing.assert_array_equal(rew, [r[1] for r in results])
+            np.testing.assert_array_equal(term, [r[2] for r in results])
+            np.testing.assert_array_equal(trunc, [r[3] for r in results])
+        if _round == 0:
+            assert term[6:].all() and not trunc[6:].any() and trunc[:6].all()
+        # second round: new tasks, applied at reset
+        tasks = family.sample_tasks(4, rng)
+        set_vector_tasks(vec, tasks, 2)
+        for i, env in enumerate(singles):
+            env.set_task(tasks[i // 2])
+    goals = np.repeat([[t.params["goal_x"], t.params["goal_y"]] for t in tasks], 2, axis=0)
+    assert not np.array_equal(vec.goals, goals)  # set_tasks takes effect at the next reset
+    vec.reset()
+    np.testing.assert_array_equal(vec.goals, goals)
+
+
+def test_navigation2d_vector_env_reset_mask() -> None:
+    family = make_family("navigation2d")
+    vec = family.make_vector_env(family.sample_tasks(40, np.random.default_rng(0)), 10)
+    assert isinstance(vec, Navigation2DVectorEnv) and vec.num_envs == 400
+    vec.reset()
+    actions = np.full((400, 2), 0.05, np.float32)
+    for _ in range(100):
+        obs, *_ = vec.step(actions)
+    mask = np.zeros(400, dtype=bool)
+    mask[:5] = True
+    obs, _ = vec.reset(options={"reset_mask": mask})
+    assert not obs[:5].any() and obs[5:].all()
+    with pytest.raises(ValueError, match="shape"):
+        vec.step(np.zeros((3, 2)))
+    assert isinstance(family.make_env(vec.tasks[0]), Navigation2DEnv)
+
+
+# --- MuJoCo task rewards ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("halfcheetah-vel", {"velocity": 1.3}),
+        ("halfcheetah-dir", {"direction": -1.0}),
+        ("ant-dir", {"direction": -1.0}),
+        ("ant-dir", {"direction": 1.0}),
+    ],
+)
+def test_mujoco_task_reward_matches_the_formula(name: str, params: dict) -> None:
+    family = make_family(name, max_episode_steps=20)
+    env = family.make_env(Task(name, "train", 0, params))
+    inner = env.get_wrapper_attr("env")
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        action = rng.uniform(-1.5, 1.5, size=env.action_space.shape)  # partly out of bounds
+        # the cheetah's root x is qpos[0]; Ant-v5 differences the torso body's xpos, which
+        # MuJoCo computed before the last physics substep (it lags qpos by one substep)
+        x_of = (
+            (lambda: inner.data.qpos[0])
+            if name.startswith("half")
+            else (lambda: inner.data.body("torso").xpos[0])
+        )
+        x_before = float(x_of())
+        _, reward, terminated, _, info = env.step(action)
+        x_velocity = (float(x_of()) - x_before) / inner.dt
+        applied = np.clip(action, -1.0, 1.0)
+        assert info["x_velocity"] == pytest.approx(x_velocity, abs=1e-9)
+        if name == "halfcheetah-vel":
+            expected = -abs(x_velocity - 1.3) - 0.05 * np.sum(applied**2)
+        elif name == "halfcheetah-dir":
+            expected = -x_velocity - 0.05 * np.sum(applied**2)
+        else:
+            expected = (
+                params["direction"] * x_velocity
+                + 1.0 * inner.is_healthy  # Ant-v5's healthy reward
+                - 0.5 * np.sum(applied**2)  # its ctrl cost
+                - 5e-4 * np.sum(np.clip(inner.data.cfrc_ext, -1.0, 1.0) ** 2)  # its contact cost
+            )
+        assert reward == pytest.approx(expected, abs=1e-9)
+        assert info["task_reward"] == reward
+        if terminated:
+            break
+
+
+# --- CartPole --------------------------------------------------------------------------------
+def test_cartpole_physics_are_applied_and_finished_episodes_stay_quiet() -> None:
+    family = make_family("cartpole-physics", max_episode_steps=200)
+    task = Task("cartpole-physics", "train", 0, {"length": 0.9, "masspole": 0.3})
+    env = family.make_env(task)
+    env.reset(seed=0)
+    pole = env.get_wrapper_attr("env").unwrapped
+    assert (pole.length, pole.masspole) == (0.9, 0.3)
+    assert pole.total_mass == pytest.approx(1.3)
+    assert pole.polemass_length == pytest.approx(0.27)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # CartPole warns when stepped after termination
+        results = [env.step(1) for _ in range(60)]
+    ends = [i for i, r in enumerate(results) if r[2]]
+    assert ends and all(r[1] == 0.0 for r in results[ends[0] + 1 :])
+
+    family_tasks = family.sample_tasks(50, np.random.default_rng(0))
+    lengths = [float(t.params["length"]) for t in family_tasks]
+    masses = [float(t.params["masspole"]) for t in family_tasks]
+    assert 0.25 <= min(lengths) and max(lengths) <= 1.0
+    assert 0.05 <= min(masses) and max(masses) <= 0.5
+
+
+# --- Meta-World ------------------------------------------------------------------------------
+def test_metaworld_ml1_reach_success_and_disjoint_goals(
+    quick_families: dict[str, TaskFamily],
+) -> None:
+    family = quick_families["metaworld-ml1"]
+    assert family.has_success
+    assert family.num_tasks("train") == 50 and family.num_tasks("test") == 50
+    train = family.sample_tasks(50, np.random.default_rng(0))
+    test = family.sample_tasks(50, np.random.default_rng(0), split="test")
+    assert sorted(t.index for t in train) == list(range(50))  # without replacement
+    assert {t.params["env_name"] for t in train + test} == {"reach-v3"}
+
+    def goal(task: Task) -> tuple:
+        return tuple(np.round(pickle.loads(decode_task(task).data)["rand_vec"], 9))
+
+    train_goals, test_goals = {goal(t) for t in train}, {goal(t) for t in test}
+    assert len(train_goals) == 50 and len(test_goals) == 50
+    assert not train_goals & test_goals
+
+    env = family.make_env(train[0])
+    obs, _ = env.reset()
+    assert obs.shape == (39,) and obs.dtype == np.float32
+    _, _, _, _, info = env.step(np.zeros(4, np.float32))
+    assert isinstance(info["success"], float) and info["success"] in (0.0, 1.0)
+    # seed-dependent goals
+    other = make_family("metaworld-ml1", env_name="reach-v3", seed=1)
+    assert goal(other.sample_tasks(1, np.random.default_rng(0))[0]) not in train_goals
+
+
+def test_metaworld_full_episode_never_steps_past_500(
+    quick_families: dict[str, TaskFamily],
+) -> None:
+    family = make_family("metaworld-ml1", env_name="reach-v3")  # horizon 500, cached benchmark
+    env = family.make_env(family.sample_tasks(1, np.random.default_rng(0))[0])
+    env.reset()
+    action = np.array([0.0, 0.5, 0.0, 0.0], np.float32)
+    truncated_at = []
+    for t in range(505):  # Meta-World itself raises on step 501 without a reset
+        _, _, terminated, truncated, info = env.step(action)
+        assert not terminated and "success" in info
+        if truncated:
+            truncated_at.append(t)
+    assert truncated_at[0] == 499
+    env.reset()  # and a new episode starts
+    env.step(action)
+
+
+def test_metaworld_ml10_splits_and_class_switching(ml10: MetaWorldFamily) -> None:
+    bench = ml10.benchmark
+    assert len(bench.train_classes) == 10 and len(bench.test_classes) == 5
+    assert ml10.classes("train") == bench.train_classes
+    assert ml10.classes("test") == bench.test_classes
+    assert ml10.num_tasks("train") == 500 and ml10.num_tasks("test") == 250
+    train = ml10.sample_tasks(40, np.random.default_rng(0))
+    test = ml10.sample_tasks(10, np.random.default_rng(0), split="test")
+    train_names = {t.env_name for t in train}
+    test_names = {t.env_name for t in test}
+    assert train_names <= set(bench.train_classes) and test_names <= set(bench.test_classes)
+    assert len(train_names) > 1 and not train_names & test_names
+
+    a, b = train[0], next(t for t in test if t.env_name != train[0].env_name)
+    env = ml10.make_env(a)
+    obs_a, _ = env.reset()
+    env.get_wrapper_attr("set_task")(b)
+    obs_b, _ = env.reset()
+    assert isinstance(env.get_wrapper_attr("active_env"), bench.test_classes[b.env_name])
+    assert not np.array_equal(obs_a, obs_b)
+    env.get_wrapper_attr("set_task")(a)
+    np.testing.assert_array_equal(env.reset()[0], obs_a)  # back to the first, same start
+    _, _, _, _, info = env.step(env.action_space.sample())
+    assert info["success"] in (0.0, 1.0)
+
+    vec = ml10.make_vector_env(train[:2], 1)
+    vec.reset(seed=0)
+    set_vector_tasks(vec, test[:2], 1)
+    vec.reset(seed=0)
+    for _ in range(ml10.max_episode_steps + 2):
+        vec.step(vec.action_space.sample())
+    vec.close()
+
+
+@pytest.mark.slow
+def test_metaworld_ml45_builds() -> None:
+    family = make_family("metaworld-ml45", seed=0)
+    assert family.num_tasks("train") == 2250 and family.num_tasks("test") == 250
+    bench = family.benchmark  # type: ignore[attr-defined]
+    assert len(bench.train_classes) == 45 and len(bench.test_classes) == 5
+    test = family.sample_tasks(3, np.random.default_rng(0), split="test")
+    env = family.make_env(test[0])
+    env.reset()
+    _, _, _, _, info = env.step(env.action_space.sample())
+    assert "success" in info

@@ -1,0 +1,271 @@
+"""Locomotion task families on gymnasium's MuJoCo v5 envs (Finn et al. 2017, MAML, sec. 5.3).
+
+* ``halfcheetah-vel``: a goal velocity ``v`` uniform in ``[0, 2]``;
+  reward ``-|x_velocity - v| - 0.05 * ||a||^2``.
+* ``halfcheetah-dir``: a direction ``d`` in ``{-1, +1}``; reward ``d * x_velocity - 0.05 * ||a||^2``.
+* ``ant-dir``: a direction ``d`` in ``{-1, +1}`` on Ant-v5; reward
+  ``d * x_velocity + healthy_reward - ctrl_cost - contact_cost``.
+
+The 0.05 control-cost weight of the cheetah follows the rllab environments the MAML paper used
+(HalfCheetah-v5 is built with ``ctrl_cost_weight=0.05``); the ant keeps Ant-v5's defaults.  The
+task reward is recomputed from the info fields the v5 envs report (``x_velocity``,
+``reward_ctrl``, ``reward_survive``, ``reward_contact``), so it always matches the simulator step.
+
+Actions are clipped to the action space (``[-1, 1]``) before they reach the simulator, so the
+control cost is that of the applied action, as in rllab's normalized envs.  Observations are
+cast to float32.  Episodes are truncated at ``max_episode_steps`` (H = 200 in the paper).
+
+The paper gives no train/test split: ``halfcheetah-vel``'s test split draws from the same
+distribution, and the direction families draw directions uniformly from ``{-1, +1}`` in both
+splits (there are only two tasks).
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import functools
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.mujoco.ant_v5 import AntEnv
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+from workers.envs.base import Split, Task, TaskFamily, TaskFamilyError
+from workers.envs.common import (
+    EpisodicTaskEnv,
+    check_float,
+    check_int,
+    check_interval,
+    float32_box,
+    task_param,
+)
+
+#: rllab's control-cost weight for the half-cheetah tasks (MAML sec. 5.3).
+CHEETAH_CTRL_COST_WEIGHT = 0.05
+DEFAULT_HORIZON = 200
+
+
+def _make_half_cheetah() -> MujocoEnv:
+    return HalfCheetahEnv(ctrl_cost_weight=CHEETAH_CTRL_COST_WEIGHT)
+
+
+def _make_ant() -> MujocoEnv:
+    return AntEnv()
+
+
+_ROBOTS = {"half_cheetah": _make_half_cheetah, "ant": _make_ant}
+
+
+@functools.cache
+def _spaces(robot: str) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    """(float32 observation space, action space) of ``robot``, read once from a prototype env."""
+    env = _ROBOTS[robot]()
+    try:
+        return float32_box(env.observation_space), env.action_space  # type: ignore[return-value]
+    finally:
+        env.close()
+
+
+def velocity_reward(info: dict[str, Any], velocity: float) -> float:
+    """``-|x_velocity - velocity| + reward_ctrl`` (``reward_ctrl`` is minus the control cost)."""
+    return -abs(float(info["x_velocity"]) - velocity) + float(info["reward_ctrl"])
+
+
+def direction_reward(info: dict[str, Any], direction: float) -> float:
+    """``direction * x_velocity + reward_ctrl``."""
+    return direction * float(info["x_velocity"]) + float(info["reward_ctrl"])
+
+
+def ant_direction_reward(info: dict[str, Any], direction: float) -> float:
+    """``direction * x_velocity + reward_survive + reward_ctrl + reward_contact`` (Ant-v5 info)."""
+    return (
+        direction * float(info["x_velocity"])
+        + float(info["reward_survive"])
+        + float(info["reward_ctrl"])
+        + float(info["reward_contact"])
+    )
+
+
+class MujocoTaskEnv(EpisodicTaskEnv):
+    """A gymnasium MuJoCo env whose reward is the task reward recomputed from its info.
+
+    The simulator's own reward is kept in ``info["env_reward"]``; ``info["task_reward"]`` is the
+    returned reward.
+    """
+
+    def __init__(self, family: MujocoFamily, task: Task) -> None:
+        self.family_name = family.name
+        self._family = family
+        super().__init__(task, max_episode_steps=family.max_episode_steps)
+        self.env: MujocoEnv = _ROBOTS[family.robot]()
+        obs_space, action_space = _spaces(family.robot)
+        self.observation_space = copy.deepcopy(obs_space)
+        self.action_space = copy.deepcopy(action_space)
+        self._low = action_space.low.astype(np.float64)
+        self._high = action_space.high.astype(np.float64)
+        self._value = family.task_value(task)
+
+    @property
+    def task_value(self) -> float:
+        """The active task's velocity or direction."""
+        return self._value
+
+    def _check_task(self, task: Task) -> None:
+        self._family.task_value(task)
+
+    def _apply_task(self, task: Task) -> None:
+        self._value = self._family.task_value(task)
+
+    def _reset_inner(
+        self, *, seed: int | None, options: dict[str, Any] | None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        return obs.astype(np.float32), info
+
+    def _step_inner(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        # np.minimum/np.maximum: same result as np.clip at a fraction of its call overhead
+        action = np.minimum(np.maximum(np.asarray(action, dtype=np.float64), self._low), self._high)
+        obs, env_reward, terminated, truncated, env_info = self.env.step(action)
+        info: dict[str, Any] = dict(env_info)
+        reward = self._family.task_reward(info, self._value)
+        info["env_reward"] = float(env_reward)
+        info["task_reward"] = reward
+        return obs.astype(np.float32), reward, bool(terminated), bool(truncated), info
+
+    def render(self) -> Any:
+        """The inner MuJoCo env's render (None unless it was built with a render mode)."""
+        return self.env.render()
+
+    def close(self) -> None:
+        """Close the simulator."""
+        self.env.close()
+        super().close()
+
+
+class MujocoFamily(TaskFamily):
+    """A MuJoCo task family: one robot, one scalar task parameter (``param``)."""
+
+    #: key into ``_ROBOTS``.
+    robot: str = ""
+    #: the task parameter's name in ``Task.params``.
+    param: str = ""
+
+    def __init__(self, *, max_episode_steps: int = DEFAULT_HORIZON) -> None:
+        super().__init__(
+            max_episode_steps=check_int(self.name, "max_episode_steps", max_episode_steps)
+        )
+
+    @property
+    def observation_space(self) -> gym.spaces.Box:
+        return _spaces(self.robot)[0]
+
+    @property
+    def action_space(self) -> gym.spaces.Box:
+        return _spaces(self.robot)[1]
+
+    def sample_tasks(
+        self, n: int, rng: np.random.Generator, *, split: Split = "train"
+    ) -> list[Task]:
+        split = self._check_split(split)
+        n = self._check_n(n)
+        values = self._sample_values(n, rng)
+        return [Task(self.name, split, i, {self.param: float(v)}) for i, v in enumerate(values)]
+
+    def make_env(self, task: Task) -> MujocoTaskEnv:
+        return MujocoTaskEnv(self, task)
+
+    def task_value(self, task: Task) -> float:
+        """The task's parameter, checked."""
+        if task.family != self.name:
+            raise TaskFamilyError(
+                f"{self.name}: got a task of family {task.family!r}; "
+                f"sample tasks from the {self.name!r} family"
+            )
+        value = task_param(task, self.param, self.name)
+        self._check_value(value)
+        return value
+
+    @abc.abstractmethod
+    def _sample_values(self, n: int, rng: np.random.Generator) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def _check_value(self, value: float) -> None: ...
+
+    @abc.abstractmethod
+    def task_reward(self, info: dict[str, Any], value: float) -> float:
+        """The task reward of one step from the inner env's ``info``."""
+
+
+class HalfCheetahVelFamily(MujocoFamily):
+    """HalfCheetah-v5 running at a goal velocity uniform in ``[velocity_low, velocity_high]``.
+
+    Task params ``{"velocity": v}``; the test split draws from the same distribution.
+    """
+
+    name = "halfcheetah-vel"
+    robot = "half_cheetah"
+    param = "velocity"
+
+    def __init__(
+        self,
+        *,
+        max_episode_steps: int = DEFAULT_HORIZON,
+        velocity_low: float = 0.0,
+        velocity_high: float = 2.0,
+    ) -> None:
+        super().__init__(max_episode_steps=max_episode_steps)
+        self.velocity_low, self.velocity_high = check_interval(
+            self.name, ("velocity_low", "velocity_high"), velocity_low, velocity_high
+        )
+
+    def _sample_values(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.uniform(self.velocity_low, self.velocity_high, size=n)
+
+    def _check_value(self, value: float) -> None:
+        check_float(self.name, "velocity", value)
+
+    def task_reward(self, info: dict[str, Any], value: float) -> float:
+        return velocity_reward(info, value)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "velocity_low": self.velocity_low,
+            "velocity_high": self.velocity_high,
+        }
+
+
+class _DirectionFamily(MujocoFamily):
+    """Forward/backward running: ``{"direction": d}`` with ``d`` uniform in ``{-1, +1}``."""
+
+    param = "direction"
+
+    def _sample_values(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(np.array([-1.0, 1.0]), size=n)
+
+    def _check_value(self, value: float) -> None:
+        if value not in (-1.0, 1.0):
+            raise TaskFamilyError(f"{self.name}: direction must be -1.0 or 1.0, got {value}")
+
+
+class HalfCheetahDirFamily(_DirectionFamily):
+    """HalfCheetah-v5 running forward (``direction=1``) or backward (``-1``)."""
+
+    name = "halfcheetah-dir"
+    robot = "half_cheetah"
+
+    def task_reward(self, info: dict[str, Any], value: float) -> float:
+        return direction_reward(info, value)
+
+
+class AntDirFamily(_DirectionFamily):
+    """Ant-v5 running forward (``direction=1``) or backward (``-1``) along x."""
+
+    name = "ant-dir"
+    robot = "ant"
+
+    def task_reward(self, info: dict[str, Any], value: float) -> float:
+        return ant_direction_reward(info, value)
