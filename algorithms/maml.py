@@ -34,7 +34,14 @@ from algorithms.base import (
     check_finite,
 )
 from algorithms.batch import AdvantageConfig, TaskBatch
-from algorithms.policies import DistParams, Params, Policy, PolicySpec
+from algorithms.policies import (
+    DistParams,
+    GaussianMLPPolicy,
+    Params,
+    Policy,
+    PolicySpec,
+    expand_params,
+)
 from algorithms.trpo import backtracking_line_search, conjugate_gradient
 
 
@@ -217,17 +224,23 @@ class MAML(PolicyGradientLearner):
     ) -> Callable[[Tensor], Tensor]:
         """``v -> (1/n Σ_i J_iᵀ F_i J_i + damping) v`` on a subsample of each task's episodes.
 
-        ``J v`` uses the double-vjp identity: ``s(u) = Jᵀu`` is linear in a dummy ``u``, so
-        ``J v = ∂(s(u)·v)/∂u``; its graph is built once and reused by every CG iteration.
+        ``J_iᵀ w`` is one backward pass through the adaptation graph (built once, reused by every
+        CG iteration).  With one inner step ``J_i = I - α H_i`` is symmetric, so ``J_i v`` is the
+        same backward taken per task (w.r.t. the per-task copies of θ); with several steps it
+        uses the double-vjp identity: ``s(u) = Jᵀu`` is linear in a dummy ``u``, so
+        ``J v = ∂(s(u)·v)/∂u``.
         """
         if subsample < 1.0:
             train, valid = self._subsample(train, valid, subsample)
+        n = valid.n_tasks
         th = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
-        phi = self.adapted(train, theta=th)
-        phi_vals = list(phi.values())
         th_vals = list(th.values())
+        th_e = expand_params(th, n)
+        th_e_vals = list(th_e.values())
+        phi = self.adapted(train, theta=th_e)
+        phi_vals = list(phi.values())
+        jv: Callable[[list[Tensor]], list[Tensor]]
         if self.config.first_order:
-            n = valid.n_tasks
 
             def jv(v: list[Tensor]) -> list[Tensor]:
                 return [x.unsqueeze(0).expand(n, *x.shape) for x in v]
@@ -235,17 +248,22 @@ class MAML(PolicyGradientLearner):
             def jtw(w: Sequence[Tensor]) -> list[Tensor]:
                 return [x.sum(0) for x in w]
         else:
-            u = [torch.zeros_like(p, requires_grad=True) for p in phi_vals]
-            s = torch.autograd.grad(phi_vals, th_vals, grad_outputs=u, create_graph=True)
+            if len(train) == 1:
 
-            def jv(v: list[Tensor]) -> list[Tensor]:
-                return list(torch.autograd.grad(s, u, grad_outputs=v, retain_graph=True))
+                def jv(v: list[Tensor]) -> list[Tensor]:
+                    v_e = [x.unsqueeze(0).expand(n, *x.shape) for x in v]
+                    return list(torch.autograd.grad(phi_vals, th_e_vals, grad_outputs=v_e, retain_graph=True))
+            else:
+                u = [torch.zeros_like(p, requires_grad=True) for p in phi_vals]
+                s = torch.autograd.grad(phi_vals, th_vals, grad_outputs=u, create_graph=True)
+
+                def jv(v: list[Tensor]) -> list[Tensor]:
+                    return list(torch.autograd.grad(s, u, grad_outputs=v, retain_graph=True))
 
             def jtw(w: Sequence[Tensor]) -> list[Tensor]:
                 return list(torch.autograd.grad(phi_vals, th_vals, grad_outputs=list(w), retain_graph=True))
 
         fvp = fisher_vector_product(self.policy, {k: v.detach() for k, v in phi.items()}, valid)
-        n = valid.n_tasks
 
         def cvp(v: Tensor) -> Tensor:
             jvs = jv(F.unflat(v, th_vals))
@@ -311,10 +329,32 @@ class MAML(PolicyGradientLearner):
 def fisher_vector_product(policy: Policy, phi: Params, valid: TaskBatch) -> Callable[[Sequence[Tensor]], list[Tensor]]:
     """``w -> [F_i w_i]``: Fisher matrices of the (stacked) policies ``phi`` on ``valid``'s states.
 
-    The Fisher of a policy is the Hessian of ``KL(pi_phi_fixed || pi_phi)`` at equality; its
-    product is one double backward over the validation forward pass, built once.
+    The Fisher of a policy is the Hessian of ``KL(pi_phi_fixed || pi_phi)`` at equality.  For the
+    Gaussian policy it is applied in closed form, ``F w = J_μᵀ Σ⁻¹ J_μ w + 2 w_logstd`` (per
+    valid step, averaged), with ``J_μ w`` by the double-vjp identity on the mean's graph; for
+    other policies by a double backward of the KL.  Either graph is built once.
     """
     leaf = {k: v.detach().requires_grad_(True) for k, v in phi.items()}
+    names = list(leaf)
+    if isinstance(policy, GaussianMLPPolicy):
+        mean, log_std = policy.forward_stacked(leaf, valid.obs)
+        body = [k for k in names if k != "log_std"]
+        body_leaves = [leaf[k] for k in body]
+        weight = (valid.mask / valid.mask.sum(-1, keepdim=True).clamp_min(1.0)).unsqueeze(-1) * torch.exp(
+            -2.0 * log_std.detach()
+        )
+        u = torch.zeros_like(mean, requires_grad=True)
+        s = torch.autograd.grad(mean, body_leaves, u, create_graph=True)
+
+        def gaussian_fvp(w: Sequence[Tensor]) -> list[Tensor]:
+            wd = dict(zip(names, w, strict=True))
+            (jw,) = torch.autograd.grad(s, u, [wd[k] for k in body], retain_graph=True)
+            out = dict(zip(body, torch.autograd.grad(mean, body_leaves, jw * weight, retain_graph=True), strict=True))
+            out["log_std"] = 2.0 * wd["log_std"]
+            return [out[k] for k in names]
+
+        return gaussian_fvp
+
     leaves = list(leaf.values())
     dist = policy.forward_stacked(leaf, valid.obs)
     kl = F.mean_kl(policy, F.detach_dist(dist), dist, valid).sum()

@@ -166,8 +166,9 @@ def test_first_order_gradient_equals_hand_built_reference():
 
 @pytest.mark.parametrize("discrete", [False, True])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_full_batch_fisher_product_equals_exact_kl_hessian_product(discrete, first_order):
-    learner, train, valid, _ = make_problem(discrete=discrete, first_order=first_order)
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_full_batch_fisher_product_equals_exact_kl_hessian_product(discrete, first_order, inner_steps):
+    learner, train, valid, _ = make_problem(discrete=discrete, first_order=first_order, inner_steps=inner_steps)
     theta = {k: v.clone().requires_grad_(True) for k, v in learner.params.items()}
     obj = learner.outer_objective(train, valid, theta=theta)
     from algorithms.maml import exact_kl_hvp
