@@ -1,0 +1,186 @@
+"""Time one whole MAML-TRPO outer update at the MAML paper's sizes: the project's default
+(tasks stacked into one batched graph, Fisher/Gauss-Newton curvature-vector products on a 25%
+subsample of episodes, full-batch gradient and line search) against the exact reference kept in
+``algorithms/reference.py`` (per-task loop, full-batch double-backward KL Hessian-vector
+products, the KL's first-order graph reused across CG iterations), on the same real batch.
+
+Prints one JSON object per setting, then (unless ``--curve-iterations 0``) trains MAML-TRPO on
+navigation2d with both and prints the two learning curves' summary, writing a PNG of both.
+
+    python benchmarks/maml_update.py [--settings navigation2d,halfcheetah-vel] [--curve-iterations 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from algorithms import reference
+from algorithms.base import UpdateMetrics
+from algorithms.maml import MAML, MAMLConfig, TRPOConfig
+from algorithms.policies import PolicySpec
+from workers.envs import make_family
+from workers.loop import TaskSchedule, collect_meta_batch, train_in_process
+from workers.sampler import Sampler
+
+SETTINGS = {
+    # MAML paper, App. C.2: meta-batch 20 / 40, 20 trajectories per task, horizon 100 / 200
+    "navigation2d": {"family": {}, "meta_batch": 20, "episodes": 20},
+    "halfcheetah-vel": {"family": {}, "meta_batch": 40, "episodes": 20},
+}
+RESULTS = Path(__file__).parent / "results"
+
+
+class ReferenceMAML(MAML):
+    """MAML whose TRPO step is the exact reference implementation."""
+
+    name = "maml"
+
+    def trpo_step(self, train, valid) -> UpdateMetrics:  # noqa: ANN001
+        assert isinstance(self.config.outer, TRPOConfig)
+        new, metrics = reference.trpo_step(
+            self.policy, self.params, train, valid,
+            inner_lr=self.config.inner_lr, first_order=self.config.first_order, config=self.config.outer,
+        )
+        self._set_params(new)
+        return metrics
+
+
+def spec_for(family) -> PolicySpec:  # noqa: ANN001
+    return PolicySpec(
+        obs_dim=int(family.observation_space.shape[0]), act_dim=int(family.action_space.shape[0]),
+        hidden_sizes=(100, 100), activation="relu",
+    )
+
+
+def time_update(setting: str, *, repeats: int) -> dict:
+    cfg = SETTINGS[setting]
+    family = make_family(setting, **cfg["family"])
+    spec = spec_for(family)
+    config = MAMLConfig(inner_lr=0.1, outer=TRPOConfig(max_kl=0.01))
+    learner = MAML(spec, config, seed=0)
+    sampler = Sampler(family, spec, envs_per_task=10, seed=0)
+    tasks = TaskSchedule(family, cfg["meta_batch"], 0).tasks(0)
+    sample_s = 0.0
+
+    def sample(ts, params):  # noqa: ANN001, ANN202
+        nonlocal sample_s
+        out = sampler.sample(ts, params, episodes_per_task=cfg["episodes"])
+        sample_s += sampler.last_stats.seconds
+        return out
+
+    batch = collect_meta_batch(learner, sample, tasks, inner_steps=1)
+    sampler.close()
+    train = [learner.batch(s) for s in batch.train]
+    valid = learner.batch(batch.valid)
+    theta0 = learner.params
+
+    def run(make) -> tuple[float, UpdateMetrics]:  # noqa: ANN001
+        lrn = make(spec, config, seed=0)
+        lrn._set_params(theta0)
+        t0 = time.perf_counter()
+        m = lrn.trpo_step(train, valid)
+        return time.perf_counter() - t0, m
+
+    default_times, ref_times = [], []
+    for _ in range(repeats):
+        t, m_def = run(MAML)
+        default_times.append(t)
+        t, m_ref = run(ReferenceMAML)
+        ref_times.append(t)
+    ref_s, def_s = statistics.median(ref_times), statistics.median(default_times)
+    return {
+        "setting": setting,
+        "meta_batch": cfg["meta_batch"],
+        "episodes_per_task": cfg["episodes"],
+        "horizon": family.max_episode_steps,
+        "policy": "2x100 relu",
+        "reference_s": round(ref_s, 3),
+        "default_s": round(def_s, 3),
+        "speedup": round(ref_s / def_s, 2),
+        "sample_s": round(sample_s, 3),
+        "default_kl": round(m_def["meta/kl"], 5),
+        "reference_kl": round(m_ref["meta/kl"], 5),
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def learning_curves(iterations: int, seed: int) -> dict:
+    family = make_family("navigation2d")
+    spec = spec_for(family)
+    config = MAMLConfig(inner_lr=0.1, outer=TRPOConfig(max_kl=0.01))
+    curves = {}
+    for label, cls in (("default", MAML), ("reference", ReferenceMAML)):
+        learner = cls(spec, replace(config), seed=seed)
+        t0 = time.perf_counter()
+        res = train_in_process(learner, family, meta_batch_size=20, episodes_per_task=20, iterations=iterations,
+                               inner_steps=1, seed=seed)
+        curves[label] = {
+            "pre": [r.metrics["meta/return_pre"] for r in res],
+            "post": [r.metrics["meta/return_post"] for r in res],
+            "wall_s": time.perf_counter() - t0,
+        }
+    last = slice(max(0, iterations - 5), iterations)
+    summary = {
+        "curve": "navigation2d MAML-TRPO",
+        "iterations": iterations,
+        "seed": seed,
+        **{f"{k}_post_last5": round(float(np.mean(v["post"][last])), 2) for k, v in curves.items()},
+        **{f"{k}_pre_last5": round(float(np.mean(v["pre"][last])), 2) for k, v in curves.items()},
+        **{f"{k}_wall_s": round(v["wall_s"], 1) for k, v in curves.items()},
+    }
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for label, style in (("default", "-"), ("reference", "--")):
+            c = curves[label]
+            ax.plot(c["post"], style, color="tab:blue", label=f"{label}: after 1 step")
+            ax.plot(c["pre"], style, color="tab:gray", label=f"{label}: before adaptation")
+        ax.set_xlabel("meta-iteration")
+        ax.set_ylabel("average return")
+        ax.set_title("MAML-TRPO, navigation2d: default vs exact reference")
+        ax.legend()
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / "maml_update_navigation2d_curves.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        summary["png"] = str(path.relative_to(Path(__file__).parent.parent))
+    except ImportError:  # matplotlib is a dependency; keep the figures if it is missing anyway
+        pass
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", default="navigation2d,halfcheetah-vel")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--curve-iterations", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for setting in args.settings.split(","):
+        print(json.dumps(time_update(setting, repeats=args.repeats)), flush=True)
+    if args.curve_iterations > 0:
+        summary = learning_curves(args.curve_iterations, args.seed)
+        summary["machine"] = platform.machine()
+        print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""The job driver: ``python -m workers.driver --spec spec.json [--job-id ID] [--resume RUN_ID]``.
+
+Connects to ``RAY_ADDRESS`` (or starts a local Ray), creates the rollout actors in placement
+groups spread over the nodes and the learner (on a GPU if the spec asks and one exists), runs the
+meta-training loop, logs every iteration to MLflow in one batch, checkpoints every
+``checkpoint_every`` iterations, and at the end logs the learning curve and registers the
+meta-policy.  A bad spec is refused before anything touches the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import ray
+from pydantic import ValidationError
+
+from algorithms.errors import NonFiniteError
+from workers import tracking
+from workers.envs import make_family
+from workers.learner import remote_learner
+from workers.loop import TaskSchedule
+from workers.pool import SubmitHook, WorkerPool
+from workers.rollout import FamilyRef
+from workers.spec import JobSpec
+
+log = logging.getLogger("metarl.driver")
+
+
+class JobFailed(RuntimeError):
+    """The job stopped for a reason a user can act on (the message says which)."""
+
+
+@dataclass
+class DriverHooks:
+    """Test and control hooks (not part of the closed job spec)."""
+
+    on_start: Callable[[str], None] | None = None
+    on_submit: SubmitHook | None = None
+    on_iteration: Callable[[int, dict[str, float]], None] | None = None
+    stop_after_iteration: int | None = None
+    nan_reward_at_iteration: int | None = None
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    run_id: str
+    iterations: int
+    status: str
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    model_uri: str | None = None
+    model_version: str | None = None
+    nodes: list[str] = field(default_factory=list)
+
+
+def _spaces(family: Any) -> tuple[int, int, bool]:
+    obs_dim = int(family.observation_space.shape[0])
+    space = family.action_space
+    if isinstance(space, gym.spaces.Discrete):
+        return obs_dim, int(space.n), True
+    return obs_dim, int(space.shape[0]), False
+
+
+def run_job(
+    spec: JobSpec,
+    *,
+    job_id: str | None = None,
+    resume_run_id: str | None = None,
+    hooks: DriverHooks | None = None,
+) -> JobResult:
+    """Run (or resume) a meta-training job on the connected Ray cluster."""
+    hooks = hooks or DriverHooks()
+    job_id = job_id or f"job-{uuid.uuid4().hex[:12]}"
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, logging_level=logging.WARNING)
+    family = make_family(spec.task_family.name, seed=spec.seed, **spec.task_family.family_kwargs())
+    obs_dim, act_dim, discrete = _spaces(family)
+    policy_spec = spec.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete)
+    tracker = tracking.Tracker.start(
+        run_name=spec.name, job_id=job_id, params=spec.flat_params(), resume_run_id=resume_run_id
+    )
+    tracker.set_tags({"metarl.spec": spec.model_dump_json(), "metarl.algorithm": spec.algorithm.name,
+                      "metarl.task_family": spec.task_family.name})
+    learner = remote_learner(gpus=spec.resources.learner_gpus, node_id=ray.get_runtime_context().get_node_id()).remote(
+        spec.algorithm.name, policy_spec, spec.learner_config(), seed=spec.seed, gpus=spec.resources.learner_gpus
+    )
+    history: list[dict[str, float]] = []
+    start_iteration = 0
+    if resume_run_id is not None:
+        state = tracker.latest_checkpoint()
+        if state is None:
+            raise JobFailed(f"run {resume_run_id} has no checkpoint to resume from")
+        ray.get(learner.load_state_dict.remote(state))
+        start_iteration = state.iteration
+        pre = dict(tracker.metric_history("meta/return_pre"))
+        post = dict(tracker.metric_history("meta/return_post"))
+        history = [{"iteration": float(i), "meta/return_pre": pre[i], "meta/return_post": post[i]}
+                   for i in sorted(pre) if i in post and i < start_iteration]
+        log.info("resumed run %s from iteration %d", resume_run_id, start_iteration)
+    info = ray.get(learner.info.remote())
+    tracker.set_tags({"metarl.learner_device": info.device, "metarl.learner_device_name": info.device_name})
+    pool = WorkerPool(
+        family=FamilyRef(spec.task_family.name, spec.seed, spec.task_family.family_kwargs()),
+        policy_spec=policy_spec,
+        envs_per_worker=spec.resources.envs_per_worker,
+        seed=spec.seed,
+        name_prefix=f"metarl-{job_id}",
+        on_submit=hooks.on_submit,
+    )
+    schedule = TaskSchedule(family, spec.meta_batch_size, spec.seed)
+    nodes: set[str] = set()
+    steps_total = 0.0
+    if history:
+        steps_total = max((v for _, v in tracker.metric_history("perf/env_steps_total")), default=0.0)
+    result = JobResult(job_id=job_id, run_id=tracker.run_id, iterations=start_iteration, status="RUNNING")
+    if hooks.on_start is not None:
+        hooks.on_start(tracker.run_id)
+    try:
+        pool.resize(spec.resources.rollout_workers)
+        for it in range(start_iteration, spec.iterations):
+            desired = tracker.desired_workers()
+            if desired is not None and desired != pool.size:
+                log.info("iteration %d: resizing rollout workers %d -> %d", it, pool.size, desired)
+                pool.resize(desired)
+            metrics = _iteration(spec, it, schedule, pool, learner, hooks, nodes)
+            steps_total += metrics["perf/env_steps"]
+            metrics["perf/env_steps_total"] = steps_total
+            tracker.log_metrics(metrics, step=it)
+            history.append({"iteration": float(it), **metrics})
+            result.iterations = it + 1
+            result.final_metrics = metrics
+            log.info("iteration %d/%d: return pre %.2f post %.2f", it + 1, spec.iterations,
+                     metrics["meta/return_pre"], metrics["meta/return_post"])
+            if hooks.on_iteration is not None:
+                hooks.on_iteration(it, metrics)
+            last = it + 1 == spec.iterations
+            if (it + 1) % spec.checkpoint_every == 0 or last:
+                tracker.log_checkpoint(ray.get(learner.state_dict.remote()))
+            if hooks.stop_after_iteration is not None and it + 1 >= hooks.stop_after_iteration and not last:
+                result.status = "STOPPED"
+                tracker.finish("KILLED")
+                return result
+        tracker.log_figure(tracking.learning_curve_png(history, title=f"{spec.name}: {spec.algorithm.name} on {spec.task_family.name}"),
+                           "plots/learning_curve.png")
+        import mlflow
+
+        from workers.model import log_meta_policy
+
+        mlflow.set_tracking_uri(tracking.tracking_uri())
+        with mlflow.start_run(run_id=tracker.run_id):
+            registered = log_meta_policy(
+                state=ray.get(learner.state_dict.remote()), spec=spec, final_metrics=result.final_metrics,
+                register_as=spec.register_as or spec.name,
+            )
+        result.model_uri, result.model_version = registered.uri, str(registered.version)
+        tracker.set_tags({"metarl.model_uri": registered.uri, "metarl.nodes": ",".join(sorted(nodes))})
+        result.status = "SUCCEEDED"
+        result.nodes = sorted(nodes)
+        tracker.finish("FINISHED")
+        return result
+    except NonFiniteError as exc:
+        tracker.finish("FAILED", failure=str(exc))
+        raise JobFailed(f"update rejected at iteration {result.iterations}: {exc}; "
+                        f"the last good checkpoint is kept (resume with --resume {tracker.run_id})") from exc
+    except BaseException as exc:
+        tracker.finish("FAILED", failure=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        pool.shutdown()
+        ray.kill(learner)
+
+
+def _iteration(spec: JobSpec, it: int, schedule: TaskSchedule, pool: WorkerPool, learner: Any,
+               hooks: DriverHooks, nodes: set[str]) -> dict[str, float]:
+    tasks = schedule.tasks(it)
+    t0 = time.perf_counter()
+    params_ref = learner.params.remote()
+    layout, refs, env_steps, sample_s, resubmitted = [], [], 0, 0.0, 0
+    adapt_s = 0.0
+    for phase in range(spec.inner_steps + 1):
+        label = f"{it}:{'valid' if phase == spec.inner_steps else f'train{phase}'}"
+        res = pool.sample(params_ref, tasks, episodes_per_task=spec.episodes_per_task, label=label)
+        _check_complete(res.stats, len(tasks), label)
+        layout.append(len(res.episode_refs))
+        refs.extend(res.episode_refs)
+        env_steps += sum(s.env_steps for s in res.stats)
+        sample_s += res.seconds
+        resubmitted += res.resubmitted
+        nodes.update(s.node_id for s in res.stats)
+        if phase < spec.inner_steps:
+            ta = time.perf_counter()
+            params_ref = learner.adapt.remote(params_ref, *res.episode_refs)
+            ray.wait([params_ref])
+            adapt_s += time.perf_counter() - ta
+    t1 = time.perf_counter()
+    if hooks.nan_reward_at_iteration == it:
+        refs[0] = ray.put(_poison(ray.get(refs[0])))
+    try:
+        metrics = ray.get(learner.step.remote(layout, *refs))
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, NonFiniteError):
+            raise cause from None
+        raise
+    learn_s = time.perf_counter() - t1
+    metrics.update({
+        "time/sample_s": sample_s,
+        "time/adapt_s": adapt_s,
+        "time/learn_s": learn_s,
+        "time/iteration_s": time.perf_counter() - t0,
+        "perf/env_steps": float(env_steps),
+        "perf/env_steps_per_s": env_steps / max(sample_s, 1e-9),
+        "perf/rollout_workers": float(pool.size),
+        "perf/nodes": float(len(nodes)),
+        "fault/resampled_shards": float(resubmitted),
+        "meta/tasks": float(len(tasks)),
+    })
+    return metrics
+
+
+def _check_complete(stats: list[Any], n_tasks: int, label: str) -> None:
+    got = sorted(i for s in stats for i in s.task_indices)
+    if got != list(range(n_tasks)):
+        raise JobFailed(f"phase {label}: episodes for tasks {sorted(set(range(n_tasks)) - set(got))} are missing")
+
+
+def _poison(episodes: list[Any]) -> list[Any]:
+    episodes[0].rewards = episodes[0].rewards.copy()  # arrays from the object store are read-only
+    episodes[0].rewards[0, 0] = float("nan")
+    return episodes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a metarl meta-training job.")
+    parser.add_argument("--spec", required=True, help="path of the job spec JSON")
+    parser.add_argument("--job-id", default=os.environ.get("METARL_JOB_ID"))
+    parser.add_argument("--resume", default=None, metavar="RUN_ID", help="continue this MLflow run from its last checkpoint")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        spec = JobSpec.model_validate_json(Path(args.spec).read_text())
+    except ValidationError as exc:
+        log.error("invalid job spec %s:\n%s", args.spec, exc)
+        return 2
+    except OSError as exc:
+        log.error("cannot read job spec: %s", exc)
+        return 2
+    try:
+        result = run_job(spec, job_id=args.job_id, resume_run_id=args.resume)
+    except JobFailed as exc:
+        log.error("job failed: %s", exc)
+        return 1
+    log.info("job %s %s: run %s, model %s", result.job_id, result.status, result.run_id, result.model_uri)
+    sys.stdout.write(json.dumps({"job_id": result.job_id, "run_id": result.run_id, "status": result.status,
+                                 "model_uri": result.model_uri, "model_version": result.model_version}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""All MLflow access of the engine: runs, metrics, checkpoints, plots, the control tag.
+
+Defaults: ``MLFLOW_TRACKING_URI`` if set, else a SQLite store in the data dir
+(``METARL_HOME``, default ``~/.metarl``) with artifacts beside it.  Telemetry is switched off.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from algorithms.base import LearnerState
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+EXPERIMENT = "metarl"
+DESIRED_WORKERS_TAG = "metarl.desired_rollout_workers"
+JOB_ID_TAG = "metarl.job_id"
+STATUS_TAG = "metarl.status"
+FAILURE_TAG = "metarl.failure"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("METARL_HOME", Path.home() / ".metarl")).expanduser()
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    home = data_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    return os.environ.get("METARL_ARTIFACT_ROOT", str(data_dir() / "mlartifacts"))
+
+
+def client():  # noqa: ANN201 - mlflow.MlflowClient
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow.MlflowClient(tracking_uri())
+
+
+def ensure_experiment(name: str = EXPERIMENT) -> str:
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None if tracking_uri().startswith(("http://", "https://", "databricks")) else artifact_root()
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except Exception:  # noqa: BLE001 - created concurrently by another job: use it
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+@dataclass
+class Tracker:
+    """One job's MLflow run."""
+
+    run_id: str
+    experiment_id: str
+
+    @classmethod
+    def start(cls, *, run_name: str, job_id: str, params: dict[str, str], resume_run_id: str | None = None) -> Tracker:
+        c = client()
+        if resume_run_id is not None:
+            run = c.get_run(resume_run_id)  # raises a clear MlflowException if missing
+            c.update_run(resume_run_id, status="RUNNING")
+            tracker = cls(run_id=resume_run_id, experiment_id=run.info.experiment_id)
+            tracker.set_tags({STATUS_TAG: "RUNNING", "metarl.resumed_by": job_id})
+            return tracker
+        exp = ensure_experiment()
+        run = c.create_run(exp, run_name=run_name, tags={JOB_ID_TAG: job_id, STATUS_TAG: "RUNNING"})
+        tracker = cls(run_id=run.info.run_id, experiment_id=exp)
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            c.log_batch(run.info.run_id, params=items[i : i + 100])
+        return tracker
+
+    def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        client().log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        client().log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def desired_workers(self) -> int | None:
+        """The rollout-worker count the control plane asked for (a run tag), if any."""
+        value = client().get_run(self.run_id).data.tags.get(DESIRED_WORKERS_TAG)
+        try:
+            return int(value) if value is not None else None
+        except ValueError:
+            return None
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def log_checkpoint(self, state: LearnerState) -> str:
+        """Upload ``ckpt-<iteration>.pt``, then point ``latest.json`` at it (so a crash while
+        uploading never replaces the last good checkpoint)."""
+        name = f"ckpt-{state.iteration:06d}.pt"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            torch.save(_state_to_dict(state), path)
+            c = client()
+            c.log_artifact(self.run_id, str(path), artifact_path=CHECKPOINT_DIR)
+            latest = Path(tmp) / "latest.json"
+            latest.write_text(json.dumps({"iteration": state.iteration, "file": name}))
+            c.log_artifact(self.run_id, str(latest), artifact_path=CHECKPOINT_DIR)
+        return f"{CHECKPOINT_DIR}/{name}"
+
+    def latest_checkpoint(self) -> LearnerState | None:
+        return load_checkpoint(self.run_id)
+
+    def log_figure(self, png: bytes, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            path.write_bytes(png)
+            client().log_artifact(self.run_id, str(path), artifact_path=str(Path(artifact_file).parent))
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client().get_metric_history(self.run_id, key))
+
+    def finish(self, status: str, *, failure: str | None = None) -> None:
+        tags = {STATUS_TAG: status}
+        if failure:
+            tags[FAILURE_TAG] = failure[:5000]
+        self.set_tags(tags)
+        client().set_terminated(self.run_id, status=status)
+
+
+def load_checkpoint(run_id: str) -> LearnerState | None:
+    """The run's latest checkpoint, or None if it has none."""
+    c = client()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            latest = c.download_artifacts(run_id, f"{CHECKPOINT_DIR}/latest.json", tmp)
+        except Exception:  # noqa: BLE001 - no checkpoint logged yet
+            return None
+        name = json.loads(Path(latest).read_text())["file"]
+        path = c.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{name}", tmp)
+        return _state_from_dict(torch.load(path, map_location="cpu", weights_only=False))
+
+
+def _state_to_dict(state: LearnerState) -> dict[str, Any]:
+    return {
+        "algorithm": state.algorithm,
+        "policy_spec": state.policy_spec,
+        "config": state.config,
+        "params": state.params,
+        "optimizer": state.optimizer,
+        "iteration": state.iteration,
+    }
+
+
+def _state_from_dict(d: dict[str, Any]) -> LearnerState:
+    return LearnerState(**d)
+
+
+def learning_curve_png(history: list[dict[str, float]], *, title: str) -> bytes:
+    """PNG of pre- vs post-adaptation return (and success, where the family reports it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [int(h["iteration"]) for h in history]
+    has_success = any(h.get("meta/success_post", 0.0) > 0 or h.get("meta/success_pre", 0.0) > 0 for h in history)
+    fig, axes = plt.subplots(1, 2 if has_success else 1, figsize=(11 if has_success else 6.5, 4), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(steps, [h["meta/return_pre"] for h in history], label="before adaptation", color="tab:gray")
+    ax.plot(steps, [h["meta/return_post"] for h in history], label="after adaptation", color="tab:blue")
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("average return")
+    ax.set_title(title)
+    ax.legend()
+    if has_success:
+        ax2 = axes[0][1]
+        ax2.plot(steps, [h.get("meta/success_pre", 0.0) for h in history], label="before", color="tab:gray")
+        ax2.plot(steps, [h.get("meta/success_post", 0.0) for h in history], label="after", color="tab:green")
+        ax2.set_ylim(0, 1)
+        ax2.set_xlabel("meta-iteration")
+        ax2.set_ylabel("success rate")
+        ax2.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
