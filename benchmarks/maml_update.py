@@ -116,30 +116,33 @@ def time_update(setting: str, *, repeats: int) -> dict:
     }
 
 
-def learning_curves(iterations: int, seed: int) -> dict:
+def learning_curves(iterations: int, seeds: list[int]) -> dict:
     family = make_family("navigation2d")
     spec = spec_for(family)
     config = MAMLConfig(inner_lr=0.1, outer=TRPOConfig(max_kl=0.01))
-    curves = {}
-    for label, cls in (("default", MAML), ("reference", ReferenceMAML)):
-        learner = cls(spec, replace(config), seed=seed)
-        t0 = time.perf_counter()
-        res = train_in_process(learner, family, meta_batch_size=20, episodes_per_task=20, iterations=iterations,
-                               inner_steps=1, seed=seed)
-        curves[label] = {
-            "pre": [r.metrics["meta/return_pre"] for r in res],
-            "post": [r.metrics["meta/return_post"] for r in res],
-            "wall_s": time.perf_counter() - t0,
-        }
+    curves: dict[str, dict[int, dict]] = {"default": {}, "reference": {}}
+    for seed in seeds:
+        for label, cls in (("default", MAML), ("reference", ReferenceMAML)):
+            learner = cls(spec, replace(config), seed=seed)
+            t0 = time.perf_counter()
+            res = train_in_process(learner, family, meta_batch_size=20, episodes_per_task=20, iterations=iterations,
+                                   inner_steps=1, seed=seed)
+            curves[label][seed] = {
+                "pre": [r.metrics["meta/return_pre"] for r in res],
+                "post": [r.metrics["meta/return_post"] for r in res],
+                "wall_s": time.perf_counter() - t0,
+            }
     last = slice(max(0, iterations - 5), iterations)
-    summary = {
-        "curve": "navigation2d MAML-TRPO",
-        "iterations": iterations,
-        "seed": seed,
-        **{f"{k}_post_last5": round(float(np.mean(v["post"][last])), 2) for k, v in curves.items()},
-        **{f"{k}_pre_last5": round(float(np.mean(v["pre"][last])), 2) for k, v in curves.items()},
-        **{f"{k}_wall_s": round(v["wall_s"], 1) for k, v in curves.items()},
-    }
+
+    def mean_of(label: str, key: str, part: slice) -> float:
+        return round(float(np.mean([np.mean(c[key][part]) for c in curves[label].values()])), 2)
+
+    summary = {"curve": "navigation2d MAML-TRPO", "iterations": iterations, "seeds": seeds}
+    for label in curves:
+        summary[f"{label}_post_last5"] = mean_of(label, "post", last)
+        summary[f"{label}_pre_last5"] = mean_of(label, "pre", last)
+        summary[f"{label}_post_mean_all"] = mean_of(label, "post", slice(0, iterations))
+        summary[f"{label}_wall_s"] = round(sum(c["wall_s"] for c in curves[label].values()), 1)
     try:
         import matplotlib
 
@@ -148,12 +151,13 @@ def learning_curves(iterations: int, seed: int) -> dict:
 
         fig, ax = plt.subplots(figsize=(7, 4))
         for label, style in (("default", "-"), ("reference", "--")):
-            c = curves[label]
-            ax.plot(c["post"], style, color="tab:blue", label=f"{label}: after 1 step")
-            ax.plot(c["pre"], style, color="tab:gray", label=f"{label}: before adaptation")
+            post = np.mean([c["post"] for c in curves[label].values()], axis=0)
+            pre = np.mean([c["pre"] for c in curves[label].values()], axis=0)
+            ax.plot(post, style, color="tab:blue", label=f"{label}: after 1 step")
+            ax.plot(pre, style, color="tab:gray", label=f"{label}: before adaptation")
         ax.set_xlabel("meta-iteration")
         ax.set_ylabel("average return")
-        ax.set_title("MAML-TRPO, navigation2d: default vs exact reference")
+        ax.set_title(f"MAML-TRPO, navigation2d: default vs exact reference (mean of seeds {seeds})")
         ax.legend()
         RESULTS.mkdir(exist_ok=True)
         path = RESULTS / "maml_update_navigation2d_curves.png"
@@ -170,14 +174,14 @@ def main() -> None:
     parser.add_argument("--settings", default="navigation2d,halfcheetah-vel")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--curve-iterations", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--curve-seeds", default="0,1", help="seeds of the learning-curve runs")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for setting in args.settings.split(","):
         print(json.dumps(time_update(setting, repeats=args.repeats)), flush=True)
     if args.curve_iterations > 0:
-        summary = learning_curves(args.curve_iterations, args.seed)
+        summary = learning_curves(args.curve_iterations, [int(x) for x in args.curve_seeds.split(",")])
         summary["machine"] = platform.machine()
         print(json.dumps(summary), flush=True)
 
