@@ -15,7 +15,7 @@ import torch
 from algorithms import functional as F
 from algorithms.base import MetaBatch, PolicyGradientLearner, UpdateMetrics, check_finite
 from algorithms.batch import AdvantageConfig, TaskBatch
-from algorithms.policies import Params, PolicySpec
+from algorithms.policies import Params, PolicySpec, expand_params
 
 
 @dataclass(frozen=True)
@@ -52,5 +52,13 @@ class Reptile(PolicyGradientLearner):
         new = reptile_update(theta, phi, outer_lr=self.config.outer_lr)
         check_finite("Reptile update", *new.values())
         delta = torch.cat([(new[k] - theta[k]).reshape(-1) for k in theta])
+        first = train[0]
+        n = first.n_tasks
+        with torch.no_grad():
+            # the PG loss at θ on the first batch, and how far the update moved the policy there
+            loss = F.inner_loss(self.policy, expand_params(theta, n), first).mean()
+            old = self.policy.forward_stacked(expand_params(theta, n), first.obs)
+            kl = F.mean_kl(self.policy, old, self.policy.forward_stacked(expand_params(new, n), first.obs), first).mean()
         self._set_params(new)
-        return self._finish(UpdateMetrics(values={"outer/step_norm": float(delta.norm())}), batch)
+        metrics = {"loss/outer": float(loss), "meta/kl": float(kl), "outer/step_norm": float(delta.norm())}
+        return self._finish(UpdateMetrics(values=metrics), batch)

@@ -48,7 +48,6 @@ def artifact_root() -> str:
 def client():  # noqa: ANN201 - mlflow.MlflowClient
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
     return mlflow.MlflowClient(tracking_uri())
 
 

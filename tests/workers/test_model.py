@@ -1,0 +1,309 @@
+"""The registered meta-policy and meta-test evaluation against a real MLflow store (SQLite + a
+local artifact dir in the test's temp dir), real envs and a really trained learner; no Ray."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from algorithms.base import LearnerState
+from algorithms.maml import MAML
+from algorithms.multitask import MultiTaskPG
+from workers.envs import make_family
+from workers.evaluate import EXPERIMENT, evaluate, main
+from workers.loop import train_in_process
+from workers.model import MetaPolicy, ModelNotFoundError, RegisteredModel, log_meta_policy
+from workers.sampler import Sampler
+from workers.spec import JobSpec
+
+
+@dataclass(frozen=True)
+class Store:
+    root: Path
+    uri: str
+    experiment_id: str
+
+
+@dataclass(frozen=True)
+class Trained:
+    spec: JobSpec
+    state: LearnerState
+    metrics: dict[str, float]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A fresh SQLite tracking store with a local artifact root, for this module."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        mp.setenv("METARL_HOME", str(root / "home"))
+        mp.setenv("METARL_ARTIFACT_ROOT", str(root / "artifacts"))
+        mlflow.set_tracking_uri(uri)
+        experiment_id = mlflow.MlflowClient(uri).create_experiment(
+            "metarl-model-tests", artifact_location=str(root / "artifacts")
+        )
+        yield Store(root=root, uri=uri, experiment_id=experiment_id)
+        mlflow.set_tracking_uri(None)
+
+
+def _train(spec: JobSpec, learner_cls: type) -> Trained:
+    family = make_family(spec.task_family.name, seed=spec.seed, **spec.task_family.family_kwargs())
+    space = family.action_space
+    discrete = not hasattr(space, "shape") or space.shape == ()
+    act_dim = int(space.n) if discrete else int(space.shape[0])
+    policy_spec = spec.policy_spec(obs_dim=family.observation_space.shape[0], act_dim=act_dim, discrete=discrete)
+    learner = learner_cls(policy_spec, spec.learner_config(), seed=spec.seed)
+    results = train_in_process(
+        learner, family, meta_batch_size=spec.meta_batch_size, episodes_per_task=spec.episodes_per_task,
+        iterations=spec.iterations, inner_steps=spec.inner_steps, seed=spec.seed,
+    )
+    return Trained(spec=spec, state=learner.state_dict(), metrics=results[-1].metrics)
+
+
+@pytest.fixture(scope="module")
+def nav() -> Trained:
+    """MAML-TRPO on navigation2d, meta-batch 4, 4 episodes per task, 2 iterations."""
+    torch.manual_seed(0)
+    spec = JobSpec.model_validate(
+        {
+            "name": "nav-model",
+            "algorithm": {"name": "maml", "inner_lr": 0.1},
+            "task_family": {"name": "navigation2d"},
+            "policy": {"hidden_sizes": [16, 16]},
+            "meta_batch_size": 4,
+            "episodes_per_task": 4,
+            "iterations": 2,
+            "seed": 3,
+        }
+    )
+    return _train(spec, MAML)
+
+
+@pytest.fixture(scope="module")
+def registered(store, nav) -> RegisteredModel:
+    with mlflow.start_run(experiment_id=store.experiment_id):
+        return log_meta_policy(state=nav.state, spec=nav.spec, final_metrics=nav.metrics, register_as="nav-model")
+
+
+def test_log_and_register_sets_version_tags(store, nav, registered):
+    assert registered.name == "nav-model" and registered.version == 1
+    assert registered.uri == "models:/nav-model/1"
+    version = mlflow.MlflowClient(store.uri).get_model_version("nav-model", "1")
+    assert version.run_id == registered.run_id
+    tags = version.tags
+    assert tags["algorithm"] == "maml"
+    assert tags["task_family"] == "navigation2d"
+    assert tags["env_name"] == ""
+    assert float(tags["return_pre"]) == pytest.approx(nav.metrics["meta/return_pre"])
+    assert float(tags["return_post"]) == pytest.approx(nav.metrics["meta/return_post"])
+    assert float(tags["success_post"]) == pytest.approx(nav.metrics["meta/success_post"])
+    assert JobSpec.model_validate_json(tags["spec"]) == nav.spec
+
+
+def test_log_needs_an_active_run(nav):
+    assert mlflow.active_run() is None
+    with pytest.raises(RuntimeError, match="active MLflow run"):
+        log_meta_policy(state=nav.state, spec=nav.spec, final_metrics={}, register_as=None)
+
+
+@pytest.mark.parametrize("how", ["version", "alias", "latest"])
+def test_load_acts_with_the_trained_parameters(store, nav, registered, how):
+    if how == "alias":
+        mlflow.MlflowClient(store.uri).set_registered_model_alias("nav-model", "champion", "1")
+    uri = {"version": "models:/nav-model/1", "alias": "models:/nav-model@champion", "latest": "models:/nav-model@latest"}[how]
+    policy = MetaPolicy.load(uri)
+    assert policy.spec == nav.spec
+    assert policy.policy_spec == nav.state.policy_spec
+    assert policy.algorithm == "maml" and policy.inner_lr == pytest.approx(0.1)
+    assert policy.training_run_id == registered.run_id
+    for k, v in nav.state.params.items():
+        torch.testing.assert_close(policy.params[k], v)
+    assert policy.act(np.zeros(2, np.float32)).shape == (2,)
+    batch = np.random.default_rng(0).normal(size=(6, 2)).astype(np.float32)
+    actions = policy.act(batch)
+    assert actions.shape == (6, 2) and actions.dtype == np.float32
+    np.testing.assert_allclose(actions[2], policy.act(batch[2]), rtol=1e-6)
+    assert policy.act(batch, deterministic=False).shape == (6, 2)
+
+
+def test_pyfunc_predicts_any_batch_size(registered):
+    model = mlflow.pyfunc.load_model(registered.uri)
+    reference = MetaPolicy.load(registered.uri)
+    for n in (5, 1, 7):
+        obs = np.random.default_rng(n).normal(size=(n, 2)).astype(np.float32)
+        out = model.predict(obs)
+        assert out.shape == (n, 2)
+        np.testing.assert_allclose(out, reference.act(obs), rtol=1e-6)
+    assert model.predict(np.zeros((5, 2), np.float32)).shape == (5, 2)
+
+
+def test_adapt_to_a_task_returns_a_new_policy(registered):
+    policy = MetaPolicy.load(registered.uri)
+    before = policy.params
+    task = policy.family.sample_tasks(1, np.random.default_rng(0), split="test")[0]
+    adapted = policy.adapt(task, episodes=4, steps=1)
+    assert adapted is not policy and adapted.adapted_steps == 1
+    assert any(not torch.equal(adapted.params[k], before[k]) for k in before)
+    for k, v in before.items():  # the original is untouched
+        assert torch.equal(policy.params[k], v)
+    assert adapted.act(np.zeros(2)).shape == (2,)
+    # same seed, same episodes, same step
+    again = policy.adapt(task, episodes=4, steps=1)
+    for k in before:
+        torch.testing.assert_close(again.params[k], adapted.params[k])
+    twice = policy.adapt(task, episodes=4, steps=2)
+    assert twice.adapted_steps == 2
+
+
+def test_adapt_takes_the_learners_inner_step(nav, registered):
+    """MetaPolicy.adapt samples exactly what a Sampler with its seed samples, and steps exactly
+    as the learner's own ``adapt`` does on those episodes."""
+    policy = MetaPolicy.load(registered.uri)
+    task = policy.family.sample_tasks(1, np.random.default_rng(2), split="test")[0]
+    adapted = policy.adapt(task, episodes=4, steps=1, seed=5)
+    learner = MAML(nav.state.policy_spec, nav.spec.learner_config())
+    learner.load_state_dict(nav.state)
+    sampler = Sampler(policy.family, policy.policy_spec, envs_per_task=4, seed=5)
+    episodes = sampler.sample([task], learner.params, episodes_per_task=4)
+    sampler.close()
+    (expected,) = learner.adapt([learner.params], episodes)
+    for k, v in expected.items():
+        torch.testing.assert_close(adapted.params[k], v)
+
+
+def test_log_without_registering(store, nav):
+    with mlflow.start_run(experiment_id=store.experiment_id):
+        logged = log_meta_policy(state=nav.state, spec=nav.spec, final_metrics={}, register_as=None)
+    assert logged.name is None and logged.version is None
+    assert logged.uri == f"models:/{logged.model_id}"
+    policy = MetaPolicy.load(logged.uri)
+    np.testing.assert_allclose(policy.act(np.ones((2, 2))), MetaPolicy.load(f"runs:/{logged.run_id}/meta_policy").act(np.ones((2, 2))))
+
+
+def test_adapt_to_a_gymnasium_env(registered):
+    policy = MetaPolicy.load(registered.uri)
+    task = policy.family.sample_tasks(1, np.random.default_rng(1), split="test")[0]
+    env = policy.family.make_env(task)
+    adapted = policy.adapt(env, episodes=3, steps=2, seed=1)
+    assert adapted.adapted_steps == 2
+    assert any(not torch.equal(adapted.params[k], policy.params[k]) for k in policy.params)
+    assert all(torch.isfinite(v).all() for v in adapted.params.values())
+    obs, _ = env.reset(seed=0)
+    assert adapted.act(obs).shape == (2,)
+
+
+def test_adapt_refuses_what_it_cannot_use(registered):
+    policy = MetaPolicy.load(registered.uri)
+    cartpole = make_family("cartpole-physics")
+    foreign = cartpole.sample_tasks(1, np.random.default_rng(0))[0]
+    with pytest.raises(ValueError, match="navigation2d"):
+        policy.adapt(foreign, episodes=2)
+    with pytest.raises(ValueError, match="observations have shape"):
+        policy.adapt(cartpole.make_env(foreign), episodes=2)
+    with pytest.raises(ValueError, match="episodes must be a positive integer"):
+        policy.adapt(policy.family.sample_tasks(1, np.random.default_rng(0))[0], episodes=0)
+    with pytest.raises(ValueError, match=r"obs must have shape"):
+        policy.act(np.zeros(3))
+
+
+def test_load_from_a_downloaded_directory(registered, tmp_path):
+    local = mlflow.artifacts.download_artifacts(artifact_uri=registered.uri, dst_path=str(tmp_path))
+    policy = MetaPolicy.load(local)
+    reference = MetaPolicy.load(f"runs:/{registered.run_id}/meta_policy")
+    np.testing.assert_allclose(policy.act(np.ones((3, 2))), reference.act(np.ones((3, 2))))
+    card = json.loads((Path(local) / "artifacts" / "policy.json").read_text())
+    assert card["algorithm"] == "maml" and card["policy_spec"]["hidden_sizes"] == [16, 16]
+    assert card["advantage"] == {"gamma": 0.99, "gae_lambda": 1.0, "normalize": True}
+
+
+def test_missing_models_give_a_clear_error(registered, tmp_path):
+    with pytest.raises(ModelNotFoundError, match=r"nope.*Registered models there: \['nav-model'\]"):
+        MetaPolicy.load("models:/nope/1")
+    with pytest.raises(ModelNotFoundError, match="version=9"):
+        MetaPolicy.load("models:/nav-model/9")
+    with pytest.raises(ModelNotFoundError, match="alias"):
+        MetaPolicy.load("models:/nav-model@missing")
+    with pytest.raises(ModelNotFoundError, match="no model directory"):
+        MetaPolicy.load(str(tmp_path / "nothing-here"))
+
+
+def test_evaluate_on_held_out_tasks(store, registered):
+    report = evaluate(registered.uri, episodes=4, steps=1, tasks=3, seed=0)
+    assert report.tasks == 3 and [r.index for r in report.results] == [0, 1, 2]
+    assert all("test#" in r.task for r in report.results)
+    for r in report.results:
+        for x in (r.return_pre, r.return_post, r.success_pre, r.success_post):
+            assert math.isfinite(x)
+    assert report.return_post.mean == pytest.approx(np.mean([r.return_post for r in report.results]))
+    assert report.return_post.low <= report.return_post.mean <= report.return_post.high
+    assert report.model_name == "nav-model" and report.model_version == 1
+    assert report.eval_episodes == 4 and not report.deterministic_eval
+
+    client = mlflow.MlflowClient(store.uri)
+    run = client.get_run(report.run_id)
+    assert client.get_experiment(run.info.experiment_id).name == EXPERIMENT
+    assert run.data.tags["metarl.model_uri"] == registered.uri
+    assert run.data.tags["metarl.model_name"] == "nav-model"
+    assert run.data.tags["metarl.model_version"] == "1"
+    assert run.data.params == {
+        "episodes": "4", "steps": "1", "tasks": "3", "seed": "0", "eval_episodes": "4", "deterministic_eval": "False"
+    }
+    assert run.data.metrics["eval/return_post"] == pytest.approx(report.return_post.mean)
+    assert {"eval/return_pre", "eval/success_pre", "eval/success_post"} <= set(run.data.metrics)
+    history = client.get_metric_history(report.run_id, "eval/task_return_post")
+    logged = sorted((m.step, m.value) for m in history)
+    assert [step for step, _ in logged] == [0, 1, 2]
+    assert [value for _, value in logged] == pytest.approx([r.return_post for r in report.results])
+    # same seed, same evaluation
+    again = evaluate(registered.uri, episodes=4, steps=1, tasks=3, seed=0, log_to_mlflow=False)
+    assert again.run_id is None
+    assert [r.return_post for r in again.results] == [r.return_post for r in report.results]
+
+
+def test_evaluate_cli_json(registered, capsys):
+    assert main(["--model", registered.uri, "--episodes", "2", "--tasks", "2", "--json", "--no-mlflow"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tasks"] == 2 and len(out["results"]) == 2 and out["run_id"] is None
+    assert main(["--model", "models:/nope/1", "--tasks", "1", "--no-mlflow"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_discrete_policy_round_trips(store, tmp_path):
+    spec = JobSpec.model_validate(
+        {
+            "name": "cartpole-model",
+            "algorithm": {"name": "multitask-pg", "epochs": 1, "minibatches": 2},
+            "task_family": {"name": "cartpole-physics", "max_episode_steps": 30},
+            "policy": {"hidden_sizes": [8]},
+            "meta_batch_size": 2,
+            "episodes_per_task": 2,
+            "iterations": 1,
+        }
+    )
+    trained = _train(spec, MultiTaskPG)
+    with mlflow.start_run(experiment_id=store.experiment_id):
+        reg = log_meta_policy(state=trained.state, spec=spec, final_metrics=trained.metrics, register_as="cartpole-model")
+    policy = MetaPolicy.load(reg.uri)
+    assert policy.policy_spec.discrete and policy.algorithm == "multitask-pg"
+    single = policy.act(np.zeros(4, np.float32))
+    assert single.shape == () and single.dtype == np.int64
+    obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    actions = policy.act(obs)
+    assert actions.shape == (5,) and set(actions.tolist()) <= {0, 1}
+    model = mlflow.pyfunc.load_model(reg.uri)
+    np.testing.assert_array_equal(model.predict(obs), actions)
+    assert model.predict(obs[:1]).shape == (1,)
+    task = policy.family.sample_tasks(1, np.random.default_rng(0), split="test")[0]
+    adapted = policy.adapt(task, episodes=2, steps=1)
+    assert any(not torch.equal(adapted.params[k], policy.params[k]) for k in policy.params)
+    assert policy.adapt(policy.family.make_env(task), episodes=2).act(obs).shape == (5,)

@@ -1,0 +1,395 @@
+"""Meta-test evaluation of a registered meta-policy on its family's held-out test tasks.
+
+``python -m workers.evaluate --model models:/NAME/V --episodes K --steps n [--tasks N] [--seed S] [--json]``
+
+For each of ``N`` tasks drawn from the family's test split (``family.sample_tasks(N, rng,
+split="test")``; Meta-World's test goals / test classes):
+
+* **pre**: ``K`` episodes sampled with the meta-parameters θ (the first adaptation batch);
+* **adapt**: ``n`` inner policy-gradient steps, each on ``K`` fresh episodes sampled with the
+  current parameters, exactly as :meth:`workers.model.MetaPolicy.adapt`;
+* **post**: evaluation episodes with the adapted parameters.  For most families these are ``K``
+  episodes sampled from the adapted policy, the quantity training logs as ``meta/return_post``.
+  Meta-World families follow the benchmark's ``metaworld.evaluation.metalearning_evaluation``:
+  3 evaluation episodes per test goal with the deterministic evaluation action (the policy
+  mean), an episode counting as a success if ``info["success"]`` was 1 at any step.
+
+The report has per-task pre/post return and success rate, and over tasks their means with a
+95% Student-t interval.  The evaluation is logged as a run of the MLflow experiment
+``metarl-evaluations`` tagged with the model it evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from algorithms.episodes import Episodes
+from workers import tracking
+from workers.envs import Task
+from workers.model import (
+    MetaPolicy,
+    ModelFormatError,
+    ModelNotFoundError,
+    parse_registry_uri,
+    resolve_model_version,
+)
+from workers.sampler import Sampler
+
+log = logging.getLogger("metarl.evaluate")
+
+EXPERIMENT = "metarl-evaluations"
+MODEL_URI_TAG = "metarl.model_uri"
+MODEL_NAME_TAG = "metarl.model_name"
+MODEL_VERSION_TAG = "metarl.model_version"
+#: Meta-World's protocol: evaluation episodes per test goal after adaptation.
+METAWORLD_EVAL_EPISODES = 3
+#: At most this many sub-envs are built at once; tasks are evaluated in chunks that fit.
+MAX_ENVS = 64
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One test task's pre- and post-adaptation performance.
+
+    Attributes:
+        index: position of the task in the evaluation (the MLflow ``step`` of its metrics).
+        task: the task, described (``Task.describe()``).
+        return_pre: mean undiscounted return of the episodes sampled with θ.
+        return_post: mean return of the evaluation episodes with the adapted parameters.
+        success_pre: fraction of the θ episodes that succeeded (0 where the family has none).
+        success_post: fraction of the evaluation episodes that succeeded.
+    """
+
+    index: int
+    task: str
+    return_pre: float
+    return_post: float
+    success_pre: float
+    success_post: float
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean over tasks with its 95% Student-t interval (None bounds with fewer than 2 tasks)."""
+
+    mean: float
+    low: float | None
+    high: float | None
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Interval:
+        x = np.asarray(values, dtype=np.float64)
+        mean = float(x.mean())
+        if x.size < 2:
+            return cls(mean=mean, low=None, high=None)
+        from scipy.stats import t
+
+        half = float(t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+        return cls(mean=mean, low=mean - half, high=mean + half)
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """What :func:`evaluate` measured, and how.
+
+    Attributes:
+        model_uri: the URI as given.
+        model_name: the registered model name, where the URI names one.
+        model_version: the registered version evaluated (aliases resolved).
+        task_family: the family the test tasks came from.
+        episodes: ``K``, episodes per adaptation step (and the pre-adaptation episodes).
+        steps: ``n``, inner steps.
+        seed: seeds the task draw, the env resets and the action noise.
+        eval_episodes: evaluation episodes per task after adaptation.
+        deterministic_eval: whether the evaluation episodes used the policy's mean/argmax.
+        has_success: whether the family reports success (Meta-World).
+        results: one :class:`TaskResult` per test task.
+        return_pre, return_post, success_pre, success_post: means over tasks, 95% intervals.
+        seconds: wall time of the evaluation.
+        run_id: the MLflow run it was logged as, if logged.
+    """
+
+    model_uri: str
+    model_name: str | None
+    model_version: int | None
+    task_family: str
+    episodes: int
+    steps: int
+    seed: int
+    eval_episodes: int
+    deterministic_eval: bool
+    has_success: bool
+    results: tuple[TaskResult, ...]
+    return_pre: Interval
+    return_post: Interval
+    success_pre: Interval
+    success_post: Interval
+    seconds: float
+    run_id: str | None = None
+
+    @property
+    def tasks(self) -> int:
+        return len(self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        out = dataclasses.asdict(self)
+        out["tasks"] = self.tasks
+        return out
+
+
+def evaluate(
+    model_uri: str,
+    *,
+    episodes: int = 10,
+    steps: int = 1,
+    tasks: int = 10,
+    seed: int = 0,
+    log_to_mlflow: bool = True,
+) -> EvaluationReport:
+    """Meta-test ``model_uri`` on ``tasks`` held-out test tasks (see the module docstring).
+
+    Args:
+        model_uri: ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``runs:/...`` or a directory.
+        episodes: ``K``, episodes per adaptation step (and pre-adaptation episodes).
+        steps: ``n``, inner policy-gradient steps.
+        tasks: ``N``, test tasks.
+        seed: seeds the task draw, env resets and action noise.
+        log_to_mlflow: log the evaluation as a run of the ``metarl-evaluations`` experiment.
+
+    Raises:
+        ModelNotFoundError: nothing at ``model_uri``.
+        ValueError: a count below 1 or a negative seed.
+    """
+    for name, value in (("episodes", episodes), ("steps", steps), ("tasks", tasks)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    start = time.perf_counter()
+    resolved = resolve_model_version(model_uri)
+    policy = MetaPolicy.load(model_uri if resolved is None else f"models:/{resolved[0]}/{resolved[1]}")
+    parsed = parse_registry_uri(model_uri)
+    model_name = resolved[0] if resolved else (parsed[0] if parsed else None)
+    model_version = resolved[1] if resolved else None
+
+    family = policy.family
+    metaworld = family.name.startswith("metaworld")
+    eval_episodes = METAWORLD_EVAL_EPISODES if metaworld else episodes
+    test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split="test")
+    per_task = _envs_per_task(episodes=episodes, steps=steps, eval_episodes=eval_episodes)
+    chunk = max(1, MAX_ENVS // per_task)
+    sampler = Sampler(family, policy.policy_spec, envs_per_task=per_task, seed=seed)
+    pre: list[Episodes] = []
+    post: list[Episodes] = []
+    try:
+        for i in range(0, len(test_tasks), chunk):
+            group: list[Task] = test_tasks[i : i + chunk]
+            adapted = policy.adapt_tasks(group, sampler=sampler, episodes=episodes, steps=steps)
+            pre.extend(adapted.episodes[0])
+            post.extend(
+                sampler.sample(group, adapted.params, episodes_per_task=eval_episodes, deterministic=metaworld)
+            )
+            log.info("evaluated %d/%d test tasks", min(i + chunk, len(test_tasks)), len(test_tasks))
+    finally:
+        sampler.close()
+
+    results = tuple(
+        TaskResult(
+            index=i,
+            task=task.describe(),
+            return_pre=float(a.returns.mean()),
+            return_post=float(b.returns.mean()),
+            success_pre=float(a.successes.mean()),
+            success_post=float(b.successes.mean()),
+        )
+        for i, (task, a, b) in enumerate(zip(test_tasks, pre, post, strict=True))
+    )
+    report = EvaluationReport(
+        model_uri=model_uri,
+        model_name=model_name,
+        model_version=model_version,
+        task_family=family.name,
+        episodes=episodes,
+        steps=steps,
+        seed=seed,
+        eval_episodes=eval_episodes,
+        deterministic_eval=metaworld,
+        has_success=family.has_success,
+        results=results,
+        return_pre=Interval.of([r.return_pre for r in results]),
+        return_post=Interval.of([r.return_post for r in results]),
+        success_pre=Interval.of([r.success_pre for r in results]),
+        success_post=Interval.of([r.success_post for r in results]),
+        seconds=time.perf_counter() - start,
+    )
+    if log_to_mlflow:
+        report = dataclasses.replace(report, run_id=log_evaluation(report, training_run_id=policy.training_run_id))
+    return report
+
+
+def _envs_per_task(*, episodes: int, steps: int, eval_episodes: int) -> int:
+    """Sub-envs per task: the count that wastes the fewest episodes (the sampler runs whole
+    rounds of sub-envs), the largest such count on a tie (fewer, more batched rounds)."""
+    top = min(max(episodes, eval_episodes), MAX_ENVS)
+
+    def cost(k: int) -> tuple[int, int]:
+        sampled = steps * math.ceil(episodes / k) * k + math.ceil(eval_episodes / k) * k
+        return sampled, -k
+
+    return min(range(1, top + 1), key=cost)
+
+
+def log_evaluation(report: EvaluationReport, *, training_run_id: str | None = None) -> str:
+    """Log ``report`` as a finished run of the ``metarl-evaluations`` experiment; returns its id."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = tracking.client()
+    experiment_id = tracking.ensure_experiment(EXPERIMENT)
+    label = (
+        f"{report.model_name}-v{report.model_version}" if report.model_version is not None else report.model_uri
+    )
+    tags = {
+        MODEL_URI_TAG: report.model_uri,
+        MODEL_NAME_TAG: report.model_name or "",
+        MODEL_VERSION_TAG: "" if report.model_version is None else str(report.model_version),
+        "metarl.task_family": report.task_family,
+    }
+    if training_run_id:
+        tags["metarl.training_run_id"] = training_run_id
+    run = client.create_run(experiment_id, run_name=f"eval-{label}"[:250], tags=tags)
+    run_id = run.info.run_id
+    try:
+        params = {
+            "episodes": report.episodes,
+            "steps": report.steps,
+            "tasks": report.tasks,
+            "seed": report.seed,
+            "eval_episodes": report.eval_episodes,
+            "deterministic_eval": report.deterministic_eval,
+        }
+        now = int(time.time() * 1000)
+        metrics = []
+        for key in ("return_pre", "return_post", "success_pre", "success_post"):
+            interval: Interval = getattr(report, key)
+            metrics.append(Metric(f"eval/{key}", interval.mean, now, 0))
+            if interval.low is not None and interval.high is not None:
+                metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, 0))
+                metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, 0))
+        for r in report.results:
+            for key in ("return_pre", "return_post", "success_pre", "success_post"):
+                metrics.append(Metric(f"eval/task_{key}", float(getattr(r, key)), now, r.index))
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        for i in range(0, len(metrics), 1000):  # MLflow's log_batch limit
+            client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        client.log_batch(run_id, tags=[RunTag("metarl.seconds", f"{report.seconds:.3f}")])
+        client.log_text(run_id, json.dumps(dataclasses.replace(report, run_id=run_id).to_dict(), indent=2), "evaluation.json")
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
+# ---- CLI -------------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _table(report: EvaluationReport) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    title = (
+        f"{report.model_uri}: {report.task_family}, {report.tasks} test tasks, K={report.episodes} "
+        f"episodes x {report.steps} step(s), {report.eval_episodes} evaluation episodes"
+        f"{' (deterministic)' if report.deterministic_eval else ''}"
+    )
+    table = Table(title=escape(title))
+    table.add_column("#", justify="right")
+    table.add_column("task")
+    table.add_column("return pre", justify="right")
+    table.add_column("return post", justify="right")
+    if report.has_success:
+        table.add_column("success pre", justify="right")
+        table.add_column("success post", justify="right")
+    for r in report.results:
+        row = [str(r.index), escape(r.task), _fmt(r.return_pre), _fmt(r.return_post)]
+        if report.has_success:
+            row += [_fmt(r.success_pre), _fmt(r.success_post)]
+        table.add_row(*row)
+
+    def cell(i: Interval) -> str:
+        return f"{_fmt(i.mean)} [{_fmt(i.low)}, {_fmt(i.high)}]"
+
+    summary = ["", "mean [95% CI]", cell(report.return_pre), cell(report.return_post)]
+    if report.has_success:
+        summary += [cell(report.success_pre), cell(report.success_post)]
+    table.add_section()
+    table.add_row(*summary, style="bold")
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m workers.evaluate", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="models:/NAME/VERSION, models:/NAME@ALIAS, runs:/... or a directory")
+    parser.add_argument("--episodes", type=_positive, default=10, help="K: episodes per adaptation step (default 10)")
+    parser.add_argument("--steps", type=_positive, default=1, help="n: inner policy-gradient steps (default 1)")
+    parser.add_argument("--tasks", type=_positive, default=10, help="N: held-out test tasks (default 10)")
+    parser.add_argument("--seed", type=_non_negative, default=0, help="seed of tasks, resets and action noise (default 0)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log the evaluation as an MLflow run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    try:
+        report = evaluate(
+            args.model, episodes=args.episodes, steps=args.steps, tasks=args.tasks, seed=args.seed,
+            log_to_mlflow=not args.no_mlflow,
+        )
+    except (ModelNotFoundError, ModelFormatError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+    else:
+        out = Console()
+        out.print(_table(report))
+        if report.run_id:
+            out.print(f"logged as MLflow run {report.run_id} (experiment {EXPERIMENT!r})", highlight=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

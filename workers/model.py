@@ -1,0 +1,664 @@
+"""The registered meta-policy: log it to MLflow, load it back, act and adapt.
+
+A trained meta-policy is logged as an MLflow ``pyfunc`` model (a :class:`MetaPolicyModel`, not
+``mlflow.pytorch``'s ``pt2`` format, which fixes the batch size) whose artifacts are
+
+* ``params.pt``: the meta-parameters θ, a plain ``{name: tensor}`` dict saved on the CPU;
+* ``policy.json``: everything needed to rebuild and adapt the policy -- the
+  :class:`~algorithms.policies.PolicySpec` fields, the job spec, the algorithm, the inner
+  step size and the advantage estimator (see :data:`FORMAT_VERSION`).
+
+Three lines take a registered model to a policy adapted to a new task::
+
+    p = MetaPolicy.load("models:/nav@latest")
+    q = p.adapt(task, episodes=20, steps=1)   # a workers.envs.Task or a gymnasium env
+    q.act(obs)
+
+The pyfunc model (``mlflow.pyfunc.load_model(uri).predict(obs)``) maps a float32 batch of
+observations ``[N, obs_dim]`` to deterministic actions (the Gaussian mean, or the argmax
+action); it does not adapt -- use :class:`MetaPolicy` for that.
+
+Registry URIs are resolved against :func:`workers.tracking.tracking_uri` (``MLFLOW_TRACKING_URI``,
+else the SQLite store under ``METARL_HOME``), the store the driver registers models in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from algorithms import functional as F
+from algorithms.base import LearnerState, check_finite
+from algorithms.batch import AdvantageConfig, make_task_batch
+from algorithms.episodes import Episodes
+from algorithms.policies import (
+    Params,
+    Policy,
+    PolicySpec,
+    make_policy,
+    stack_params,
+    unstack_params,
+)
+from workers import tracking
+from workers.envs import Task, TaskFamily, TaskFamilyError, make_family
+from workers.sampler import Sampler
+from workers.spec import JobSpec
+
+# MLflow starts its telemetry client when it is imported: switch it off first (STACK.md).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow  # noqa: E402
+import mlflow.pyfunc  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.models import infer_signature  # noqa: E402
+from mlflow.pyfunc import PythonModel  # noqa: E402
+
+#: The artifact name the model is logged under in its run.
+ARTIFACT_NAME = "meta_policy"
+#: Version of the ``policy.json`` layout; bumped on incompatible changes.
+FORMAT_VERSION = 1
+PARAMS_FILE = "params.pt"
+CARD_FILE = "policy.json"
+_PARAMS_ARTIFACT = "params"
+_CARD_ARTIFACT = "policy"
+#: An episode of a plain gymnasium env without a known horizon is cut here.
+_MAX_ENV_STEPS = 100_000
+
+
+class ModelNotFoundError(LookupError):
+    """The model URI names nothing in the tracking store (or no directory on disk)."""
+
+
+class ModelFormatError(ValueError):
+    """The files found are not a meta-policy written by :func:`log_meta_policy`."""
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """Where :func:`log_meta_policy` put the model.
+
+    Attributes:
+        name: the registered model name, or None when it was only logged.
+        version: the registered version, or None when it was only logged.
+        uri: ``models:/NAME/VERSION`` when registered, else the logged model's ``models:/m-...``.
+        run_id: the MLflow run the model was logged in.
+        model_id: MLflow's logged-model id (``m-...``).
+    """
+
+    name: str | None
+    version: int | None
+    uri: str
+    run_id: str
+    model_id: str
+
+
+@dataclass(frozen=True)
+class TaskAdaptation:
+    """The result of adapting to several tasks at once (:meth:`MetaPolicy.adapt_tasks`).
+
+    Attributes:
+        params: each task's adapted parameters.
+        episodes: ``episodes[k][i]``: task ``i``'s episodes sampled before inner step ``k``
+            (``episodes[0]`` were sampled with the meta-parameters: the pre-adaptation episodes).
+    """
+
+    params: list[Params]
+    episodes: list[list[Episodes]]
+
+
+# ---- logging ---------------------------------------------------------------------------------
+
+
+def log_meta_policy(
+    *, state: LearnerState, spec: JobSpec, final_metrics: dict[str, float], register_as: str | None
+) -> RegisteredModel:
+    """Log the meta-policy of ``state`` to the active MLflow run as a pyfunc model, and register
+    it as ``register_as`` (unless None) with version tags describing it.
+
+    Args:
+        state: the learner's final state (its ``params`` are θ).
+        spec: the job spec that trained it (stored with the model; adaptation rebuilds the task
+            family from it).
+        final_metrics: the last iteration's metrics; ``meta/return_pre``, ``meta/return_post``
+            and ``meta/success_post`` become version tags where present.
+        register_as: registered model name, or None to log without registering.
+
+    Raises:
+        RuntimeError: no MLflow run is active.
+        ValueError: ``state`` does not belong to ``spec`` or its parameters do not fit its
+            policy spec.
+    """
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError(
+            "log_meta_policy needs an active MLflow run: call it inside `with mlflow.start_run(...)`"
+        )
+    if state.algorithm != spec.algorithm.name:
+        raise ValueError(
+            f"the learner state is for algorithm {state.algorithm!r} but the job spec says "
+            f"{spec.algorithm.name!r}; pass the spec the state was trained with"
+        )
+    policy = MetaPolicy(
+        spec=spec,
+        policy_spec=state.policy_spec,
+        params=state.params,
+        algorithm=state.algorithm,
+        inner_lr=float(state.config.inner_lr),
+        advantage=state.config.advantage,
+        iteration=state.iteration,
+        source=f"runs:/{run.info.run_id}/{ARTIFACT_NAME}",
+    )
+    ps = state.policy_spec
+    example_in = np.zeros((1, ps.obs_dim), np.float32)
+    signature = infer_signature(example_in, policy.act(example_in))
+    with tempfile.TemporaryDirectory(prefix="metarl-model-") as tmp:
+        paths = policy.save(Path(tmp), run_id=run.info.run_id)
+        info = mlflow.pyfunc.log_model(
+            name=ARTIFACT_NAME,
+            python_model=MetaPolicyModel(),
+            artifacts={_PARAMS_ARTIFACT: str(paths[0]), _CARD_ARTIFACT: str(paths[1])},
+            signature=signature,
+            input_example=example_in,
+            # explicit requirements: inferring them loads the model in a subprocess (~2 s more)
+            pip_requirements=_requirements(),
+            metadata={"algorithm": state.algorithm, "task_family": spec.task_family.name},
+        )
+    model_id = str(info.model_id)
+    if register_as is None:
+        return RegisteredModel(name=None, version=None, uri=info.model_uri, run_id=run.info.run_id, model_id=model_id)
+    tags = {
+        "algorithm": state.algorithm,
+        "task_family": spec.task_family.name,
+        "env_name": spec.task_family.env_name or "",
+        "spec": spec.model_dump_json(),
+    }
+    for key in ("return_pre", "return_post", "success_post"):
+        value = final_metrics.get(f"meta/{key}")
+        if value is not None:
+            tags[key] = repr(float(value))
+    version = mlflow.register_model(info.model_uri, register_as, tags=tags)
+    number = int(version.version)
+    return RegisteredModel(
+        name=register_as, version=number, uri=f"models:/{register_as}/{number}", run_id=run.info.run_id, model_id=model_id
+    )
+
+
+def _requirements() -> list[str]:
+    import cloudpickle
+    import gymnasium
+    import pydantic
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"cloudpickle=={cloudpickle.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"numpy=={np.__version__}",
+        f"gymnasium=={gymnasium.__version__}",
+        f"pydantic=={pydantic.__version__}",
+    ]
+
+
+class MetaPolicyModel(PythonModel):
+    """The pyfunc face of a meta-policy: observations → deterministic actions (no adaptation).
+
+    ``predict`` takes a float32 ``[N, obs_dim]`` array (or a DataFrame of those columns) and
+    returns ``[N, act_dim]`` float32 Gaussian means, or ``[N]`` int64 argmax actions for a
+    discrete policy.  Actions are not clipped to the env's action space.
+    """
+
+    def __init__(self) -> None:
+        self._policy: MetaPolicy | None = None
+
+    def load_context(self, context: Any) -> None:
+        """Load the policy (on the CPU) from the model's artifacts."""
+        self._policy = MetaPolicy.from_files(
+            params_file=Path(context.artifacts[_PARAMS_ARTIFACT]),
+            card_file=Path(context.artifacts[_CARD_ARTIFACT]),
+            source="pyfunc",
+        )
+
+    @property
+    def policy(self) -> MetaPolicy:
+        """The loaded :class:`MetaPolicy`."""
+        if self._policy is None:
+            raise RuntimeError("MetaPolicyModel is not loaded: use mlflow.pyfunc.load_model(uri)")
+        return self._policy
+
+    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
+        """Deterministic actions for a batch of observations ``[N, obs_dim]``."""
+        x = np.asarray(model_input, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None]
+        return self.policy.act(x, deterministic=True)
+
+
+# ---- the policy ------------------------------------------------------------------------------
+
+
+class MetaPolicy:
+    """A meta-policy with everything needed to act and to adapt to a new task.
+
+    Load one with :meth:`load`; :meth:`adapt` returns a new, adapted ``MetaPolicy`` and leaves
+    this one unchanged.
+
+    >>> p = MetaPolicy.load("models:/nav@latest")  # doctest: +SKIP
+    >>> q = p.adapt(task, episodes=20, steps=1)  # doctest: +SKIP
+    >>> q.act(obs)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        spec: JobSpec,
+        policy_spec: PolicySpec,
+        params: Params,
+        algorithm: str,
+        inner_lr: float,
+        advantage: AdvantageConfig,
+        iteration: int = 0,
+        source: str = "",
+        adapted_steps: int = 0,
+        training_run_id: str | None = None,
+    ) -> None:
+        self._spec = spec
+        self._policy_spec = policy_spec
+        self._policy: Policy = make_policy(policy_spec)
+        self._policy.requires_grad_(False)
+        expected = dict(self._policy.named_parameters())
+        if set(params) != set(expected):
+            raise ModelFormatError(
+                f"parameters {sorted(params)} do not match the policy spec's {sorted(expected)}"
+            )
+        for k, v in params.items():
+            if tuple(v.shape) != tuple(expected[k].shape):
+                raise ModelFormatError(f"parameter {k!r} has shape {tuple(v.shape)}, the policy spec needs {tuple(expected[k].shape)}")
+        # the policy module's order, so stacking and functional calls see the same keys
+        self._params: Params = {k: params[k].detach().to("cpu", torch.float32).clone() for k in expected}
+        self.algorithm = algorithm
+        self.inner_lr = float(inner_lr)
+        self.advantage = advantage
+        self.iteration = int(iteration)
+        self.source = source
+        self.adapted_steps = int(adapted_steps)
+        self.training_run_id = training_run_id
+        self._family: TaskFamily | None = None
+        self._gen = torch.Generator().manual_seed(0)
+
+    def __repr__(self) -> str:
+        return (
+            f"MetaPolicy({self.algorithm} on {self._spec.task_family.name}, source={self.source!r}, "
+            f"adapted_steps={self.adapted_steps})"
+        )
+
+    # ---- what it is ----
+    @property
+    def spec(self) -> JobSpec:
+        """The job spec that trained the meta-policy."""
+        return self._spec
+
+    @property
+    def policy_spec(self) -> PolicySpec:
+        return self._policy_spec
+
+    @property
+    def params(self) -> Params:
+        """A copy of the parameters (θ, or the adapted φ after :meth:`adapt`)."""
+        return {k: v.clone() for k, v in self._params.items()}
+
+    @property
+    def family(self) -> TaskFamily:
+        """The task family of the spec, built on first use (Meta-World's take seconds) and shared
+        with the policies :meth:`adapt` returns."""
+        if self._family is None:
+            tf = self._spec.task_family
+            self._family = make_family(tf.name, seed=self._spec.seed, **tf.family_kwargs())
+        return self._family
+
+    # ---- loading and saving ----
+    @classmethod
+    def load(cls, uri: str) -> MetaPolicy:
+        """Load a meta-policy from ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``,
+        ``models:/NAME/latest``, ``models:/m-...``, ``runs:/RUN_ID/meta_policy`` or a local
+        directory (a downloaded model, or the directory :meth:`save` wrote).
+
+        Raises:
+            ModelNotFoundError: nothing at ``uri``; the message names the store searched.
+            ModelFormatError: what is there is not a meta-policy.
+        """
+        if not _is_remote(uri):
+            return cls.from_directory(Path(uri).expanduser(), source=uri)
+        canonical = resolve_model_uri(uri)
+        store = tracking.tracking_uri()
+        with tempfile.TemporaryDirectory(prefix="metarl-model-") as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(artifact_uri=canonical, dst_path=tmp, tracking_uri=store)
+            except MlflowException as exc:
+                raise ModelNotFoundError(
+                    f"cannot load {uri!r} from tracking store {store}: {exc.message.rstrip('.')}"
+                ) from exc
+            return cls.from_directory(Path(local), source=uri)
+
+    @classmethod
+    def from_directory(cls, path: Path, *, source: str | None = None) -> MetaPolicy:
+        """Load from a directory: a downloaded MLflow model (with ``artifacts/``) or the files
+        :meth:`save` wrote."""
+        if not path.is_dir():
+            raise ModelNotFoundError(
+                f"no model directory at {str(path)!r}; pass a models:/ or runs:/ URI, or the directory of a downloaded model"
+            )
+        for base in (path, path / "artifacts"):
+            if (base / CARD_FILE).is_file() and (base / PARAMS_FILE).is_file():
+                return cls.from_files(params_file=base / PARAMS_FILE, card_file=base / CARD_FILE, source=source or str(path))
+        raise ModelFormatError(
+            f"{str(path)!r} holds no meta-policy ({CARD_FILE} and {PARAMS_FILE}, directly or under artifacts/); "
+            "was it logged with workers.model.log_meta_policy?"
+        )
+
+    @classmethod
+    def from_files(cls, *, params_file: Path, card_file: Path, source: str) -> MetaPolicy:
+        """Load from a ``params.pt`` and its ``policy.json``."""
+        try:
+            card = json.loads(card_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelFormatError(f"cannot read {card_file}: {exc}") from exc
+        version = card.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ModelFormatError(
+                f"{card_file} has format_version {version!r}; this code reads version {FORMAT_VERSION}"
+            )
+        params = torch.load(params_file, map_location="cpu", weights_only=True)
+        if not isinstance(params, dict) or not all(isinstance(v, torch.Tensor) for v in params.values()):
+            raise ModelFormatError(f"{params_file} is not a dict of parameter tensors")
+        ps = dict(card["policy_spec"])
+        ps["hidden_sizes"] = tuple(ps["hidden_sizes"])
+        return cls(
+            spec=JobSpec.model_validate(card["job_spec"]),
+            policy_spec=PolicySpec(**ps),
+            params=params,
+            algorithm=card["algorithm"],
+            inner_lr=card["inner_lr"],
+            advantage=AdvantageConfig(**card["advantage"]),
+            iteration=card.get("iteration", 0),
+            source=source,
+            adapted_steps=card.get("adapted_steps", 0),
+            training_run_id=card.get("run_id"),
+        )
+
+    def save(self, directory: Path, *, run_id: str | None = None) -> tuple[Path, Path]:
+        """Write ``params.pt`` and ``policy.json`` into ``directory``; returns their paths."""
+        directory.mkdir(parents=True, exist_ok=True)
+        params_file, card_file = directory / PARAMS_FILE, directory / CARD_FILE
+        torch.save({k: v.detach().cpu().clone() for k, v in self._params.items()}, params_file)
+        card = {
+            "format_version": FORMAT_VERSION,
+            "algorithm": self.algorithm,
+            "inner_lr": self.inner_lr,
+            "advantage": dataclasses.asdict(self.advantage),
+            "policy_spec": dataclasses.asdict(self._policy_spec),
+            "job_spec": json.loads(self._spec.model_dump_json()),
+            "iteration": self.iteration,
+            "adapted_steps": self.adapted_steps,
+            "run_id": run_id or self.training_run_id,
+        }
+        card_file.write_text(json.dumps(card, indent=2))
+        return params_file, card_file
+
+    # ---- acting ----
+    def act(self, obs: np.ndarray | Sequence[float], deterministic: bool = True) -> np.ndarray:
+        """Actions for one observation ``[obs_dim]`` or a batch ``[N, obs_dim]``.
+
+        Returns ``[act_dim]`` / ``[N, act_dim]`` float32 for a Gaussian policy (its mean when
+        ``deterministic``, else a sample; not clipped to the env's action space) or a scalar /
+        ``[N]`` int64 action for a discrete one (argmax when ``deterministic``).
+        """
+        x = np.asarray(obs, dtype=np.float32)
+        d = self._policy_spec.obs_dim
+        if x.ndim not in (1, 2) or x.shape[-1] != d:
+            raise ValueError(f"obs must have shape [{d}] or [N, {d}], got {list(x.shape)}")
+        single = x.ndim == 1
+        batch = torch.from_numpy(np.ascontiguousarray(x[None] if single else x))
+        with torch.inference_mode():
+            dist = functional_call(self._policy, self._params, (batch,))
+            a = self._policy.mode(dist) if deterministic else self._policy.sample(dist, self._gen)
+        out = a.numpy()
+        return out[0] if single else out
+
+    # ---- adapting ----
+    def adapt(self, task_or_env: Task | gym.Env, *, episodes: int = 10, steps: int = 1, seed: int = 0) -> MetaPolicy:
+        """A new policy whose parameters took ``steps`` inner policy-gradient steps (step size
+        ``inner_lr``, the learner's inner step, Finn et al. 2017 eq. 1) on ``task_or_env``,
+        sampling ``episodes`` episodes with the current parameters before each step.
+
+        Args:
+            task_or_env: a task of the model's family (``self.family.sample_tasks(...)``), sampled
+                with :class:`~workers.sampler.Sampler`, or a gymnasium env with the model's
+                observation and action spaces, rolled out one episode at a time.
+            episodes: episodes per inner step.
+            steps: inner steps.
+            seed: seeds the env resets and the action noise.
+        """
+        _check_positive(episodes=episodes, steps=steps)
+        if isinstance(task_or_env, Task):
+            sampler = Sampler(self.family, self._policy_spec, envs_per_task=episodes, seed=seed)
+            try:
+                adapted = self.adapt_tasks([task_or_env], sampler=sampler, episodes=episodes, steps=steps)
+            finally:
+                sampler.close()
+            params = adapted.params[0]
+        elif isinstance(task_or_env, gym.Env):
+            self._check_env(task_or_env)
+            gen = torch.Generator().manual_seed(seed)
+            params = self.params
+            for k in range(steps):
+                eps = self._rollout(task_or_env, params, episodes=episodes, seed=seed * 100_003 + k * episodes, gen=gen)
+                params = self._inner_step([params], [eps])[0]
+        else:
+            raise TypeError(
+                f"adapt takes a workers.envs.Task or a gymnasium.Env, got {type(task_or_env).__name__}"
+            )
+        return self._derived(params, steps=steps)
+
+    def adapt_tasks(self, tasks: Sequence[Task], *, sampler: Sampler, episodes: int, steps: int) -> TaskAdaptation:
+        """Adapt to several tasks at once (batched in one ``sampler``): ``steps`` times, sample
+        ``episodes`` episodes per task with each task's current parameters, then take one inner
+        step per task.  The episodes are returned too (for evaluation)."""
+        _check_positive(episodes=episodes, steps=steps)
+        if not tasks:
+            raise ValueError("adapt_tasks needs at least one task")
+        family = self._spec.task_family.name
+        for t in tasks:
+            if t.family != family:
+                raise TaskFamilyError(
+                    f"this model was trained on {family!r} tasks, got a {t.family!r} task; "
+                    "draw tasks from MetaPolicy.family"
+                )
+        current: list[Params] = [self._params] * len(tasks)
+        sampled: list[list[Episodes]] = []
+        for _ in range(steps):
+            eps = sampler.sample(tasks, current, episodes_per_task=episodes)
+            sampled.append(eps)
+            current = self._inner_step(current, eps)
+        return TaskAdaptation(params=current, episodes=sampled)
+
+    def with_params(self, params: Params) -> MetaPolicy:
+        """The same model with other parameters (e.g. adapted ones from :meth:`adapt_tasks`)."""
+        return self._derived(params, steps=0)
+
+    def _derived(self, params: Params, *, steps: int) -> MetaPolicy:
+        out = MetaPolicy(
+            spec=self._spec,
+            policy_spec=self._policy_spec,
+            params=params,
+            algorithm=self.algorithm,
+            inner_lr=self.inner_lr,
+            advantage=self.advantage,
+            iteration=self.iteration,
+            source=self.source,
+            adapted_steps=self.adapted_steps + steps,
+            training_run_id=self.training_run_id,
+        )
+        out._family = self._family
+        return out
+
+    def _inner_step(self, params: Sequence[Params], episodes: Sequence[Episodes]) -> list[Params]:
+        """One inner policy-gradient step per task (no graph): the learners' ``adapt``."""
+        batch = make_task_batch(episodes, advantage=self.advantage)
+        phi = F.adapt(self._policy, stack_params(list(params)), [batch], inner_lr=self.inner_lr, create_graph=False)
+        check_finite("adapted parameters", *phi.values())
+        return unstack_params(phi)
+
+    def _check_env(self, env: gym.Env) -> None:
+        ps = self._policy_spec
+        obs_shape = getattr(env.observation_space, "shape", None)
+        if obs_shape != (ps.obs_dim,):
+            raise ValueError(f"env observations have shape {obs_shape}, the policy takes ({ps.obs_dim},)")
+        space = env.action_space
+        if ps.discrete:
+            if not isinstance(space, gym.spaces.Discrete) or int(space.n) != ps.act_dim:
+                raise ValueError(f"env action space {space} does not fit the policy's Discrete({ps.act_dim})")
+        elif not isinstance(space, gym.spaces.Box) or space.shape != (ps.act_dim,):
+            raise ValueError(f"env action space {space} does not fit the policy's Box(({ps.act_dim},))")
+
+    def _horizon(self, env: gym.Env) -> int:
+        for value in (
+            getattr(env.spec, "max_episode_steps", None),
+            getattr(env.unwrapped, "max_episode_steps", None),
+            self._spec.task_family.max_episode_steps,
+        ):
+            if isinstance(value, int) and value > 0:
+                return value
+        return _MAX_ENV_STEPS
+
+    def _rollout(self, env: gym.Env, params: Params, *, episodes: int, seed: int, gen: torch.Generator) -> Episodes:
+        """``episodes`` episodes of ``env`` with ``params``, one after another (actions sampled)."""
+        policy, ps = self._policy, self._policy_spec
+        space = env.action_space
+        low = high = None
+        if isinstance(space, gym.spaces.Box):
+            low, high = np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+        horizon = self._horizon(env)
+        parts = []
+        for e in range(episodes):
+            obs, _ = env.reset(seed=seed + e)
+            rows: dict[str, list[Any]] = {k: [] for k in ("obs", "actions", "rewards", "dones", "log_probs", "success")}
+            for t in range(horizon):
+                x = torch.as_tensor(np.asarray(obs, dtype=np.float32)).unsqueeze(0)
+                with torch.inference_mode():
+                    dist = functional_call(policy, params, (x,))
+                    a = policy.sample(dist, gen)
+                    logp = float(policy.log_prob(dist, a)[0])
+                a_np = a[0].numpy()
+                env_a = int(a_np) if ps.discrete else np.clip(a_np, low, high) if low is not None else a_np
+                obs_next, r, term, trunc, info = env.step(env_a)
+                ended = bool(term or trunc) or t == horizon - 1
+                rows["obs"].append(x[0].numpy())
+                rows["actions"].append(a_np)
+                rows["rewards"].append(float(r))
+                rows["dones"].append(ended)
+                rows["log_probs"].append(logp)
+                rows["success"].append(float(info.get("success", 0.0)))
+                obs = obs_next
+                if ended:
+                    break
+            n = len(rows["rewards"])
+            parts.append(
+                Episodes(
+                    obs=np.stack(rows["obs"]).astype(np.float32)[:, None],
+                    actions=np.stack(rows["actions"])[:, None].astype(np.int64 if ps.discrete else np.float32),
+                    rewards=np.asarray(rows["rewards"], np.float32)[:, None],
+                    dones=np.asarray(rows["dones"], bool)[:, None],
+                    mask=np.ones((n, 1), np.float32),
+                    log_probs=np.asarray(rows["log_probs"], np.float32)[:, None],
+                    success=np.asarray(rows["success"], np.float32)[:, None],
+                )
+            )
+        return Episodes.concatenate(parts)
+
+
+# ---- registry URIs ---------------------------------------------------------------------------
+
+_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/]+)|@(?P<alias>[^/]+))$")
+
+
+def _is_remote(uri: str) -> bool:
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", uri))
+
+
+def parse_registry_uri(uri: str) -> tuple[str, str | None, str | None] | None:
+    """``models:/NAME/VERSION`` → ``(NAME, VERSION, None)``, ``models:/NAME@ALIAS`` →
+    ``(NAME, None, ALIAS)``; None for any other URI (``runs:/``, ``models:/m-...``, paths)."""
+    m = _REGISTRY_URI.match(uri)
+    if m is None:
+        return None
+    return m["name"], m["version"], m["alias"]
+
+
+def resolve_model_version(uri: str) -> tuple[str, int] | None:
+    """The registered ``(name, version)`` a ``models:/NAME/...`` URI points at now (aliases and
+    ``latest`` resolved), or None for a URI that is not a registry URI.
+
+    Raises:
+        ModelNotFoundError: the name, version or alias does not exist; the message lists the
+            registered models of the store.
+    """
+    parsed = parse_registry_uri(uri)
+    if parsed is None:
+        return None
+    name, version, alias = parsed
+    store = tracking.tracking_uri()
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
+    try:
+        if version is not None and version.isdigit():
+            mv = client.get_model_version(name, version)
+        elif alias is not None:
+            try:
+                mv = client.get_model_version_by_alias(name, alias)
+            except MlflowException:
+                if alias != "latest":
+                    raise
+                mv = _latest_version(client, name, store)  # MLflow reads "@latest" the same way
+        elif version == "latest":
+            mv = _latest_version(client, name, store)
+        else:
+            # a stage name ("Production"): leave it to MLflow's own resolution
+            return None
+    except MlflowException as exc:
+        names = sorted(m.name for m in client.search_registered_models(max_results=50))
+        raise ModelNotFoundError(
+            f"cannot resolve {uri!r} in tracking store {store}: {exc.message.rstrip('.')}. "
+            f"Registered models there: {names or 'none'} (set MLFLOW_TRACKING_URI to use another store)"
+        ) from exc
+    return name, int(mv.version)
+
+
+def _latest_version(client: Any, name: str, store: str) -> Any:
+    client.get_registered_model(name)  # raises RESOURCE_DOES_NOT_EXIST for an unknown name
+    found = client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"], max_results=1)
+    if not found:
+        raise ModelNotFoundError(f"registered model {name!r} has no versions in tracking store {store}")
+    return found[0]
+
+
+def resolve_model_uri(uri: str) -> str:
+    """``uri`` with a registry alias or ``latest`` replaced by the version it points at, so what
+    is loaded and what is reported are the same version."""
+    resolved = resolve_model_version(uri)
+    return uri if resolved is None else f"models:/{resolved[0]}/{resolved[1]}"
+
+
+def _check_positive(**values: int) -> None:
+    for name, v in values.items():
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
