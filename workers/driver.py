@@ -92,7 +92,7 @@ def run_job(
     )
     tracker.set_tags({"metarl.spec": spec.model_dump_json(), "metarl.algorithm": spec.algorithm.name,
                       "metarl.task_family": spec.task_family.name})
-    learner = remote_learner(gpus=spec.resources.learner_gpus, node_id=ray.get_runtime_context().get_node_id()).remote(
+    learner = remote_learner(gpus=spec.resources.learner_gpus, node_id=_head_node_id()).remote(
         spec.algorithm.name, policy_spec, spec.learner_config(), seed=spec.seed, gpus=spec.resources.learner_gpus
     )
     history: list[dict[str, float]] = []
@@ -109,7 +109,8 @@ def run_job(
                    for i in sorted(pre) if i in post and i < start_iteration]
         log.info("resumed run %s from iteration %d", resume_run_id, start_iteration)
     info = ray.get(learner.info.remote())
-    tracker.set_tags({"metarl.learner_device": info.device, "metarl.learner_device_name": info.device_name})
+    tracker.set_tags({"metarl.learner_device": info.device, "metarl.learner_device_name": info.device_name,
+                      "metarl.learner_node": info.node_id})
     pool = WorkerPool(
         family=FamilyRef(spec.task_family.name, spec.seed, spec.task_family.family_kwargs()),
         policy_spec=policy_spec,
@@ -227,6 +228,15 @@ def _iteration(spec: JobSpec, it: int, schedule: TaskSchedule, pool: WorkerPool,
         "meta/tasks": float(len(tasks)),
     })
     return metrics
+
+
+def _head_node_id() -> str:
+    """The head node (where Ray Jobs run drivers); the learner prefers it so that losing a worker
+    node never takes the learner along.  Falls back to this process's node."""
+    for node in ray.nodes():
+        if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+            return str(node["NodeID"])
+    return ray.get_runtime_context().get_node_id()
 
 
 def _check_complete(stats: list[Any], n_tasks: int, label: str) -> None:

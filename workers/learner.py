@@ -93,12 +93,14 @@ def remote_learner(*, gpus: float, num_cpus: float = 0.0, node_id: str | None = 
 
     With ``gpus > 0`` it requests them (Ray schedules it on a GPU node).  Without, it takes no
     CPU of its own: MAML's phases alternate, so it computes while the rollout actors wait; it
-    prefers the driver's node (soft affinity) so losing a worker node does not take it along.
+    runs on ``node_id`` (the head node, where Ray Jobs run the driver) so losing a worker node
+    does not take it along.
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": gpus, "max_restarts": 0}
     if gpus == 0 and node_id is not None:
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=True)
+        # hard affinity: a soft one was seen to land on a worker node even with the head free
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
     return ray.remote(Learner).options(**options)

@@ -52,6 +52,7 @@ class WorkerPool:
     name_prefix: str
     ready_timeout_s: float = 120.0
     shard_timeout_s: float = 900.0
+    max_attempts: int = 5
     on_submit: SubmitHook | None = None
     _slots: list[_Slot] = field(default_factory=list)
     _groups: list[PlacementGroup] = field(default_factory=list)
@@ -138,6 +139,7 @@ class WorkerPool:
         if self.on_submit is not None:
             self.on_submit(self, label)
         done: dict[int, ShardStats] = {}
+        attempts = dict.fromkeys(range(len(shards)), 1)
         resubmitted = 0
         deadline = time.monotonic() + self.shard_timeout_s
         while len(done) < len(shards):
@@ -153,6 +155,11 @@ class WorkerPool:
                     if isinstance(exc, RayTaskError) and not isinstance(exc, RayActorError) and not _is_infra(exc):
                         raise
                     slot = submitted[s][0]
+                    if attempts[s] >= self.max_attempts:
+                        raise RuntimeError(
+                            f"rollout shard {s} (tasks {shards[s].tolist()}) failed {attempts[s]} times; last error: {exc}"
+                        ) from exc
+                    attempts[s] += 1
                     log.warning("rollout worker %d lost its shard (%s); re-sampling it", slot, type(exc).__name__)
                     self._replace(slot)
                     submit(s, slot)

@@ -34,6 +34,7 @@ def main() -> None:
     def remove_worker_node(pool, label):  # noqa: ANN001
         if label == "2:train0" and not removed:
             removed["nodes_before"] = sorted({ray.get(a.info.remote())["node_id"] for a in pool.actors})
+            sys.stderr.write(f"head={cluster.head_node.node_id} worker={worker.node_id} actors={removed['nodes_before']}\n")
             cluster.remove_node(worker)
             removed["node"] = worker.node_id
 
