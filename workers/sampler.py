@@ -9,6 +9,14 @@ Episodes are gathered in rounds: a round resets every sub-env and steps them tog
 have ended or the horizon is reached; a task gets ``ceil(episodes_per_task / envs_per_task)``
 rounds.  What a sub-env does after its episode ended (autoreset, or a finished env stepped
 again) is masked out.  The same class runs inside the Ray rollout actors.
+
+Speed: the sampler's own work per step has to stay small against the simulator's (a
+HalfCheetah step is about 0.1 ms, and a torch op costs 5-10 us of dispatch on these CPUs).
+For the package's MLP policies the per-step action is therefore computed with numpy (a few
+small matrix products; noise drawn once per round from the sampler's torch generator), and the
+behaviour log-probabilities are computed afterwards by the policy itself (``forward_stacked`` and
+``log_prob`` over the whole round in one call), so they are exactly the torch policy's.  Other
+policy classes take the generic per-step torch path.
 """
 
 from __future__ import annotations
@@ -23,8 +31,17 @@ import numpy as np
 import torch
 
 from algorithms.episodes import Episodes
-from algorithms.policies import Params, PolicySpec, expand_params, make_policy, stack_params
+from algorithms.policies import (
+    CategoricalMLPPolicy,
+    GaussianMLPPolicy,
+    Params,
+    PolicySpec,
+    expand_params,
+    make_policy,
+    stack_params,
+)
 from workers.envs.base import Task, TaskFamily, set_vector_tasks
+from workers.envs.vector import LeanVectorEnv
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,8 @@ class Sampler:
         if self._vec is None or self._vec_tasks != len(tasks):
             self.close()
             self._vec = self.family.make_vector_env(tasks, self.envs_per_task)
+            if isinstance(self._vec, LeanVectorEnv):
+                self._vec.copy = False  # each step's results are copied into the round's buffers
             self._vec_tasks = len(tasks)
             self._seeded = False
         else:
@@ -93,15 +112,19 @@ class Sampler:
             raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
         n, k = len(tasks), self.envs_per_task
         if isinstance(params, dict):
-            stacked = expand_params({key: v.detach().cpu() for key, v in params.items()}, n)
+            theta = {key: v.detach().cpu() for key, v in params.items()}
+            shared: Params | None = theta
+            stacked = expand_params(theta, n)
         else:
             if len(params) != n:
                 raise ValueError(f"got {len(params)} parameter sets for {n} tasks")
+            shared = None
             stacked = stack_params([{key: v.detach().cpu() for key, v in p.items()} for p in params])
         start = time.perf_counter()
         vec = self._vector_env(tasks)
+        actor = _NumpyActor(self.policy, shared if shared is not None else stacked, n, k, shared=shared is not None) if _NumpyActor.supports(self.policy) else None
         rounds = math.ceil(episodes_per_task / k)
-        parts = [self._round(vec, stacked, n, deterministic) for _ in range(rounds)]
+        parts = [self._round(vec, stacked, actor, n, deterministic) for _ in range(rounds)]
         out = []
         for i in range(n):
             cols = np.arange(i * k, (i + 1) * k)
@@ -111,7 +134,13 @@ class Sampler:
         self.last_stats = SampleStats(env_steps=steps, seconds=time.perf_counter() - start)
         return out
 
-    def _round(self, vec: gym.vector.VectorEnv, params: Params, n: int, deterministic: bool) -> Episodes:
+    def _round(self, vec: gym.vector.VectorEnv, params: Params, actor: _NumpyActor | None, n: int, deterministic: bool) -> Episodes:
+        """One round: reset every sub-env, step them together until all ended or the horizon.
+
+        Per step only what the next action needs runs; the raw step results go into the
+        round's buffers.  The mask, the masking of what sub-envs report after their episode
+        ended, and the behaviour log-probabilities are computed once at the end of the round.
+        """
         horizon = self.family.max_episode_steps
         num = vec.num_envs
         k = num // n
@@ -120,38 +149,152 @@ class Sampler:
         else:
             obs, _ = vec.reset(seed=[self.seed * 100_003 + i for i in range(num)])
             self._seeded = True
-        obs_dim = self.policy.spec.obs_dim
+        policy = self.policy
+        obs_dim = policy.spec.obs_dim
         obs_buf = np.zeros((horizon, num, obs_dim), np.float32)
-        act_buf = np.zeros((horizon, num), np.int64) if self._discrete else np.zeros((horizon, num, self.policy.spec.act_dim), np.float32)
+        act_buf = np.zeros((horizon, num), np.int64) if self._discrete else np.zeros((horizon, num, policy.spec.act_dim), np.float32)
         rew = np.zeros((horizon, num), np.float32)
         dones = np.zeros((horizon, num), bool)
-        mask = np.zeros((horizon, num), np.float32)
-        logp = np.zeros((horizon, num), np.float32)
         success = np.zeros((horizon, num), np.float32)
         active = np.ones(num, bool)
-        with torch.no_grad():
+        low, high = self._low, self._high
+        if actor is not None:
+            noise = None if deterministic else actor.noise(horizon, self._gen)
+            dist_buf = actor.dist_buffer(horizon)
+        steps = horizon
+        with torch.inference_mode():
             for t in range(horizon):
-                o = np.asarray(obs, dtype=np.float32)
-                obs_buf[t] = np.where(active[:, None], o, 0.0)
-                dist = self.policy.forward_stacked(params, torch.from_numpy(o).view(n, k, obs_dim))
-                a = self.policy.mode(dist) if deterministic else self.policy.sample(dist, self._gen)
-                lp = self.policy.log_prob(dist, a)
-                a_np = a.reshape(num, *a.shape[2:]).numpy()
-                act_buf[t] = np.where(active.reshape(-1, *([1] * (a_np.ndim - 1))), a_np, 0)
-                logp[t] = np.where(active, lp.reshape(num).numpy(), 0.0)
-                env_a = a_np if self._discrete else np.clip(a_np, self._low, self._high)
+                o = obs_buf[t]
+                o[...] = obs
+                if actor is not None:
+                    actor.act(o, None if noise is None else noise[t], act_buf[t], dist_buf[t])
+                else:
+                    dist = policy.forward_stacked(params, torch.from_numpy(o).view(n, k, obs_dim))
+                    a = policy.mode(dist) if deterministic else policy.sample(dist, self._gen)
+                    act_buf[t] = a.numpy().reshape(act_buf.shape[1:])
+                a_t = act_buf[t]
+                env_a = a_t if low is None or high is None else np.minimum(np.maximum(a_t, low), high)
                 obs, r, term, trunc, info = vec.step(env_a)
-                mask[t] = active
-                rew[t] = np.where(active, r, 0.0)
+                rew[t] = r
                 if "success" in info:
-                    s = np.asarray(info["success"], dtype=np.float32)
-                    present = np.asarray(info.get("_success", np.ones(num, bool)))
-                    success[t] = np.where(active & present, s, 0.0)
-                ended = np.logical_or(term, trunc)
+                    present = info.get("_success")
+                    success[t] = info["success"] if present is None else np.where(present, info["success"], 0.0)
+                ended = term | trunc
                 if t == horizon - 1:
-                    ended = np.ones(num, bool)
-                dones[t] = ended & active
-                active &= ~ended
-                if not active.any():
+                    ended[:] = True
+                d = dones[t]
+                np.logical_and(ended, active, out=d)
+                active ^= d
+                if not np.count_nonzero(active):
+                    steps = t + 1
                     break
-        return Episodes(obs=obs_buf, actions=act_buf, rewards=rew, dones=dones, mask=mask, log_probs=logp, success=success)
+            logp = np.zeros((horizon, num), np.float32)
+            if actor is not None:
+                logp[:steps] = actor.log_probs(dist_buf[:steps], act_buf[:steps])
+            else:
+                logp[:steps] = self._log_probs(params, obs_buf[:steps], act_buf[:steps], n, k)
+        # a sub-env's steps count until the step its episode ended on; the rest is masked out
+        mask = np.ones((horizon, num), bool)
+        np.equal(np.cumsum(dones[:-1], axis=0), 0, out=mask[1:])
+        off = ~mask
+        obs_buf[off] = 0.0
+        act_buf[off] = 0
+        rew[off] = 0.0
+        logp[off] = 0.0
+        success[off] = 0.0
+        return Episodes(obs=obs_buf, actions=act_buf, rewards=rew, dones=dones, mask=mask.astype(np.float32), log_probs=logp, success=success)
+
+    def _log_probs(self, params: Params, obs: np.ndarray, actions: np.ndarray, n: int, k: int) -> np.ndarray:
+        """The behaviour policy's log-probabilities of ``actions`` ``[T, num]``: its own
+        ``forward_stacked`` and ``log_prob`` over all steps of the round at once."""
+        steps = obs.shape[0]
+
+        def by_task(a: np.ndarray) -> torch.Tensor:  # [T, n*k, ...] -> [n, T*k, ...]
+            rest = a.shape[2:]
+            return torch.from_numpy(np.ascontiguousarray(a.reshape(steps, n, k, *rest).swapaxes(0, 1)).reshape(n, steps * k, *rest))
+
+        dist = self.policy.forward_stacked(params, by_task(obs))
+        lp = self.policy.log_prob(dist, by_task(actions)).numpy()  # [n, T*k]
+        return lp.reshape(n, steps, k).swapaxes(0, 1).reshape(steps, n * k)
+
+
+class _NumpyActor:
+    """The per-step actions of the package's MLP policies, computed with numpy.
+
+    Mirrors ``_MLPPolicy._mlp_stacked`` (``h = act(h @ W.T + b)`` per hidden layer, linear
+    output layer) for the given parameters: one 2-D product per layer over all sub-envs when
+    every task shares them, else one batched product per layer over tasks.  Gaussian actions are
+    ``mean + exp(log_std) * noise``; categorical ones ``argmax(logits + Gumbel noise)`` (the
+    same distribution as sampling the softmax).  The distribution parameters of every step are
+    kept, and the log-probabilities of a round come from the policy's own ``log_prob`` on them.
+    """
+
+    def __init__(self, policy: GaussianMLPPolicy | CategoricalMLPPolicy, params: Params, n: int, k: int, *, shared: bool) -> None:
+        self.policy = policy
+        self.n, self.k, self.shared = n, k, shared
+        self.discrete = isinstance(policy, CategoricalMLPPolicy)
+        self.tanh = policy.spec.activation == "tanh"
+        self.weights: list[np.ndarray] = []
+        self.biases: list[np.ndarray] = []
+        for i in range(len(policy.body)):
+            w = params[f"body.{i}.weight"].detach().to(torch.float32)
+            b = params[f"body.{i}.bias"].detach().to(torch.float32)
+            # W^T contiguous: [in, out] shared, [n, in, out] per task; bias [out] / [n, 1, out]
+            self.weights.append(np.ascontiguousarray(w.transpose(-1, -2).numpy()))
+            self.biases.append(b.numpy().copy() if shared else b.unsqueeze(1).numpy().copy())
+        self.out_dim = policy.spec.act_dim
+        # the hidden activations, allocated once: [n*k, width] shared, [n, k, width] per task
+        lead = (n * k,) if shared else (n, k)
+        self._hidden = [np.zeros((*lead, w.shape[-1]), np.float32) for w in self.weights[:-1]]
+        if not self.discrete:
+            log_std = params["log_std"].detach().to(torch.float32)
+            # one row per sub-env: [n*k, act_dim]
+            rows = log_std.expand(n * k, self.out_dim) if shared else log_std.repeat_interleave(k, dim=0)
+            self.log_std = rows.contiguous()
+            self.std = self.log_std.exp().numpy()
+
+    @staticmethod
+    def supports(policy: object) -> bool:
+        return type(policy) in (GaussianMLPPolicy, CategoricalMLPPolicy)
+
+    def noise(self, horizon: int, gen: torch.Generator) -> np.ndarray:
+        """The round's noise from the sampler's generator: scaled Gaussian noise
+        ``[H, n*k, act_dim]`` or Gumbel noise ``[H, n*k, n_actions]``."""
+        shape = (horizon, self.n * self.k, self.out_dim)
+        if self.discrete:
+            return (-torch.empty(shape).exponential_(generator=gen).log()).numpy()
+        return torch.randn(shape, generator=gen).numpy() * self.std
+
+    def dist_buffer(self, horizon: int) -> np.ndarray:
+        """Room for a round's means (Gaussian) or logits (categorical), ``[H, n*k, act_dim]``."""
+        return np.zeros((horizon, self.n * self.k, self.out_dim), np.float32)
+
+    def act(self, obs: np.ndarray, noise: np.ndarray | None, out: np.ndarray, dist: np.ndarray) -> None:
+        """Write the actions for ``obs`` ``[n*k, obs_dim]`` into ``out`` (the mode without noise)
+        and the distribution's means/logits into ``dist`` ``[n*k, act_dim]``."""
+        h = obs if self.shared else obs.reshape(self.n, self.k, obs.shape[-1])
+        last = len(self.weights) - 1
+        for i in range(last):
+            buf = self._hidden[i]
+            np.matmul(h, self.weights[i], out=buf)
+            np.add(buf, self.biases[i], out=buf)
+            if self.tanh:
+                np.tanh(buf, out=buf)
+            else:
+                np.maximum(buf, 0.0, out=buf)
+            h = buf
+        d = dist if self.shared else dist.reshape(self.n, self.k, self.out_dim)  # a view
+        np.matmul(h, self.weights[last], out=d)
+        np.add(d, self.biases[last], out=d)
+        if self.discrete:
+            out[...] = (dist if noise is None else dist + noise).argmax(-1)
+        elif noise is None:
+            out[...] = dist
+        else:
+            np.add(dist, noise, out=out)
+
+    def log_probs(self, dist: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """``policy.log_prob`` of ``actions`` ``[T, n*k, ...]`` under the kept distribution
+        parameters ``[T, n*k, act_dim]``; ``[T, n*k]``."""
+        params = (torch.from_numpy(dist),) if self.discrete else (torch.from_numpy(dist), self.log_std)
+        return self.policy.log_prob(params, torch.from_numpy(actions)).numpy()

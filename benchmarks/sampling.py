@@ -1,0 +1,459 @@
+"""Sampling throughput: the env alone, our sampler in one process, our rollout actors driven
+through Ray with episodes delivered to the learner's process, and RLlib's PPO env runners on the
+same env -- all in one run, so the baselines share the machine's state.
+
+Prints one JSON object per line (and writes them to ``benchmarks/results/sampling.jsonl``):
+
+* our rows (``"env"``, ``"workers"``): ``raw_steps_per_s`` (the family's own single env --
+  simulator plus the task wrapper -- stepped in a plain loop with actions drawn beforehand and a
+  reset at the end of each episode, no policy), ``bare_steps_per_s`` (the simulator's env
+  without our wrapper), ``sampler_steps_per_s`` (a :class:`~workers.sampler.Sampler` in this
+  process, 2x100 policy included), ``system_steps_per_s`` (``workers.pool.WorkerPool`` actors in
+  a local ``ray.init(num_cpus=N)``, from submitting a call until the learner actor holds the
+  episodes), ``efficiency = system / (workers x raw)`` and ``ratio_vs_rllib``;
+* peer rows (``"peer": "rllib"``): RLlib PPO (new API stack) with the same number of env
+  runners on the same family env, ``num_env_steps_sampled_lifetime_throughput``.
+
+Every row records the load: the CPU seconds used during its measurement by processes outside
+this benchmark's process tree, as a fraction of the machine (``foreign_cpu_frac``).
+
+    python benchmarks/sampling.py [--envs halfcheetah-vel,reach-v3,navigation2d] [--workers 1,2]
+                                  [--calls 3] [--no-rllib] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import os
+
+# one BLAS/OpenMP thread everywhere (the rollout actors get the same from Ray's num_cpus=1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from algorithms.policies import PolicySpec, make_policy  # noqa: E402
+from workers.envs import TaskFamily, make_family  # noqa: E402
+from workers.rollout import FamilyRef  # noqa: E402
+from workers.sampler import Sampler  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+HIDDEN = (100, 100)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One env of the benchmark and its batch per call."""
+
+    name: str
+    family: str
+    kwargs: dict[str, Any]
+    tasks: int
+    episodes: int
+    envs_per_worker: int
+    bare: Callable[[TaskFamily], tuple[gym.Env, str]]
+    raw_steps: int
+    rllib_batch_per_runner: int
+    activation: str = "tanh"  # the preset's (workers/presets)
+    rllib_envs_per_runner: int = 10
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def _bare_cheetah(family: TaskFamily) -> tuple[gym.Env, str]:
+    from workers.envs.mujoco import CHEETAH_CTRL_COST_WEIGHT
+
+    env = gym.make("HalfCheetah-v5", ctrl_cost_weight=CHEETAH_CTRL_COST_WEIGHT, max_episode_steps=family.max_episode_steps)
+    return env, "gymnasium.make('HalfCheetah-v5', ctrl_cost_weight=0.05) (TimeLimit/OrderEnforcing/PassiveEnvChecker wrappers)"
+
+
+def _bare_metaworld(family: TaskFamily) -> tuple[gym.Env, str]:
+    import pickle
+
+    task = family.sample_tasks(1, np.random.default_rng(0))[0]
+    mw_task = pickle.loads(task.data)
+    env = family.benchmark.train_classes[mw_task.env_name]()  # type: ignore[attr-defined]
+    env.set_task(mw_task)
+    return env, f"metaworld {mw_task.env_name} class instance with an ML1 train task set (no wrapper)"
+
+
+def _bare_navigation(family: TaskFamily) -> tuple[gym.Env, str]:
+    return family.make_env(family.sample_tasks(1, np.random.default_rng(0))[0]), "Navigation2DEnv (the family env itself)"
+
+
+SETTINGS = {
+    # 10 tasks x 10 episodes x 200 steps = 20,000 steps per call
+    "halfcheetah-vel": Setting("halfcheetah-vel", "halfcheetah-vel", {}, tasks=10, episodes=10, envs_per_worker=100,
+                               bare=_bare_cheetah, raw_steps=10_000, rllib_batch_per_runner=4000, activation="relu"),
+    # 4 tasks x 5 episodes x 500 steps = 10,000 steps per call
+    "reach-v3": Setting("reach-v3", "metaworld-ml1", {"env_name": "reach-v3"}, tasks=4, episodes=5, envs_per_worker=20,
+                        bare=_bare_metaworld, raw_steps=5_000, rllib_batch_per_runner=2000),
+    # 20 tasks x 20 episodes x 100 steps = 40,000 steps per call (natively batched vector env)
+    "navigation2d": Setting("navigation2d", "navigation2d", {}, tasks=20, episodes=20, envs_per_worker=400,
+                            bare=_bare_navigation, raw_steps=50_000, rllib_batch_per_runner=4000, activation="relu"),
+}
+
+
+# --- load ----------------------------------------------------------------------------------------
+class LoadMeter:
+    """CPU seconds used by processes outside this process tree during a measurement (from
+    ``/proc``: the machine's busy time minus that of this process and its descendants)."""
+
+    _TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self) -> None:
+        self._t = time.perf_counter()
+        self._busy = self._machine_busy()
+        self._steal = self._machine_steal()
+        self._ours = self._tree_cpu()
+        self._load = os.getloadavg()[0]
+
+    @classmethod
+    def _machine_busy(cls) -> float:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal ...
+        return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / cls._TICK
+
+    @classmethod
+    def _machine_steal(cls) -> float:
+        with open("/proc/stat") as f:
+            return int(f.readline().split()[8]) / cls._TICK
+
+    @classmethod
+    def _tree_cpu(cls) -> dict[int, float]:
+        parent: dict[int, int] = {}
+        cpu: dict[int, float] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    rest = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(entry)
+            parent[pid] = int(rest[1])
+            cpu[pid] = (int(rest[11]) + int(rest[12])) / cls._TICK  # utime + stime
+        me = os.getpid()
+        ours = {}
+        for pid in cpu:
+            p, seen = pid, 0
+            while p > 1 and seen < 64:
+                if p == me:
+                    ours[pid] = cpu[pid]
+                    break
+                p = parent.get(p, 0)
+                seen += 1
+        return ours
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self._t
+        busy = self._machine_busy() - self._busy
+        ours_end = self._tree_cpu()
+        # processes of our tree that started during the window count from 0
+        ours = sum(v - self._ours.get(pid, 0.0) for pid, v in ours_end.items())
+        ncpu = os.cpu_count() or 1
+        return {
+            "foreign_cpu_frac": round(max(0.0, busy - ours) / (wall * ncpu), 3),
+            "own_cpu_frac": round(ours / (wall * ncpu), 3),
+            "steal_frac": round((self._machine_steal() - self._steal) / (wall * ncpu), 3),
+            "loadavg_1m_start": round(self._load, 2),
+        }
+
+
+# --- measurements ---------------------------------------------------------------------------------
+def raw_loop(env: gym.Env, steps: int, horizon: int, seed: int = 0) -> float:
+    """Steps/s of a plain loop of ``env.step`` (actions drawn beforehand, reset at episode end)."""
+    rng = np.random.default_rng(seed)
+    space = env.action_space
+    actions = rng.uniform(space.low, space.high, size=(steps, *space.shape)).astype(space.dtype)
+    env.reset(seed=seed)
+    t = 0
+    start = time.perf_counter()
+    for i in range(steps):
+        _, _, terminated, truncated, _ = env.step(actions[i])
+        t += 1
+        if terminated or truncated or t >= horizon:
+            env.reset()
+            t = 0
+    return steps / (time.perf_counter() - start)
+
+
+def measure_raw(setting: Setting, family: TaskFamily, reps: int = 3) -> dict[str, Any]:
+    task = family.sample_tasks(1, np.random.default_rng(0))[0]
+    env = family.make_env(task)
+    bare, bare_desc = setting.bare(family)
+    raw_loop(env, 500, family.max_episode_steps)
+    raw_loop(bare, 500, family.max_episode_steps)
+    raws, bares = [], []
+    for _ in range(reps):  # interleaved, so both see the same machine
+        raws.append(raw_loop(env, setting.raw_steps, family.max_episode_steps))
+        bares.append(raw_loop(bare, setting.raw_steps, family.max_episode_steps))
+    env.close()
+    bare.close()
+    return {"raw": raws, "bare": bares, "bare_env": bare_desc}
+
+
+def policy_spec(family: TaskFamily, activation: str) -> PolicySpec:
+    space = family.action_space
+    discrete = isinstance(space, gym.spaces.Discrete)
+    return PolicySpec(obs_dim=int(family.observation_space.shape[0]), act_dim=int(space.n if discrete else space.shape[0]),
+                      hidden_sizes=HIDDEN, activation=activation, discrete=discrete)
+
+
+def measure_sampler(setting: Setting, family: TaskFamily, calls: int) -> float:
+    """In-process sampler, the batch of one worker holding all tasks."""
+    spec = policy_spec(family, setting.activation)
+    params = make_policy(spec, seed=0).params()
+    envs_per_task = max(1, min(setting.episodes, setting.envs_per_worker // setting.tasks))
+    sampler = Sampler(family, spec, envs_per_task=envs_per_task, seed=0)
+    rng = np.random.default_rng(1)
+    sampler.sample(family.sample_tasks(setting.tasks, rng), params, episodes_per_task=setting.episodes)
+    steps, seconds = 0, 0.0
+    for _ in range(calls):
+        sampler.sample(family.sample_tasks(setting.tasks, rng), params, episodes_per_task=setting.episodes)
+        steps += sampler.last_stats.env_steps
+        seconds += sampler.last_stats.seconds
+    sampler.close()
+    return steps / seconds
+
+
+def _deliver(learner_self: Any, *shards: list[Any]) -> int:
+    """Runs in the learner actor: the episodes arrived there (resolved by Ray); count steps."""
+    return sum(e.num_steps for shard in shards for e in shard)
+
+
+def _raw_in_actor(setting: Setting, steps: int, seed: int) -> float:
+    torch.set_num_threads(1)
+    family = make_family(setting.family, **setting.kwargs)
+    env = family.make_env(family.sample_tasks(1, np.random.default_rng(seed))[0])
+    raw_loop(env, 200, family.max_episode_steps, seed)
+    return raw_loop(env, steps, family.max_episode_steps, seed)
+
+
+def measure_raw_parallel(setting: Setting, workers: int) -> float:
+    """``workers`` raw loops at once, one per Ray worker process (1 CPU each): the machine's
+    ceiling for ``workers`` concurrent simulators, in steps/s summed."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(_raw_in_actor)
+    return sum(ray.get([task.remote(setting, setting.raw_steps, i) for i in range(workers)]))
+
+
+def measure_system(setting: Setting, family: TaskFamily, workers: int, calls: int, learner: Any) -> dict[str, Any]:
+    import ray
+
+    from workers.pool import WorkerPool
+
+    spec = policy_spec(family, setting.activation)
+    params = make_policy(spec, seed=0).params()
+    pool = WorkerPool(family=FamilyRef(setting.family, 0, dict(setting.kwargs)), policy_spec=spec,
+                      envs_per_worker=setting.envs_per_worker, seed=0, name_prefix=f"bench-{setting.name}-{workers}")
+    rng = np.random.default_rng(2)
+    try:
+        pool.resize(workers)
+        omp = ray.get([a.__ray_call__.remote(lambda self: os.environ.get("OMP_NUM_THREADS")) for a in pool.actors])
+
+        def one_call() -> tuple[int, float, list[float]]:
+            tasks = family.sample_tasks(setting.tasks, rng)
+            start = time.perf_counter()
+            params_ref = ray.put(params)
+            res = pool.sample(params_ref, tasks, episodes_per_task=setting.episodes)
+            delivered = ray.get(learner.__ray_call__.remote(_deliver, *res.episode_refs))
+            seconds = time.perf_counter() - start
+            steps = sum(s.env_steps for s in res.stats)
+            if delivered > steps:
+                raise RuntimeError(f"learner got {delivered} steps, workers report only {steps}")
+            return steps, seconds, [s.env_steps / s.seconds for s in res.stats]
+
+        one_call()  # warm-up: envs built, code paths hot
+        meter = LoadMeter()
+        steps, seconds, worker_rates = 0, 0.0, []
+        for _ in range(calls):
+            s, sec, rates = one_call()
+            steps += s
+            seconds += sec
+            worker_rates.extend(rates)
+        load = meter.stop()
+    finally:
+        pool.shutdown()
+    return {"system": steps / seconds, "worker_rate": statistics.mean(worker_rates), "steps": steps,
+            "seconds": seconds, "actor_omp_threads": omp, **load}
+
+
+def _rllib_env_creator(config: dict[str, Any]) -> gym.Env:
+    family = make_family(config["family"], **config.get("kwargs", {}))
+    index = int(getattr(config, "worker_index", 0)) * 100 + int(getattr(config, "vector_index", 0))
+    task = family.sample_tasks(1, np.random.default_rng(index))[0]
+    return family.make_env(task)
+
+
+def measure_rllib(setting: Setting, workers: int, iterations: int) -> dict[str, Any]:
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.tune.registry import register_env
+
+    register_env("metarl-family", _rllib_env_creator)
+    batch = setting.rllib_batch_per_runner * workers
+    config = (
+        PPOConfig()
+        .environment("metarl-family", env_config={"family": setting.family, "kwargs": dict(setting.kwargs)})
+        .framework("torch")
+        .env_runners(num_env_runners=workers, num_envs_per_env_runner=setting.rllib_envs_per_runner,
+                     num_cpus_per_env_runner=1, rollout_fragment_length="auto")
+        .resources(num_cpus_for_main_process=0)
+        .learners(num_learners=0)
+        .training(train_batch_size_per_learner=batch, minibatch_size=batch, num_epochs=1)
+        .rl_module(model_config={"fcnet_hiddens": list(HIDDEN), "fcnet_activation": setting.activation})
+    )
+    algo = config.build_algo()
+    try:
+        algo.train()  # warm-up
+        meter = LoadMeter()
+        throughputs, sampled, wall, sample_timer = [], 0.0, 0.0, []
+        for _ in range(iterations):
+            start = time.perf_counter()
+            result = algo.train()
+            wall += time.perf_counter() - start
+            runners = result["env_runners"]
+            tp = runners["num_env_steps_sampled_lifetime_throughput"]
+            throughputs.append(float(tp["throughput_since_last_reduce"]) if isinstance(tp, dict) else float(tp))
+            sampled += float(runners["num_env_steps_sampled"])
+            sample_timer.append(float(result["timers"]["env_runner_sampling_timer"]))
+        load = meter.stop()
+    finally:
+        algo.stop()
+    return {
+        "lifetime_throughput": statistics.mean(throughputs),
+        "lifetime_throughput_per_iteration": [round(x, 1) for x in throughputs],
+        "steps_per_wall_s": sampled / wall,
+        "sampling_timer_steps_per_s": batch / statistics.mean(sample_timer),
+        "config": {"num_env_runners": workers, "num_envs_per_env_runner": setting.rllib_envs_per_runner,
+                   "train_batch_size_per_learner": batch, "minibatch_size": batch, "num_epochs": 1,
+                   "fcnet_hiddens": list(HIDDEN), "fcnet_activation": setting.activation, "api_stack": "new",
+                   "measured_iterations": iterations},
+        **load,
+    }
+
+
+# --- main ---------------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--envs", default="halfcheetah-vel,reach-v3,navigation2d")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--calls", type=int, default=3)
+    parser.add_argument("--rllib-iterations", type=int, default=3)
+    parser.add_argument("--no-rllib", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS / "sampling.jsonl"))
+    args = parser.parse_args()
+    names = [n for n in args.envs.split(",") if n]
+    worker_counts = [int(w) for w in args.workers.split(",") if w]
+    torch.set_num_threads(1)
+    logging.getLogger("ray").setLevel(logging.WARNING)
+
+    import ray
+
+    from workers.learner import remote_learner
+
+    ncpu = max(worker_counts)
+    tmp = tempfile.mkdtemp(prefix="metarl-bench-")
+    ray.init(num_cpus=ncpu, include_dashboard=False, _temp_dir=tmp, logging_level=logging.WARNING)
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+
+    def emit(row: dict[str, Any]) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    try:
+        for name in names:
+            setting = SETTINGS[name]
+            family = make_family(setting.family, **setting.kwargs)
+            spec = policy_spec(family, setting.activation)
+            learner = remote_learner(gpus=0).remote("maml", spec, None, seed=0, gpus=0)
+            ray.get(learner.get_iteration.remote())
+            meter = LoadMeter()
+            raw = measure_raw(setting, family)
+            sampler_rate = measure_sampler(setting, family, args.calls)
+            raw_after = measure_raw(setting, family, reps=1)
+            local_load = meter.stop()
+            raws = raw["raw"] + raw_after["raw"]
+            raw_rate = statistics.median(raws)
+            bare_rate = statistics.median(raw["bare"] + raw_after["bare"])
+            peers: dict[int, dict[str, Any]] = {}
+            ours: dict[int, dict[str, Any]] = {}
+            parallel: dict[int, float] = {}
+            for w in worker_counts:
+                if w > 1:
+                    parallel[w] = measure_raw_parallel(setting, w)
+                ours[w] = measure_system(setting, family, w, args.calls, learner)
+                if not args.no_rllib:
+                    peers[w] = measure_rllib(setting, w, args.rllib_iterations)
+            ray.kill(learner)
+            batch = {"tasks": setting.tasks, "episodes_per_task": setting.episodes, "horizon": family.max_episode_steps,
+                     "steps_per_call": setting.tasks * setting.episodes * family.max_episode_steps,
+                     "envs_per_worker": setting.envs_per_worker}
+            for w in worker_counts:
+                r = ours[w]
+                row = {
+                    "env": setting.name, "family": setting.family, "workers": w,
+                    "raw_steps_per_s": round(raw_rate, 1),
+                    "raw_env": "the family's own env (simulator + task reward wrapper), one process, actions drawn beforehand, reset at episode end",
+                    "raw_runs": [round(x, 1) for x in raws],
+                    "bare_steps_per_s": round(bare_rate, 1), "bare_env": raw["bare_env"],
+                    "sampler_steps_per_s": round(sampler_rate, 1),
+                    "sampler_efficiency": round(sampler_rate / raw_rate, 3),
+                    "system_steps_per_s": round(r["system"], 1),
+                    "efficiency": round(r["system"] / (w * raw_rate), 3),
+                    "worker_steps_per_s": round(r["worker_rate"], 1),
+                    "worker_efficiency": round(r["worker_rate"] / raw_rate, 3),
+                    "batch": batch, "calls": args.calls, "policy": f"{len(HIDDEN)}x{HIDDEN[0]} {setting.activation}",
+                    "system": f"WorkerPool actors in a local ray.init(num_cpus={ncpu}); time from submit until the learner actor holds the episodes",
+                    "actor_omp_threads": r["actor_omp_threads"],
+                    "foreign_cpu_frac": r["foreign_cpu_frac"], "own_cpu_frac": r["own_cpu_frac"],
+                    "loadavg_1m_start": r["loadavg_1m_start"],
+                    "raw_foreign_cpu_frac": local_load["foreign_cpu_frac"],
+                }
+                if w in parallel:
+                    row["raw_parallel_steps_per_s"] = round(parallel[w], 1)
+                    row["raw_parallel_scaling"] = round(parallel[w] / (w * raw_rate), 3)
+                if w in peers:
+                    row["rllib_steps_per_s"] = round(peers[w]["lifetime_throughput"], 1)
+                    row["ratio_vs_rllib"] = round(r["system"] / peers[w]["lifetime_throughput"], 2)
+                emit(row)
+            for w, p in peers.items():
+                emit({
+                    "env": setting.name, "peer": "rllib", "workers": w,
+                    "system_steps_per_s": round(p["lifetime_throughput"], 1),
+                    "metric": "result['env_runners']['num_env_steps_sampled_lifetime_throughput']['throughput_since_last_reduce'], mean over iterations",
+                    "lifetime_throughput_per_iteration": p["lifetime_throughput_per_iteration"],
+                    "steps_per_wall_s": round(p["steps_per_wall_s"], 1),
+                    "sampling_timer_steps_per_s": round(p["sampling_timer_steps_per_s"], 1),
+                    "efficiency": round(p["lifetime_throughput"] / (w * raw_rate), 3),
+                    "env_creator": "ray.tune.registry.register_env with the family's single env (same wrapper as raw)",
+                    "config": p["config"],
+                    "foreign_cpu_frac": p["foreign_cpu_frac"], "own_cpu_frac": p["own_cpu_frac"],
+                    "loadavg_1m_start": p["loadavg_1m_start"],
+                })
+    finally:
+        ray.shutdown()
+        with out_path.open("w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
