@@ -14,8 +14,11 @@ Prints one JSON object per line (and writes them to ``benchmarks/results/samplin
 * peer rows (``"peer": "rllib"``): RLlib PPO (new API stack) with the same number of env
   runners on the same family env, ``num_env_steps_sampled_lifetime_throughput``.
 
+The raw baseline is measured in chunks interleaved with the measured calls (the machine's speed
+drifts by up to 10% over minutes), and each row's efficiency uses the chunks of its own phase.
 Every row records the load: the CPU seconds used during its measurement by processes outside
-this benchmark's process tree, as a fraction of the machine (``foreign_cpu_frac``).
+this benchmark's process tree, as a fraction of the machine (``foreign_cpu_frac``), and the
+hypervisor's steal time (``steal_frac``).
 
     python benchmarks/sampling.py [--envs halfcheetah-vel,reach-v3,navigation2d] [--workers 1,2]
                                   [--calls 3] [--no-rllib] [--out PATH]
@@ -65,7 +68,7 @@ class Setting:
     episodes: int
     envs_per_worker: int
     bare: Callable[[TaskFamily], tuple[gym.Env, str]]
-    raw_steps: int
+    raw_chunk: int
     rllib_batch_per_runner: int
     activation: str = "tanh"  # the preset's (workers/presets)
     rllib_envs_per_runner: int = 10
@@ -96,13 +99,13 @@ def _bare_navigation(family: TaskFamily) -> tuple[gym.Env, str]:
 SETTINGS = {
     # 10 tasks x 10 episodes x 200 steps = 20,000 steps per call
     "halfcheetah-vel": Setting("halfcheetah-vel", "halfcheetah-vel", {}, tasks=10, episodes=10, envs_per_worker=100,
-                               bare=_bare_cheetah, raw_steps=10_000, rllib_batch_per_runner=4000, activation="relu"),
+                               bare=_bare_cheetah, raw_chunk=5_000, rllib_batch_per_runner=4000, activation="relu"),
     # 4 tasks x 5 episodes x 500 steps = 10,000 steps per call
     "reach-v3": Setting("reach-v3", "metaworld-ml1", {"env_name": "reach-v3"}, tasks=4, episodes=5, envs_per_worker=20,
-                        bare=_bare_metaworld, raw_steps=5_000, rllib_batch_per_runner=2000),
+                        bare=_bare_metaworld, raw_chunk=1_500, rllib_batch_per_runner=2000),
     # 20 tasks x 20 episodes x 100 steps = 40,000 steps per call (natively batched vector env)
     "navigation2d": Setting("navigation2d", "navigation2d", {}, tasks=20, episodes=20, envs_per_worker=400,
-                            bare=_bare_navigation, raw_steps=50_000, rllib_batch_per_runner=4000, activation="relu"),
+                            bare=_bare_navigation, raw_chunk=20_000, rllib_batch_per_runner=4000, activation="relu"),
 }
 
 
@@ -192,19 +195,37 @@ def raw_loop(env: gym.Env, steps: int, horizon: int, seed: int = 0) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def measure_raw(setting: Setting, family: TaskFamily, reps: int = 3) -> dict[str, Any]:
-    task = family.sample_tasks(1, np.random.default_rng(0))[0]
-    env = family.make_env(task)
-    bare, bare_desc = setting.bare(family)
-    raw_loop(env, 500, family.max_episode_steps)
-    raw_loop(bare, 500, family.max_episode_steps)
-    raws, bares = [], []
-    for _ in range(reps):  # interleaved, so both see the same machine
-        raws.append(raw_loop(env, setting.raw_steps, family.max_episode_steps))
-        bares.append(raw_loop(bare, setting.raw_steps, family.max_episode_steps))
-    env.close()
-    bare.close()
-    return {"raw": raws, "bare": bares, "bare_env": bare_desc}
+class RawProbe:
+    """The raw baseline, measured in chunks interleaved with the measured calls, so that the
+    baseline and the measurement see the machine in the same state (its speed drifts by up to
+    10% over minutes here).  Keeps every chunk's rate, by phase."""
+
+    def __init__(self, setting: Setting, family: TaskFamily) -> None:
+        self.setting, self.family = setting, family
+        self.env = family.make_env(family.sample_tasks(1, np.random.default_rng(0))[0])
+        self.bare, self.bare_desc = setting.bare(family)
+        raw_loop(self.env, 200, family.max_episode_steps)
+        raw_loop(self.bare, 200, family.max_episode_steps)
+        self.runs: dict[str, list[float]] = {}
+        self.bare_runs: list[float] = []
+        self._seed = 0
+
+    def chunk(self, phase: str, *, bare: bool = False) -> None:
+        self._seed += 1
+        h = self.family.max_episode_steps
+        self.runs.setdefault(phase, []).append(raw_loop(self.env, self.setting.raw_chunk, h, self._seed))
+        if bare:
+            self.bare_runs.append(raw_loop(self.bare, self.setting.raw_chunk, h, self._seed))
+
+    def rate(self, phase: str) -> float:
+        return statistics.median(self.runs[phase])
+
+    def all_runs(self) -> list[float]:
+        return [x for runs in self.runs.values() for x in runs]
+
+    def close(self) -> None:
+        self.env.close()
+        self.bare.close()
 
 
 def policy_spec(family: TaskFamily, activation: str) -> PolicySpec:
@@ -214,21 +235,26 @@ def policy_spec(family: TaskFamily, activation: str) -> PolicySpec:
                       hidden_sizes=HIDDEN, activation=activation, discrete=discrete)
 
 
-def measure_sampler(setting: Setting, family: TaskFamily, calls: int) -> float:
-    """In-process sampler, the batch of one worker holding all tasks."""
+def measure_sampler(setting: Setting, family: TaskFamily, calls: int, probe: RawProbe) -> dict[str, Any]:
+    """The sampler in this process with the batch of one worker holding all tasks; a raw chunk
+    (and a bare-env chunk) before every call."""
     spec = policy_spec(family, setting.activation)
     params = make_policy(spec, seed=0).params()
     envs_per_task = max(1, min(setting.episodes, setting.envs_per_worker // setting.tasks))
     sampler = Sampler(family, spec, envs_per_task=envs_per_task, seed=0)
     rng = np.random.default_rng(1)
     sampler.sample(family.sample_tasks(setting.tasks, rng), params, episodes_per_task=setting.episodes)
+    meter = LoadMeter()
     steps, seconds = 0, 0.0
     for _ in range(calls):
+        probe.chunk("sampler", bare=True)
         sampler.sample(family.sample_tasks(setting.tasks, rng), params, episodes_per_task=setting.episodes)
         steps += sampler.last_stats.env_steps
         seconds += sampler.last_stats.seconds
+    probe.chunk("sampler", bare=True)
+    load = meter.stop()
     sampler.close()
-    return steps / seconds
+    return {"rate": steps / seconds, "envs_per_task": envs_per_task, **load}
 
 
 def _deliver(learner_self: Any, *shards: list[Any]) -> int:
@@ -244,16 +270,18 @@ def _raw_in_actor(setting: Setting, steps: int, seed: int) -> float:
     return raw_loop(env, steps, family.max_episode_steps, seed)
 
 
-def measure_raw_parallel(setting: Setting, workers: int) -> float:
+def measure_raw_parallel(setting: Setting, workers: int) -> list[float]:
     """``workers`` raw loops at once, one per Ray worker process (1 CPU each): the machine's
-    ceiling for ``workers`` concurrent simulators, in steps/s summed."""
+    ceiling for ``workers`` concurrent simulators (each loop's steps/s)."""
     import ray
 
     task = ray.remote(num_cpus=1)(_raw_in_actor)
-    return sum(ray.get([task.remote(setting, setting.raw_steps, i) for i in range(workers)]))
+    return ray.get([task.remote(setting, 3 * setting.raw_chunk, i) for i in range(workers)])
 
 
-def measure_system(setting: Setting, family: TaskFamily, workers: int, calls: int, learner: Any) -> dict[str, Any]:
+def measure_system(setting: Setting, family: TaskFamily, workers: int, calls: int, learner: Any, probe: RawProbe) -> dict[str, Any]:
+    """WorkerPool actors, episodes delivered to the learner actor; a raw chunk in this process
+    before every call (the actors are idle then)."""
     import ray
 
     from workers.pool import WorkerPool
@@ -263,11 +291,12 @@ def measure_system(setting: Setting, family: TaskFamily, workers: int, calls: in
     pool = WorkerPool(family=FamilyRef(setting.family, 0, dict(setting.kwargs)), policy_spec=spec,
                       envs_per_worker=setting.envs_per_worker, seed=0, name_prefix=f"bench-{setting.name}-{workers}")
     rng = np.random.default_rng(2)
+    phase = f"system-{workers}"
     try:
         pool.resize(workers)
         omp = ray.get([a.__ray_call__.remote(lambda self: os.environ.get("OMP_NUM_THREADS")) for a in pool.actors])
 
-        def one_call() -> tuple[int, float, list[float]]:
+        def one_call() -> tuple[int, int, float, list[float]]:
             tasks = family.sample_tasks(setting.tasks, rng)
             start = time.perf_counter()
             params_ref = ray.put(params)
@@ -275,23 +304,24 @@ def measure_system(setting: Setting, family: TaskFamily, workers: int, calls: in
             delivered = ray.get(learner.__ray_call__.remote(_deliver, *res.episode_refs))
             seconds = time.perf_counter() - start
             steps = sum(s.env_steps for s in res.stats)
-            if delivered > steps:
-                raise RuntimeError(f"learner got {delivered} steps, workers report only {steps}")
-            return steps, seconds, [s.env_steps / s.seconds for s in res.stats]
+            return steps, delivered, seconds, [s.env_steps / s.seconds for s in res.stats]
 
         one_call()  # warm-up: envs built, code paths hot
         meter = LoadMeter()
-        steps, seconds, worker_rates = 0, 0.0, []
+        steps, delivered, seconds, worker_rates = 0, 0, 0.0, []
         for _ in range(calls):
-            s, sec, rates = one_call()
+            probe.chunk(phase)
+            s, d, sec, rates = one_call()
             steps += s
+            delivered += d
             seconds += sec
             worker_rates.extend(rates)
+        probe.chunk(phase)
         load = meter.stop()
     finally:
         pool.shutdown()
     return {"system": steps / seconds, "worker_rate": statistics.mean(worker_rates), "steps": steps,
-            "seconds": seconds, "actor_omp_threads": omp, **load}
+            "delivered_steps": delivered, "seconds": seconds, "actor_omp_threads": omp, "phase": phase, **load}
 
 
 def _rllib_env_creator(config: dict[str, Any]) -> gym.Env:
@@ -301,7 +331,11 @@ def _rllib_env_creator(config: dict[str, Any]) -> gym.Env:
     return family.make_env(task)
 
 
-def measure_rllib(setting: Setting, workers: int, iterations: int) -> dict[str, Any]:
+def measure_rllib(setting: Setting, workers: int, iterations: int, probe: RawProbe) -> dict[str, Any]:
+    """RLlib PPO (new API stack), ``workers`` env runners on the family's single env.  Raw
+    chunks run before the warm-up ``train()`` and after the last one, not between them: RLlib's
+    throughput is the steps since its last reduce over the time since then, which would count
+    them."""
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.tune.registry import register_env
 
@@ -319,41 +353,49 @@ def measure_rllib(setting: Setting, workers: int, iterations: int) -> dict[str, 
         .rl_module(model_config={"fcnet_hiddens": list(HIDDEN), "fcnet_activation": setting.activation})
     )
     algo = config.build_algo()
+    phase = f"rllib-{workers}"
     try:
+        probe.chunk(phase)
+        probe.chunk(phase)
         algo.train()  # warm-up
         meter = LoadMeter()
-        throughputs, sampled, wall, sample_timer = [], 0.0, 0.0, []
+        throughputs, sampled, wall = [], 0.0, 0.0
         for _ in range(iterations):
             start = time.perf_counter()
             result = algo.train()
             wall += time.perf_counter() - start
             runners = result["env_runners"]
             tp = runners["num_env_steps_sampled_lifetime_throughput"]
+            # in 2.60 a dict: {"throughput_since_last_reduce": .., "throughput_since_last_restore": ..}
             throughputs.append(float(tp["throughput_since_last_reduce"]) if isinstance(tp, dict) else float(tp))
             sampled += float(runners["num_env_steps_sampled"])
-            sample_timer.append(float(result["timers"]["env_runner_sampling_timer"]))
         load = meter.stop()
+        probe.chunk(phase)
+        probe.chunk(phase)
     finally:
         algo.stop()
     return {
         "lifetime_throughput": statistics.mean(throughputs),
         "lifetime_throughput_per_iteration": [round(x, 1) for x in throughputs],
-        "steps_per_wall_s": sampled / wall,
-        "sampling_timer_steps_per_s": batch / statistics.mean(sample_timer),
+        "steps_per_train_s": sampled / wall,
         "config": {"num_env_runners": workers, "num_envs_per_env_runner": setting.rllib_envs_per_runner,
                    "train_batch_size_per_learner": batch, "minibatch_size": batch, "num_epochs": 1,
                    "fcnet_hiddens": list(HIDDEN), "fcnet_activation": setting.activation, "api_stack": "new",
                    "measured_iterations": iterations},
+        "phase": phase,
         **load,
     }
 
 
 # --- main ---------------------------------------------------------------------------------------------
+LOAD_KEYS = ("foreign_cpu_frac", "own_cpu_frac", "steal_frac", "loadavg_1m_start")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envs", default="halfcheetah-vel,reach-v3,navigation2d")
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--calls", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=4)
     parser.add_argument("--rllib-iterations", type=int, default=3)
     parser.add_argument("--no-rllib", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "sampling.jsonl"))
@@ -385,68 +427,72 @@ def main() -> None:
             spec = policy_spec(family, setting.activation)
             learner = remote_learner(gpus=0).remote("maml", spec, None, seed=0, gpus=0)
             ray.get(learner.get_iteration.remote())
-            meter = LoadMeter()
-            raw = measure_raw(setting, family)
-            sampler_rate = measure_sampler(setting, family, args.calls)
-            raw_after = measure_raw(setting, family, reps=1)
-            local_load = meter.stop()
-            raws = raw["raw"] + raw_after["raw"]
-            raw_rate = statistics.median(raws)
-            bare_rate = statistics.median(raw["bare"] + raw_after["bare"])
-            peers: dict[int, dict[str, Any]] = {}
+            probe = RawProbe(setting, family)
+            local = measure_sampler(setting, family, args.calls, probe)
             ours: dict[int, dict[str, Any]] = {}
-            parallel: dict[int, float] = {}
+            peers: dict[int, dict[str, Any]] = {}
+            parallel: dict[int, list[float]] = {}
             for w in worker_counts:
+                ours[w] = measure_system(setting, family, w, args.calls, learner, probe)
                 if w > 1:
                     parallel[w] = measure_raw_parallel(setting, w)
-                ours[w] = measure_system(setting, family, w, args.calls, learner)
                 if not args.no_rllib:
-                    peers[w] = measure_rllib(setting, w, args.rllib_iterations)
+                    peers[w] = measure_rllib(setting, w, args.rllib_iterations, probe)
             ray.kill(learner)
+            probe.close()
+            all_raw = statistics.median(probe.all_runs())
+            sampler_raw = probe.rate("sampler")
             batch = {"tasks": setting.tasks, "episodes_per_task": setting.episodes, "horizon": family.max_episode_steps,
                      "steps_per_call": setting.tasks * setting.episodes * family.max_episode_steps,
                      "envs_per_worker": setting.envs_per_worker}
             for w in worker_counts:
                 r = ours[w]
-                row = {
+                raw = probe.rate(r["phase"])
+                row: dict[str, Any] = {
                     "env": setting.name, "family": setting.family, "workers": w,
-                    "raw_steps_per_s": round(raw_rate, 1),
-                    "raw_env": "the family's own env (simulator + task reward wrapper), one process, actions drawn beforehand, reset at episode end",
-                    "raw_runs": [round(x, 1) for x in raws],
-                    "bare_steps_per_s": round(bare_rate, 1), "bare_env": raw["bare_env"],
-                    "sampler_steps_per_s": round(sampler_rate, 1),
-                    "sampler_efficiency": round(sampler_rate / raw_rate, 3),
+                    "raw_steps_per_s": round(raw, 1),
+                    "raw_env": "the family's own env (simulator + task reward wrapper), one process, actions drawn "
+                               "beforehand, reset at episode end; median of chunks run between this row's calls",
+                    "raw_runs": [round(x, 1) for x in probe.runs[r["phase"]]],
+                    "raw_median_all_phases": round(all_raw, 1),
+                    "bare_steps_per_s": round(statistics.median(probe.bare_runs), 1), "bare_env": probe.bare_desc,
+                    "bare_vs_raw": round(statistics.median(probe.bare_runs) / sampler_raw, 3),
+                    "sampler_steps_per_s": round(local["rate"], 1),
+                    "sampler_efficiency": round(local["rate"] / sampler_raw, 3),
+                    "sampler_raw_steps_per_s": round(sampler_raw, 1),
                     "system_steps_per_s": round(r["system"], 1),
-                    "efficiency": round(r["system"] / (w * raw_rate), 3),
+                    "efficiency": round(r["system"] / (w * raw), 3),
                     "worker_steps_per_s": round(r["worker_rate"], 1),
-                    "worker_efficiency": round(r["worker_rate"] / raw_rate, 3),
+                    "worker_efficiency": round(r["worker_rate"] / raw, 3),
+                    "delivered_steps": r["delivered_steps"], "simulated_steps": r["steps"],
                     "batch": batch, "calls": args.calls, "policy": f"{len(HIDDEN)}x{HIDDEN[0]} {setting.activation}",
-                    "system": f"WorkerPool actors in a local ray.init(num_cpus={ncpu}); time from submit until the learner actor holds the episodes",
+                    "system": f"WorkerPool actors in a local ray.init(num_cpus={ncpu}); time from submit until the "
+                              "learner actor holds the episodes",
                     "actor_omp_threads": r["actor_omp_threads"],
-                    "foreign_cpu_frac": r["foreign_cpu_frac"], "own_cpu_frac": r["own_cpu_frac"],
-                    "loadavg_1m_start": r["loadavg_1m_start"],
-                    "raw_foreign_cpu_frac": local_load["foreign_cpu_frac"],
+                    **{k: r[k] for k in LOAD_KEYS},
+                    "sampler_foreign_cpu_frac": local["foreign_cpu_frac"],
                 }
                 if w in parallel:
-                    row["raw_parallel_steps_per_s"] = round(parallel[w], 1)
-                    row["raw_parallel_scaling"] = round(parallel[w] / (w * raw_rate), 3)
+                    row["raw_parallel_steps_per_s"] = [round(x, 1) for x in parallel[w]]
+                    row["raw_parallel_scaling"] = round(sum(parallel[w]) / (w * raw), 3)
                 if w in peers:
                     row["rllib_steps_per_s"] = round(peers[w]["lifetime_throughput"], 1)
                     row["ratio_vs_rllib"] = round(r["system"] / peers[w]["lifetime_throughput"], 2)
                 emit(row)
             for w, p in peers.items():
+                raw = probe.rate(p["phase"])
                 emit({
                     "env": setting.name, "peer": "rllib", "workers": w,
                     "system_steps_per_s": round(p["lifetime_throughput"], 1),
-                    "metric": "result['env_runners']['num_env_steps_sampled_lifetime_throughput']['throughput_since_last_reduce'], mean over iterations",
+                    "metric": "result['env_runners']['num_env_steps_sampled_lifetime_throughput']"
+                              "['throughput_since_last_reduce'], mean over the measured train() calls",
                     "lifetime_throughput_per_iteration": p["lifetime_throughput_per_iteration"],
-                    "steps_per_wall_s": round(p["steps_per_wall_s"], 1),
-                    "sampling_timer_steps_per_s": round(p["sampling_timer_steps_per_s"], 1),
-                    "efficiency": round(p["lifetime_throughput"] / (w * raw_rate), 3),
+                    "steps_per_train_s": round(p["steps_per_train_s"], 1),
+                    "raw_steps_per_s": round(raw, 1),
+                    "efficiency": round(p["lifetime_throughput"] / (w * raw), 3),
                     "env_creator": "ray.tune.registry.register_env with the family's single env (same wrapper as raw)",
                     "config": p["config"],
-                    "foreign_cpu_frac": p["foreign_cpu_frac"], "own_cpu_frac": p["own_cpu_frac"],
-                    "loadavg_1m_start": p["loadavg_1m_start"],
+                    **{k: p[k] for k in LOAD_KEYS},
                 })
     finally:
         ray.shutdown()
