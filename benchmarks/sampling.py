@@ -34,6 +34,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import statistics  # noqa: E402
@@ -210,12 +211,14 @@ class RawProbe:
         self.bare_runs: list[float] = []
         self._seed = 0
 
-    def chunk(self, phase: str, *, bare: bool = False) -> None:
+    def chunk(self, phase: str, *, bare: bool = False) -> float:
         self._seed += 1
         h = self.family.max_episode_steps
-        self.runs.setdefault(phase, []).append(raw_loop(self.env, self.setting.raw_chunk, h, self._seed))
+        rate = raw_loop(self.env, self.setting.raw_chunk, h, self._seed)
+        self.runs.setdefault(phase, []).append(rate)
         if bare:
             self.bare_runs.append(raw_loop(self.bare, self.setting.raw_chunk, h, self._seed))
+        return rate
 
     def rate(self, phase: str) -> float:
         return statistics.median(self.runs[phase])
@@ -235,7 +238,7 @@ def policy_spec(family: TaskFamily, activation: str) -> PolicySpec:
                       hidden_sizes=HIDDEN, activation=activation, discrete=discrete)
 
 
-def measure_sampler(setting: Setting, family: TaskFamily, calls: int, probe: RawProbe) -> dict[str, Any]:
+def measure_sampler(setting: Setting, family: TaskFamily, calls: int, probe: RawProbe, phase: str) -> dict[str, Any]:
     """The sampler in this process with the batch of one worker holding all tasks; a raw chunk
     (and a bare-env chunk) before every call."""
     spec = policy_spec(family, setting.activation)
@@ -245,16 +248,17 @@ def measure_sampler(setting: Setting, family: TaskFamily, calls: int, probe: Raw
     rng = np.random.default_rng(1)
     sampler.sample(family.sample_tasks(setting.tasks, rng), params, episodes_per_task=setting.episodes)
     meter = LoadMeter()
-    steps, seconds = 0, 0.0
+    steps, seconds, rates, raws = 0, 0.0, [], []
     for _ in range(calls):
-        probe.chunk("sampler", bare=True)
+        raws.append(probe.chunk(phase, bare=True))
         sampler.sample(family.sample_tasks(setting.tasks, rng), params, episodes_per_task=setting.episodes)
         steps += sampler.last_stats.env_steps
         seconds += sampler.last_stats.seconds
-    probe.chunk("sampler", bare=True)
+        rates.append(sampler.last_stats.env_steps / sampler.last_stats.seconds)
+    raws.append(probe.chunk(phase, bare=True))
     load = meter.stop()
     sampler.close()
-    return {"rate": steps / seconds, "envs_per_task": envs_per_task, **load}
+    return {"rate": steps / seconds, "envs_per_task": envs_per_task, "paired": paired(rates, raws, 1), "phase": phase, **load}
 
 
 def _deliver(learner_self: Any, *shards: list[Any]) -> int:
@@ -270,16 +274,22 @@ def _raw_in_actor(setting: Setting, steps: int, seed: int) -> float:
     return raw_loop(env, steps, family.max_episode_steps, seed)
 
 
-def measure_raw_parallel(setting: Setting, workers: int) -> list[float]:
-    """``workers`` raw loops at once, one per Ray worker process (1 CPU each): the machine's
-    ceiling for ``workers`` concurrent simulators (each loop's steps/s)."""
+def raw_parallel(setting: Setting, workers: int, seed: int) -> float:
+    """``workers`` raw loops at once, each in its own Ray worker process: the machine's ceiling
+    for ``workers`` concurrent simulators (their steps/s summed).  ``num_cpus=0``: it runs while
+    the rollout actors hold every CPU (they are idle then)."""
     import ray
 
-    task = ray.remote(num_cpus=1)(_raw_in_actor)
-    return ray.get([task.remote(setting, 3 * setting.raw_chunk, i) for i in range(workers)])
+    task = ray.remote(num_cpus=0)(_raw_in_actor)
+    return sum(ray.get([task.remote(setting, setting.raw_chunk, seed * 10 + i) for i in range(workers)]))
 
 
-def measure_system(setting: Setting, family: TaskFamily, workers: int, calls: int, learner: Any, probe: RawProbe) -> dict[str, Any]:
+def paired(rates: list[float], raws: list[float], workers: int) -> list[float]:
+    """Call ``i``'s rate over ``workers`` x the mean of the raw chunks run just before and after it."""
+    return [r / (workers * (a + b) / 2) for r, a, b in zip(rates, raws[:-1], raws[1:], strict=False)]
+
+
+def measure_system(setting: Setting, family: TaskFamily, workers: int, calls: int, learner: Any, probe: RawProbe, phase: str) -> dict[str, Any]:
     """WorkerPool actors, episodes delivered to the learner actor; a raw chunk in this process
     before every call (the actors are idle then)."""
     import ray
@@ -291,10 +301,12 @@ def measure_system(setting: Setting, family: TaskFamily, workers: int, calls: in
     pool = WorkerPool(family=FamilyRef(setting.family, 0, dict(setting.kwargs)), policy_spec=spec,
                       envs_per_worker=setting.envs_per_worker, seed=0, name_prefix=f"bench-{setting.name}-{workers}")
     rng = np.random.default_rng(2)
-    phase = f"system-{workers}"
     try:
         pool.resize(workers)
         omp = ray.get([a.__ray_call__.remote(lambda self: os.environ.get("OMP_NUM_THREADS")) for a in pool.actors])
+
+        balance: list[float] = []  # mean / slowest shard time, per call
+        in_shards: list[float] = []  # slowest shard time / call time (the rest is Ray and the learner)
 
         def one_call() -> tuple[int, int, float, list[float]]:
             tasks = family.sample_tasks(setting.tasks, rng)
@@ -304,24 +316,42 @@ def measure_system(setting: Setting, family: TaskFamily, workers: int, calls: in
             delivered = ray.get(learner.__ray_call__.remote(_deliver, *res.episode_refs))
             seconds = time.perf_counter() - start
             steps = sum(s.env_steps for s in res.stats)
+            shard_s = [st.seconds for st in res.stats]
+            balance.append(statistics.mean(shard_s) / max(shard_s))
+            in_shards.append(max(shard_s) / seconds)
             return steps, delivered, seconds, [s.env_steps / s.seconds for s in res.stats]
 
         one_call()  # warm-up: envs built, code paths hot
+        balance.clear()
+        in_shards.clear()
         meter = LoadMeter()
-        steps, delivered, seconds, worker_rates = 0, 0, 0.0, []
-        for _ in range(calls):
-            probe.chunk(phase)
+        steps, delivered, seconds, worker_rates, call_rates, raws, par = 0, 0, 0.0, [], [], [], []
+
+        def probes(i: int) -> None:
+            raws.append(probe.chunk(phase))
+            if workers > 1:
+                par.append(raw_parallel(setting, workers, i))
+
+        for i in range(calls):
+            probes(i)
             s, d, sec, rates = one_call()
             steps += s
             delivered += d
             seconds += sec
             worker_rates.extend(rates)
-        probe.chunk(phase)
+            call_rates.append(s / sec)
+        probes(calls)
         load = meter.stop()
     finally:
         pool.shutdown()
-    return {"system": steps / seconds, "worker_rate": statistics.mean(worker_rates), "steps": steps,
-            "delivered_steps": delivered, "seconds": seconds, "actor_omp_threads": omp, "phase": phase, **load}
+    out = {"system": steps / seconds, "worker_rate": statistics.mean(worker_rates), "steps": steps,
+           "delivered_steps": delivered, "seconds": seconds, "actor_omp_threads": omp, "phase": phase,
+           "paired": paired(call_rates, raws, workers), "shard_balance": statistics.mean(balance),
+           "time_in_shards": statistics.mean(in_shards), **load}
+    if par:
+        out["parallel"] = par
+        out["paired_parallel"] = paired(call_rates, par, 1)
+    return out
 
 
 def _rllib_env_creator(config: dict[str, Any]) -> gym.Env:
@@ -331,7 +361,7 @@ def _rllib_env_creator(config: dict[str, Any]) -> gym.Env:
     return family.make_env(task)
 
 
-def measure_rllib(setting: Setting, workers: int, iterations: int, probe: RawProbe) -> dict[str, Any]:
+def measure_rllib(setting: Setting, workers: int, iterations: int, probe: RawProbe, phase: str) -> dict[str, Any]:
     """RLlib PPO (new API stack), ``workers`` env runners on the family's single env.  Raw
     chunks run before the warm-up ``train()`` and after the last one, not between them: RLlib's
     throughput is the steps since its last reduce over the time since then, which would count
@@ -353,7 +383,6 @@ def measure_rllib(setting: Setting, workers: int, iterations: int, probe: RawPro
         .rl_module(model_config={"fcnet_hiddens": list(HIDDEN), "fcnet_activation": setting.activation})
     )
     algo = config.build_algo()
-    phase = f"rllib-{workers}"
     try:
         probe.chunk(phase)
         probe.chunk(phase)
@@ -388,6 +417,10 @@ def measure_rllib(setting: Setting, workers: int, iterations: int, probe: RawPro
 
 
 # --- main ---------------------------------------------------------------------------------------------
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
+
+
 LOAD_KEYS = ("foreign_cpu_frac", "own_cpu_frac", "steal_frac", "loadavg_1m_start")
 
 
@@ -398,6 +431,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=4)
     parser.add_argument("--rllib-iterations", type=int, default=3)
     parser.add_argument("--no-rllib", action="store_true")
+    parser.add_argument("--max-foreign", type=float, default=0.05,
+                        help="repeat a measurement during which other processes used more than this share of the CPUs")
+    parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--retry-wait", type=float, default=20.0)
     parser.add_argument("--out", default=str(RESULTS / "sampling.jsonl"))
     args = parser.parse_args()
     names = [n for n in args.envs.split(",") if n]
@@ -428,20 +465,30 @@ def main() -> None:
             learner = remote_learner(gpus=0).remote("maml", spec, None, seed=0, gpus=0)
             ray.get(learner.get_iteration.remote())
             probe = RawProbe(setting, family)
-            local = measure_sampler(setting, family, args.calls, probe)
+            def quiet(label: str, fn: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+                """``fn(phase)``, repeated (up to ``--retries`` times) while other processes used
+                more than ``--max-foreign`` of the machine during it; the attempts are recorded."""
+                attempts = []
+                for attempt in range(args.retries + 1):
+                    result = fn(f"{label}#{attempt}")
+                    attempts.append(result["foreign_cpu_frac"])
+                    if result["foreign_cpu_frac"] <= args.max_foreign:
+                        break
+                    time.sleep(args.retry_wait)
+                result["attempts_foreign_cpu_frac"] = attempts
+                return result
+
+            local = quiet("sampler", functools.partial(measure_sampler, setting, family, args.calls, probe))
             ours: dict[int, dict[str, Any]] = {}
             peers: dict[int, dict[str, Any]] = {}
-            parallel: dict[int, list[float]] = {}
             for w in worker_counts:
-                ours[w] = measure_system(setting, family, w, args.calls, learner, probe)
-                if w > 1:
-                    parallel[w] = measure_raw_parallel(setting, w)
+                ours[w] = quiet(f"system-{w}", functools.partial(measure_system, setting, family, w, args.calls, learner, probe))
                 if not args.no_rllib:
-                    peers[w] = measure_rllib(setting, w, args.rllib_iterations, probe)
+                    peers[w] = quiet(f"rllib-{w}", functools.partial(measure_rllib, setting, w, args.rllib_iterations, probe))
             ray.kill(learner)
             probe.close()
             all_raw = statistics.median(probe.all_runs())
-            sampler_raw = probe.rate("sampler")
+            sampler_raw = probe.rate(local["phase"])
             batch = {"tasks": setting.tasks, "episodes_per_task": setting.episodes, "horizon": family.max_episode_steps,
                      "steps_per_call": setting.tasks * setting.episodes * family.max_episode_steps,
                      "envs_per_worker": setting.envs_per_worker}
@@ -459,11 +506,15 @@ def main() -> None:
                     "bare_vs_raw": round(statistics.median(probe.bare_runs) / sampler_raw, 3),
                     "sampler_steps_per_s": round(local["rate"], 1),
                     "sampler_efficiency": round(local["rate"] / sampler_raw, 3),
+                    "sampler_efficiency_paired": _spread(local["paired"]),
                     "sampler_raw_steps_per_s": round(sampler_raw, 1),
                     "system_steps_per_s": round(r["system"], 1),
                     "efficiency": round(r["system"] / (w * raw), 3),
+                    "efficiency_paired": _spread(r["paired"]),
                     "worker_steps_per_s": round(r["worker_rate"], 1),
                     "worker_efficiency": round(r["worker_rate"] / raw, 3),
+                    "shard_balance": round(r["shard_balance"], 3),
+                    "time_in_slowest_shard": round(r["time_in_shards"], 3),
                     "delivered_steps": r["delivered_steps"], "simulated_steps": r["steps"],
                     "batch": batch, "calls": args.calls, "policy": f"{len(HIDDEN)}x{HIDDEN[0]} {setting.activation}",
                     "system": f"WorkerPool actors in a local ray.init(num_cpus={ncpu}); time from submit until the "
@@ -471,10 +522,15 @@ def main() -> None:
                     "actor_omp_threads": r["actor_omp_threads"],
                     **{k: r[k] for k in LOAD_KEYS},
                     "sampler_foreign_cpu_frac": local["foreign_cpu_frac"],
+                    "attempts_foreign_cpu_frac": r["attempts_foreign_cpu_frac"],
                 }
-                if w in parallel:
-                    row["raw_parallel_steps_per_s"] = [round(x, 1) for x in parallel[w]]
-                    row["raw_parallel_scaling"] = round(sum(parallel[w]) / (w * raw), 3)
+                if "parallel" in r:
+                    par = statistics.median(r["parallel"])
+                    row["raw_parallel_steps_per_s"] = round(par, 1)
+                    row["raw_parallel_runs"] = [round(x, 1) for x in r["parallel"]]
+                    row["raw_parallel_scaling"] = round(par / (w * raw), 3)
+                    row["efficiency_vs_raw_parallel"] = round(r["system"] / par, 3)
+                    row["efficiency_vs_raw_parallel_paired"] = _spread(r["paired_parallel"])
                 if w in peers:
                     row["rllib_steps_per_s"] = round(peers[w]["lifetime_throughput"], 1)
                     row["ratio_vs_rllib"] = round(r["system"] / peers[w]["lifetime_throughput"], 2)
@@ -493,6 +549,7 @@ def main() -> None:
                     "env_creator": "ray.tune.registry.register_env with the family's single env (same wrapper as raw)",
                     "config": p["config"],
                     **{k: p[k] for k in LOAD_KEYS},
+                    "attempts_foreign_cpu_frac": p["attempts_foreign_cpu_frac"],
                 })
     finally:
         ray.shutdown()
