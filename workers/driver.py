@@ -82,6 +82,7 @@ def run_job(
     """Run (or resume) a meta-training job on the connected Ray cluster."""
     hooks = hooks or DriverHooks()
     job_id = job_id or f"job-{uuid.uuid4().hex[:12]}"
+    owner = os.environ.get("METARL_OWNER", "local")
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, logging_level=logging.WARNING)
     family = make_family(spec.task_family.name, seed=spec.seed, **spec.task_family.family_kwargs())
@@ -91,7 +92,8 @@ def run_job(
         run_name=spec.name, job_id=job_id, params=spec.flat_params(), resume_run_id=resume_run_id
     )
     tracker.set_tags({"metarl.spec": spec.model_dump_json(), "metarl.algorithm": spec.algorithm.name,
-                      "metarl.task_family": spec.task_family.name})
+                      "metarl.task_family": spec.task_family.name, tracking.OWNER_TAG: owner,
+                      tracking.ATTEMPT_JOB_TAG: job_id})
     learner = remote_learner(gpus=spec.resources.learner_gpus, node_id=_head_node_id()).remote(
         spec.algorithm.name, policy_spec, spec.learner_config(), seed=spec.seed, gpus=spec.resources.learner_gpus
     )
@@ -162,7 +164,7 @@ def run_job(
         with mlflow.start_run(run_id=tracker.run_id):
             registered = log_meta_policy(
                 state=ray.get(learner.state_dict.remote()), spec=spec, final_metrics=result.final_metrics,
-                register_as=spec.register_as or spec.name,
+                register_as=spec.register_as or spec.name, extra_tags={"owner": owner, "job_id": job_id},
             )
         result.model_uri, result.model_version = registered.uri, str(registered.version)
         tracker.set_tags({"metarl.model_uri": registered.uri, "metarl.nodes": ",".join(sorted(nodes))})
@@ -253,18 +255,22 @@ def _poison(episodes: list[Any]) -> list[Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run a metarl meta-training job.")
-    parser.add_argument("--spec", required=True, help="path of the job spec JSON")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--spec", help="path of the job spec JSON")
+    source.add_argument("--spec-env", metavar="VAR", help="read the job spec JSON from this environment variable (the service's launcher)")
     parser.add_argument("--job-id", default=os.environ.get("METARL_JOB_ID"))
     parser.add_argument("--resume", default=None, metavar="RUN_ID", help="continue this MLflow run from its last checkpoint")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    where = args.spec or f"${args.spec_env}"
     try:
-        spec = JobSpec.model_validate_json(Path(args.spec).read_text())
+        text = Path(args.spec).read_text() if args.spec else os.environ[args.spec_env]
+        spec = JobSpec.model_validate_json(text)
     except ValidationError as exc:
-        log.error("invalid job spec %s:\n%s", args.spec, exc)
+        log.error("invalid job spec %s:\n%s", where, exc)
         return 2
-    except OSError as exc:
-        log.error("cannot read job spec: %s", exc)
+    except (OSError, KeyError) as exc:
+        log.error("cannot read job spec %s: %s", where, exc)
         return 2
     try:
         result = run_job(spec, job_id=args.job_id, resume_run_id=args.resume)

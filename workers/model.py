@@ -122,7 +122,8 @@ class TaskAdaptation:
 
 
 def log_meta_policy(
-    *, state: LearnerState, spec: JobSpec, final_metrics: dict[str, float], register_as: str | None
+    *, state: LearnerState, spec: JobSpec, final_metrics: dict[str, float], register_as: str | None,
+    extra_tags: dict[str, str] | None = None,
 ) -> RegisteredModel:
     """Log the meta-policy of ``state`` to the active MLflow run as a pyfunc model, and register
     it as ``register_as`` (unless None) with version tags describing it.
@@ -134,6 +135,7 @@ def log_meta_policy(
         final_metrics: the last iteration's metrics; ``meta/return_pre``, ``meta/return_post``
             and ``meta/success_post`` become version tags where present.
         register_as: registered model name, or None to log without registering.
+        extra_tags: more version tags (the driver adds ``owner`` and ``job_id``).
 
     Raises:
         RuntimeError: no MLflow run is active.
@@ -183,6 +185,7 @@ def log_meta_policy(
         "task_family": spec.task_family.name,
         "env_name": spec.task_family.env_name or "",
         "spec": spec.model_dump_json(),
+        **(extra_tags or {}),
     }
     for key in ("return_pre", "return_post", "success_post"):
         value = final_metrics.get(f"meta/{key}")

@@ -24,6 +24,8 @@ EXPERIMENT = "metarl"
 DESIRED_WORKERS_TAG = "metarl.desired_rollout_workers"
 JOB_ID_TAG = "metarl.job_id"
 STATUS_TAG = "metarl.status"
+OWNER_TAG = "metarl.owner"
+ATTEMPT_JOB_TAG = "metarl.attempt_job_id"
 FAILURE_TAG = "metarl.failure"
 CHECKPOINT_DIR = "checkpoints"
 

@@ -1,0 +1,109 @@
+"""The FastAPI app factory: ``create_app(settings)``.
+
+Start-up migrates the job store, writes the admin key on first start, reconciles every
+non-terminal job with Ray (a restarted service loses nothing), and starts the poller that keeps
+running jobs' status and progress fresh."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import errors, jobs, observability
+from service.auth import bootstrap_admin
+from service.db import Store
+from service.launcher import RayLauncher
+from service.routers import cluster, health, keys, models
+from service.routers import jobs as jobs_router
+from service.settings import Settings
+from service.tracking_view import TrackingView
+
+log = logging.getLogger("metarl.service")
+
+VERSION = "0.1.0"
+
+
+class BodyLimit:
+    """413 for request bodies over ``limit`` bytes (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._reject(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        import json
+
+        payload = json.dumps(errors.body("too_large", f"request body over {self.limit} bytes")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        store = Store(settings.db_url)
+        await asyncio.to_thread(store.migrate)
+        created = await asyncio.to_thread(bootstrap_admin, store, path=settings.admin_key_file, owner=settings.admin_owner)
+        if created:
+            log.warning("first start: admin API key written to %s (mode 0600)", settings.admin_key_file)
+        app.state.settings = settings
+        app.state.store = store
+        app.state.launcher = launcher or RayLauncher(settings)
+        app.state.view = TrackingView(settings.tracking_uri)
+        if settings.reconcile_on_start:
+            n = await asyncio.to_thread(jobs.reconcile, store=store, launcher=app.state.launcher, view=app.state.view)
+            if n:
+                log.info("reconciled %d unfinished job(s) with Ray", n)
+        poller = asyncio.create_task(jobs.poll_forever(app))
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+            store.dispose()
+
+    app = FastAPI(title="metarl", version=VERSION, lifespan=lifespan,
+                  description="Meta-RL training jobs on Ray, models in MLflow.")
+    errors.install(app)
+    observability.install(app)
+    for r in (jobs_router.router, models.router, cluster.router, keys.router, health.router):
+        app.include_router(r)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,59 @@
+"""Typed dependencies: settings, the job store, the Ray launcher, the MLflow view, the caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.auth import Principal, authenticate
+from service.db import Store
+from service.errors import ApiError
+from service.launcher import RayLauncher
+from service.settings import Settings
+from service.tracking_view import TrackingView
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def get_launcher(request: Request) -> RayLauncher:
+    return request.app.state.launcher
+
+
+def get_view(request: Request) -> TrackingView:
+    return request.app.state.view
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[Store, Depends(get_store)]
+LauncherDep = Annotated[RayLauncher, Depends(get_launcher)]
+ViewDep = Annotated[TrackingView, Depends(get_view)]
+
+
+def get_principal(request: Request, store: StoreDep) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'")
+    principal = authenticate(store, key.strip())
+    if principal is None:
+        raise ApiError(401, "unauthorized", "invalid or revoked API key")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    if not principal.is_admin:
+        raise ApiError(403, "forbidden", "this needs an admin key")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]

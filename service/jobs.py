@@ -1,0 +1,260 @@
+"""Jobs: submit, list, show, refresh from Ray and MLflow, cancel, scale, resume, reconcile.
+
+Ray's job table is the truth about running work; the job store is the service's view of it,
+refreshed by :func:`poll_forever` and on start-up by :func:`reconcile`.  Keyword-only functions;
+the routers are thin wrappers."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from service.auth import Principal
+from service.db import ACTIVE, TERMINAL, Job, Store, utcnow
+from service.errors import ApiError, conflict, not_found, unavailable
+from service.launcher import LauncherError, RayLauncher
+from service.schemas import JobPublic, Progress
+from service.tracking_view import TrackingView
+from workers.spec import JobSpec
+
+log = logging.getLogger("metarl.service.jobs")
+
+CANCEL_WAIT_S = 10.0
+SUBMIT_GRACE_S = 60.0
+
+
+def new_job_id() -> str:
+    return f"job-{uuid.uuid4().hex[:12]}"
+
+
+def request_hash(spec: JobSpec) -> str:
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+
+
+def model_name_of(spec: JobSpec) -> str:
+    return spec.register_as or spec.name
+
+
+# ---- reads ---------------------------------------------------------------------------------------
+def to_public(job: Job, *, latest_metrics: dict[str, float] | None = None) -> JobPublic:
+    spec = json.loads(job.spec)
+    return JobPublic(
+        id=job.id, name=job.name, owner=job.owner, status=job.status, message=job.message, attempt=job.attempt,
+        submission_id=job.submission_id,
+        progress=Progress(iteration=job.iteration, iterations=job.iterations,
+                          fraction=round(job.iteration / max(job.iterations, 1), 4)),
+        rollout_workers=job.rollout_workers, run_id=job.run_id, model_name=job.model_name,
+        model_version=job.model_version,
+        model_uri=f"models:/{job.model_name}/{job.model_version}" if job.model_name and job.model_version else None,
+        latest_metrics=latest_metrics or {}, spec=spec, created_at=job.created_at, updated_at=job.updated_at,
+        finished_at=job.finished_at,
+    )
+
+
+def get_job(*, store: Store, principal: Principal, job_id: str) -> Job:
+    """The job, if the caller may see it (its owner or an admin); else 404."""
+    with store.session() as s:
+        job = s.get(Job, job_id)
+    if job is None or (job.owner != principal.owner and not principal.is_admin):
+        raise not_found("job", job_id)
+    return job
+
+
+def list_jobs(*, store: Store, principal: Principal, status: str | None, offset: int, limit: int) -> tuple[list[Job], int]:
+    q = select(Job)
+    if not principal.is_admin:
+        q = q.where(Job.owner == principal.owner)
+    if status is not None:
+        q = q.where(Job.status == status)
+    with store.session() as s:
+        count = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+        rows = list(s.scalars(q.order_by(Job.created_at.desc(), Job.id).offset(offset).limit(limit)))
+    return rows, count
+
+
+def latest_metrics(*, view: TrackingView, job: Job) -> dict[str, float]:
+    if job.run_id is None:
+        return {}
+    try:
+        return view.run_state(job.run_id).metrics
+    except Exception as exc:  # noqa: BLE001 - the store being briefly unreachable must not fail a read
+        log.warning("metrics of %s: %s", job.id, exc)
+        return {}
+
+
+# ---- submit ------------------------------------------------------------------------------------
+def submit_job(*, store: Store, launcher: RayLauncher, principal: Principal, spec: JobSpec,
+               idempotency_key: str | None) -> tuple[Job, bool]:
+    """Record and submit a job; returns ``(job, created)``.  A repeated ``Idempotency-Key`` with
+    the same spec returns the first job; with another spec it is a 409."""
+    digest = request_hash(spec)
+    model_name = model_name_of(spec)
+    with store.session() as s:
+        if idempotency_key is not None:
+            prior = s.scalar(select(Job).where(Job.owner == principal.owner, Job.idempotency_key == idempotency_key))
+            if prior is not None:
+                if prior.request_hash != digest:
+                    raise conflict(f"Idempotency-Key {idempotency_key!r} was used for a different job spec",
+                                   {"job_id": prior.id})
+                return prior, False
+        taken = s.scalar(select(Job.owner).where(Job.model_name == model_name, Job.owner != principal.owner).limit(1))
+        if taken is not None and not principal.is_admin:
+            raise conflict(f"the model name {model_name!r} belongs to another owner; choose another register_as",
+                           {"field": "register_as"})
+        job_id = new_job_id()
+        job = Job(id=job_id, owner=principal.owner, name=spec.name, spec=spec.model_dump_json(), status="PENDING",
+                  attempt=1, submission_id=job_id, iteration=0, iterations=spec.iterations,
+                  rollout_workers=spec.resources.rollout_workers, model_name=model_name,
+                  idempotency_key=idempotency_key, request_hash=digest)
+        s.add(job)
+    try:
+        launcher.submit_driver(submission_id=job.submission_id, job_id=job.id, owner=job.owner, spec_json=job.spec)
+    except LauncherError as exc:
+        with store.session() as s:  # nothing half-created: the row goes with the failed submission
+            s.delete(s.get(Job, job.id))
+        raise unavailable(str(exc)) from exc
+    log.info("job %s submitted by %s (%s)", job.id, job.owner, spec.name)
+    return job, True
+
+
+# ---- refresh from Ray and MLflow ---------------------------------------------------------------
+def refresh(*, store: Store, launcher: RayLauncher, view: TrackingView, job_id: str) -> Job:
+    """Bring one job's row up to date: status from Ray, run id, progress and model from MLflow."""
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise not_found("job", job_id)
+        if job.status in TERMINAL and job.run_id is not None and (job.status != "SUCCEEDED" or job.model_version):
+            return job
+        info = launcher.info(job.submission_id)
+        if info is None:
+            # a row is written just before its submission: give the submission time to land
+            if job.status in ACTIVE and age_s(job.updated_at) > SUBMIT_GRACE_S:
+                job.status, job.message = "FAILED", "Ray has no record of this job (was the cluster restarted?); resume it to continue from its last checkpoint"
+                job.finished_at = utcnow()
+            return job
+        if job.run_id is None:
+            job.run_id = view.find_run(job.id)
+            if job.run_id is not None:
+                spec_workers = json.loads(job.spec)["resources"]["rollout_workers"]
+                if job.rollout_workers != spec_workers:  # scaled before the run existed
+                    view.set_desired_workers(job.run_id, job.rollout_workers)
+        if job.run_id is not None:
+            state = view.run_state(job.run_id)
+            job.iteration = min(state.iteration, job.iterations)
+            uri = state.tags.get("metarl.model_uri")
+            if uri and uri.startswith("models:/"):
+                name, _, version = uri.removeprefix("models:/").rpartition("/")
+                job.model_name, job.model_version = name, version
+            failure = state.tags.get("metarl.failure")
+        else:
+            failure = None
+        if info.status != job.status:
+            log.info("job %s: %s -> %s", job.id, job.status, info.status)
+            job.status = info.status
+            if info.status in TERMINAL:
+                job.finished_at = utcnow()
+        if info.status == "FAILED":
+            job.message = failure or info.message or job.message
+        elif info.status == "STOPPED":
+            job.message = job.message or "stopped"
+        return job
+
+
+def reconcile(*, store: Store, launcher: RayLauncher, view: TrackingView) -> int:
+    """Refresh every non-terminal job (start-up: a restarted service loses nothing)."""
+    with store.session() as s:
+        ids = list(s.scalars(select(Job.id).where(Job.status.in_(ACTIVE))))
+    for job_id in ids:
+        try:
+            refresh(store=store, launcher=launcher, view=view, job_id=job_id)
+        except (LauncherError, ApiError) as exc:
+            log.warning("reconcile %s: %s", job_id, exc)
+    return len(ids)
+
+
+async def poll_forever(app: FastAPI) -> None:
+    """Keep active jobs fresh (status, progress, model) every ``poll_interval_s``."""
+    st = app.state
+    while True:
+        await asyncio.sleep(st.settings.poll_interval_s)
+        try:
+            await asyncio.to_thread(reconcile, store=st.store, launcher=st.launcher, view=st.view)
+        except Exception as exc:  # noqa: BLE001 - a poller that dies silently would freeze every job's status
+            log.warning("job poller: %s", exc)
+
+
+# ---- control -------------------------------------------------------------------------------------
+def cancel_job(*, store: Store, launcher: RayLauncher, view: TrackingView, principal: Principal, job_id: str) -> Job:
+    """Stop a job: Ray stops its driver, whose actors and placement groups go with it."""
+    job = get_job(store=store, principal=principal, job_id=job_id)
+    if job.status in TERMINAL:
+        raise conflict(f"job {job_id} is already {job.status}")
+    try:
+        launcher.stop(job.submission_id)
+    except LauncherError as exc:
+        raise unavailable(str(exc)) from exc
+    with store.session() as s:
+        row = s.get(Job, job_id)
+        row.message = f"cancelled by {principal.owner}"
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while True:
+        job = refresh(store=store, launcher=launcher, view=view, job_id=job_id)
+        if job.status in TERMINAL or time.monotonic() > deadline:
+            return job
+        time.sleep(0.25)
+
+
+def scale_job(*, store: Store, view: TrackingView, principal: Principal, job_id: str, rollout_workers: int) -> Job:
+    """Ask a running job for ``rollout_workers`` rollout actors from its next iteration on."""
+    job = get_job(store=store, principal=principal, job_id=job_id)
+    if job.status in TERMINAL:
+        raise conflict(f"job {job_id} is {job.status}; only a pending or running job can be scaled")
+    with store.session() as s:
+        row = s.get(Job, job_id)
+        row.rollout_workers = rollout_workers
+        run_id = row.run_id
+    if run_id is not None:
+        view.set_desired_workers(run_id, rollout_workers)
+    return get_job(store=store, principal=principal, job_id=job_id)
+
+
+def resume_job(*, store: Store, launcher: RayLauncher, view: TrackingView, principal: Principal, job_id: str) -> Job:
+    """A new attempt of a stopped or failed job, from its run's last checkpoint."""
+    job = get_job(store=store, principal=principal, job_id=job_id)
+    if job.status not in ("STOPPED", "FAILED"):
+        raise conflict(f"job {job_id} is {job.status}; only a stopped or failed job can be resumed")
+    if job.run_id is None or not view.has_checkpoint(job.run_id):
+        raise conflict(f"job {job_id} has no checkpoint to resume from (it stopped before its first checkpoint)")
+    attempt = job.attempt + 1
+    submission_id = f"{job.id}-r{attempt}"
+    try:
+        launcher.submit_driver(submission_id=submission_id, job_id=job.id, owner=job.owner, spec_json=job.spec,
+                               resume_run_id=job.run_id)
+    except LauncherError as exc:
+        raise unavailable(str(exc)) from exc
+    if job.rollout_workers != json.loads(job.spec)["resources"]["rollout_workers"]:
+        view.set_desired_workers(job.run_id, job.rollout_workers)
+    with store.session() as s:
+        row = s.get(Job, job_id)
+        row.attempt, row.submission_id, row.status = attempt, submission_id, "PENDING"
+        row.message, row.finished_at = f"resumed (attempt {attempt}) from the checkpoint at iteration {row.iteration}", None
+    log.info("job %s resumed as %s", job_id, submission_id)
+    return get_job(store=store, principal=principal, job_id=job_id)
+
+
+def age_s(t: dt.datetime) -> float:
+    return (utcnow() - t).total_seconds()
+
+
+def events_payload(kind: str, data: Any) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n"

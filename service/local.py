@@ -1,0 +1,454 @@
+"""``metarl up`` / ``metarl down``: a local Ray head (with its job server, token auth on) and the
+API server, both detached, their state in the data dir.
+
+``down`` stops only what ``up`` started: the API by its pid file, the Ray head by the processes
+that carry its own ``--temp-dir`` (and their children).  It never runs ``ray stop``, which stops
+every Ray process of the user (a test session's, another project's)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+Say = Callable[[str], None]
+
+
+class LocalError(RuntimeError):
+    """Starting or stopping the local stack failed (the message says what to do)."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the local stack keeps its state, all under the data dir ``home``."""
+
+    home: Path
+
+    @property
+    def ray_dir(self) -> Path:
+        return self.home / "ray"
+
+    @property
+    def token_file(self) -> Path:
+        return self.ray_dir / "auth_token"
+
+    @property
+    def head_file(self) -> Path:
+        """Written by ``up`` when it started the head: what ``down`` may stop."""
+        return self.ray_dir / "head.json"
+
+    @property
+    def ray_log(self) -> Path:
+        return self.ray_dir / "ray-start.log"
+
+    @property
+    def api_pid(self) -> Path:
+        return self.home / "api.pid"
+
+    @property
+    def api_log(self) -> Path:
+        return self.home / "api.log"
+
+    @property
+    def api_url(self) -> Path:
+        """The API's URL, for the CLI's default ``--api``."""
+        return self.home / "api.url"
+
+    @property
+    def admin_key(self) -> Path:
+        return self.home / "admin.key"
+
+    @property
+    def temp_dir(self) -> Path:
+        """Ray's temp dir: short (Unix socket paths are limited to 107 bytes) and one per data dir."""
+        digest = hashlib.sha1(str(self.home.resolve()).encode()).hexdigest()[:8]
+        return Path("/tmp") / f"metarl-ray-{os.getuid()}-{digest}"
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    address: str
+    pid: str
+    state: str  # "started", "already running", "stopped", "not running"
+    note: str = ""
+
+
+# ---- small helpers ------------------------------------------------------------------------------
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    # Ray binds some ports on all interfaces
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_or_free(port: int) -> int:
+    return port if _port_free(port) else free_port()
+
+
+def ensure_token(paths: Paths) -> bool:
+    """Create the Ray auth token file (0600) if missing; True when created."""
+    paths.ray_dir.mkdir(parents=True, exist_ok=True)
+    if paths.token_file.is_file() and paths.token_file.read_text().strip():
+        return False
+    fd = os.open(paths.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    os.chmod(paths.token_file, 0o600)
+    return True
+
+
+def _ray_env(paths: Paths) -> dict[str, str]:
+    env = dict(os.environ)
+    for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_TMPDIR"):
+        env.pop(k, None)
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(paths.token_file),
+                "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"})
+    return env
+
+
+def _ray_executable() -> str:
+    here = Path(sys.executable).parent / "ray"
+    if here.is_file():
+        return str(here)
+    found = shutil.which("ray")
+    if found is None:
+        raise LocalError("the `ray` command is not installed next to this Python; install the project (`make install`)")
+    return found
+
+
+def _dashboard_state(url: str, token: str) -> str:
+    """'ours' (answers with our token), 'foreign' (a Ray dashboard refusing it), 'other'
+    (something else answers) or 'none' (nothing listens)."""
+    try:
+        r = httpx.get(f"{url}/api/version", headers={"Authorization": f"Bearer {token}"}, timeout=3.0)
+    except httpx.HTTPError:
+        return "none"
+    if r.status_code == 200 and "ray_version" in r.text:
+        return "ours"
+    if r.status_code in (401, 403):
+        return "foreign"
+    return "other"
+
+
+def _wait(predicate: Callable[[], bool], *, timeout: float, every: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return predicate()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# ---- processes ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    args: str
+
+
+def _processes() -> list[Proc]:
+    """This user's live processes (zombies left out)."""
+    out: list[Proc] = []
+    uid = os.getuid()
+    proc = Path("/proc")
+    if proc.is_dir():
+        for d in proc.iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                if d.stat().st_uid != uid:
+                    continue
+                stat = (d / "stat").read_text()
+                state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+                if state in ("Z", "X"):
+                    continue
+                args = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except (OSError, ValueError, IndexError):
+                continue
+            out.append(Proc(int(d.name), int(ppid), args))
+        return out
+    ps = subprocess.run(["ps", "-A", "-ww", "-o", "pid=,ppid=,uid=,stat=,args="], capture_output=True, text=True, check=False)
+    for line in ps.stdout.splitlines():
+        parts = line.split(None, 4)
+        if len(parts) == 5 and int(parts[2]) == uid and not parts[3].startswith("Z"):
+            out.append(Proc(int(parts[0]), int(parts[1]), parts[4]))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not Path("/proc").is_dir()
+
+
+def head_processes(temp_dir: Path, gcs_port: int | None) -> list[Proc]:
+    """The processes of the Ray head whose temp dir is ``temp_dir``: every process naming that
+    dir in its command line, Ray's client server on its GCS port, and all their descendants
+    (workers, job drivers)."""
+    procs = _processes()
+    t = str(temp_dir)
+    client = re.compile(rf"--address=\S+:{gcs_port}(\s|$)") if gcs_port else None
+
+    def own(p: Proc) -> bool:
+        if f"{t}/" in p.args or f"={t} " in f"{p.args} " or f" {t} " in f" {p.args} ":
+            return True
+        return bool(client and "ray.util.client.server" in p.args and client.search(p.args))
+
+    roots = {p.pid for p in procs if own(p)}
+    children: dict[int, list[int]] = {}
+    for p in procs:
+        children.setdefault(p.ppid, []).append(p.pid)
+    found, stack = set(roots), list(roots)
+    while stack:
+        for c in children.get(stack.pop(), []):
+            if c not in found:
+                found.add(c)
+                stack.append(c)
+    found.discard(os.getpid())
+    return [p for p in procs if p.pid in found]
+
+
+def terminate(pids: list[int], *, grace_s: float = 8.0) -> int:
+    """SIGTERM ``pids``, SIGKILL what is left after ``grace_s``; returns how many were signalled."""
+    sent = 0
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+            sent += 1
+    _wait(lambda: not any(_alive(p) for p in pids), timeout=grace_s, every=0.2)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    _wait(lambda: not any(_alive(p) for p in pids), timeout=5.0, every=0.2)
+    return sent
+
+
+# ---- the Ray head ------------------------------------------------------------------------------
+def _read_head(paths: Paths) -> dict | None:
+    try:
+        return json.loads(paths.head_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def start_ray(paths: Paths, *, num_cpus: int, dashboard_port: int, ray_port: int, say: Say) -> Component:
+    token = paths.token_file.read_text().strip()
+    url = f"http://127.0.0.1:{dashboard_port}"
+    state = _dashboard_state(url, token)
+    head = _read_head(paths)
+    if state == "ours":
+        mine = head is not None and head.get("dashboard_port") == dashboard_port
+        return Component("Ray head + job server", url, "-", "already running",
+                         "started by metarl up" if mine else "not started by metarl up: `down` leaves it running")
+    if state == "foreign":
+        raise LocalError(f"a Ray dashboard on port {dashboard_port} refuses this data dir's token ({paths.token_file}): "
+                         "another Ray cluster runs there; stop it or pick --dashboard-port")
+    if state == "other" or not _port_free(dashboard_port):
+        raise LocalError(f"port {dashboard_port} is in use by something that is not a Ray dashboard; pick --dashboard-port")
+    if head is not None:  # a head we started earlier died: clean up what is left of it
+        leftovers = head_processes(Path(head["temp_dir"]), head.get("gcs_port"))
+        if leftovers:
+            terminate([p.pid for p in leftovers])
+        paths.head_file.unlink(missing_ok=True)
+
+    gcs_port = _port_or_free(ray_port)
+    if gcs_port != ray_port:
+        say(f"port {ray_port} is busy: Ray's GCS uses port {gcs_port}")
+    temp_dir = paths.temp_dir
+    args = [
+        _ray_executable(), "start", "--head", "--disable-usage-stats",
+        f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+        f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}",
+        # fixed defaults (52365, 10001) would clash with another Ray on this machine
+        f"--dashboard-agent-listen-port={_port_or_free(52365)}",
+        f"--ray-client-server-port={_port_or_free(10001)}",
+    ]
+    say(f"starting a Ray head ({num_cpus} CPUs, temp dir {temp_dir}) ...")
+    paths.ray_dir.mkdir(parents=True, exist_ok=True)
+    with paths.ray_log.open("w") as log:
+        rc = subprocess.run(args, env=_ray_env(paths), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=paths.home, check=False).returncode
+    paths.head_file.write_text(json.dumps({"temp_dir": str(temp_dir), "gcs_port": gcs_port,
+                                           "dashboard_port": dashboard_port, "started_at": time.time()}))
+    if rc != 0:
+        stop_ray(paths, say=lambda _: None)
+        raise LocalError(f"`ray start` failed (exit {rc}); its output ({paths.ray_log}):\n{_tail(paths.ray_log)}")
+
+    def jobs_ready() -> bool:
+        try:
+            r = httpx.get(f"{url}/api/jobs/", headers={"Authorization": f"Bearer {token}"}, timeout=3.0)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
+    if not _wait(jobs_ready, timeout=90):
+        raise LocalError(f"Ray started but its job server at {url} does not answer; see {temp_dir}/session_latest/logs")
+    return Component("Ray head + job server", url, "-", "started", f"GCS port {gcs_port}, temp dir {temp_dir}")
+
+
+def stop_ray(paths: Paths, *, say: Say) -> Component:
+    head = _read_head(paths)
+    if head is None:
+        return Component("Ray head", "-", "-", "not running", "no head started by metarl up in this data dir")
+    procs = head_processes(Path(head["temp_dir"]), head.get("gcs_port"))
+    url = f"http://127.0.0.1:{head.get('dashboard_port')}"
+    if procs:
+        say(f"stopping the Ray head ({len(procs)} processes) ...")
+        terminate([p.pid for p in procs])
+    paths.head_file.unlink(missing_ok=True)
+    state = "stopped" if procs else "not running"
+    return Component("Ray head", url, "-", state, f"{len(procs)} processes" if procs else "")
+
+
+# ---- the API ---------------------------------------------------------------------------------------
+def _api_pid(paths: Paths) -> int | None:
+    """The pid in the pid file when that process is alive and is the API server."""
+    try:
+        pid = int(paths.api_pid.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not _alive(pid):
+        return None
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return pid  # no /proc: trust the pid file
+    return pid if "-m service" in args else None
+
+
+def _recorded_url(paths: Paths) -> str | None:
+    try:
+        return paths.api_url.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def api_env(paths: Paths, *, port: int, dashboard_port: int) -> dict[str, str]:
+    env = _ray_env(paths)
+    env.update({
+        "METARL_HOME": str(paths.home),
+        "METARL_HOST": "127.0.0.1",
+        "METARL_PORT": str(port),
+        "METARL_RAY_DASHBOARD": f"http://127.0.0.1:{dashboard_port}",
+        "METARL_RAY_TOKEN_FILE": str(paths.token_file),
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def _healthy(url: str) -> bool:
+    """The API answers (``/healthz`` says 503 while Ray or MLflow is unreachable: still up)."""
+    try:
+        httpx.get(f"{url}/healthz", timeout=3.0)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def start_api(paths: Paths, *, port: int, dashboard_port: int, say: Say) -> Component:
+    url = f"http://127.0.0.1:{port}"
+    pid = _api_pid(paths)
+    if pid is not None:
+        url = _recorded_url(paths) or url
+        if not _wait(lambda: _healthy(url), timeout=30):
+            raise LocalError(f"the API (pid {pid}) runs but does not answer at {url}; see {paths.api_log} "
+                             "(`metarl down` stops it; `metarl up --port` must match the port it was started with)")
+        return Component("API", url, str(pid), "already running", f"log {paths.api_log}")
+    if not _port_free(port):
+        raise LocalError(f"port {port} is in use (not by this data dir's API); pick another with --port")
+    say(f"starting the API on {url} ...")
+    with paths.api_log.open("a") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "service"], env=api_env(paths, port=port, dashboard_port=dashboard_port),
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=paths.home,
+                                start_new_session=True)
+    paths.api_pid.write_text(f"{proc.pid}\n")
+    paths.api_url.write_text(f"{url}\n")
+    if not _wait(lambda: proc.poll() is not None or _healthy(url), timeout=90):
+        raise LocalError(f"the API did not answer at {url} within 90 s; its log ({paths.api_log}):\n{_tail(paths.api_log)}")
+    if proc.poll() is not None:
+        paths.api_pid.unlink(missing_ok=True)
+        raise LocalError(f"the API exited with code {proc.returncode}; its log ({paths.api_log}):\n{_tail(paths.api_log)}")
+    return Component("API", url, str(proc.pid), "started", f"log {paths.api_log}")
+
+
+def stop_api(paths: Paths, *, say: Say) -> Component:
+    pid = _api_pid(paths)
+    if pid is None:
+        paths.api_pid.unlink(missing_ok=True)
+        paths.api_url.unlink(missing_ok=True)
+        return Component("API", "-", "-", "not running")
+    say(f"stopping the API (pid {pid}) ...")
+    terminate([pid], grace_s=15.0)
+    paths.api_pid.unlink(missing_ok=True)
+    paths.api_url.unlink(missing_ok=True)
+    return Component("API", "-", str(pid), "stopped")
+
+
+# ---- both ------------------------------------------------------------------------------------------
+def up(home: Path, *, num_cpus: int, port: int, dashboard_port: int, ray_port: int = 6379, say: Say) -> list[Component]:
+    """Start (or find running) the Ray head and the API for data dir ``home``."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths = Paths(home.resolve())
+    if ensure_token(paths):
+        say(f"Ray auth token written to {paths.token_file} (mode 0600)")
+    ray = start_ray(paths, num_cpus=num_cpus, dashboard_port=dashboard_port, ray_port=ray_port, say=say)
+    api = start_api(paths, port=port, dashboard_port=dashboard_port, say=say)
+    store = Component("MLflow store", os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.home / 'mlflow.db'}",
+                      "-", "local" if not os.environ.get("MLFLOW_TRACKING_URI") else "remote",
+                      f"artifacts {paths.home / 'mlartifacts'}")
+    return [ray, api, store]
+
+
+def down(home: Path, *, say: Say) -> list[Component]:
+    """Stop the API and the Ray head that ``up`` started for ``home``; idempotent."""
+    paths = Paths(home.expanduser().resolve())
+    return [stop_api(paths, say=say), stop_ray(paths, say=say)]

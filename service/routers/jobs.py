@@ -1,0 +1,131 @@
+"""``/v1/jobs``: submit, list, show, metrics, live events, logs, cancel, scale, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from service import jobs
+from service.db import TERMINAL
+from service.deps import LauncherDep, PrincipalDep, SettingsDep, StoreDep, ViewDep
+from service.errors import unavailable
+from service.launcher import LauncherError
+from service.schemas import JobPublic, JobsPublic, JobStatus, JobUpdate, LogsPublic, MetricPoint, MetricsPublic
+from workers.spec import JobSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+HEARTBEAT_S = 15.0
+
+
+@router.post("", status_code=201, response_model=JobPublic)
+async def submit(spec: JobSpec, response: Response, store: StoreDep, launcher: LauncherDep, principal: PrincipalDep,
+                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobPublic:
+    """Validate and submit a meta-training job (the body is the job spec)."""
+    job, created = await asyncio.to_thread(jobs.submit_job, store=store, launcher=launcher, principal=principal,
+                                           spec=spec, idempotency_key=idempotency_key)
+    if not created:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return jobs.to_public(job)
+
+
+@router.get("", response_model=JobsPublic)
+async def list_(store: StoreDep, principal: PrincipalDep, status: JobStatus | None = None,
+                offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JobsPublic:
+    rows, count = await asyncio.to_thread(jobs.list_jobs, store=store, principal=principal, status=status,
+                                          offset=offset, limit=limit)
+    return JobsPublic(data=[jobs.to_public(j) for j in rows], count=count, offset=offset, limit=limit)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+async def show(job_id: str, store: StoreDep, view: ViewDep, principal: PrincipalDep) -> JobPublic:
+    job = await asyncio.to_thread(jobs.get_job, store=store, principal=principal, job_id=job_id)
+    metrics = await asyncio.to_thread(jobs.latest_metrics, view=view, job=job)
+    return jobs.to_public(job, latest_metrics=metrics)
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPublic)
+async def metrics(job_id: str, store: StoreDep, view: ViewDep, principal: PrincipalDep,
+                  key: Annotated[list[str] | None, Query(description="only these metrics")] = None) -> MetricsPublic:
+    job = await asyncio.to_thread(jobs.get_job, store=store, principal=principal, job_id=job_id)
+    if job.run_id is None:
+        return MetricsPublic(job_id=job.id, run_id=None, metrics={})
+    history = await asyncio.to_thread(view.history, job.run_id, key)
+    return MetricsPublic(job_id=job.id, run_id=job.run_id,
+                         metrics={k: [MetricPoint(**p) for p in v] for k, v in history.items()})
+
+
+@router.get("/{job_id}/events")
+async def events(job_id: str, request: Request, store: StoreDep, view: ViewDep, settings: SettingsDep,
+                 principal: PrincipalDep) -> StreamingResponse:
+    """Server-sent events: ``status`` (the job, on every change), ``metrics`` (each finished
+    iteration: ``{"step", "metrics"}``), ``end`` (the final job), then the stream closes."""
+    job = await asyncio.to_thread(jobs.get_job, store=store, principal=principal, job_id=job_id)
+
+    async def stream() -> AsyncIterator[str]:
+        last_status, last_step, last_beat = None, -1, time.monotonic()
+        current = job
+        while True:
+            if current.run_id is not None:
+                new = await asyncio.to_thread(view.iterations_since, current.run_id, last_step)
+                for step, values in new:
+                    yield jobs.events_payload("metrics", {"step": step, "metrics": values})
+                    last_step = step
+            key = (current.status, current.attempt, current.model_version)
+            if key != last_status:
+                yield jobs.events_payload("status", jobs.to_public(current).model_dump(mode="json"))
+                last_status = key
+            if current.status in TERMINAL and (current.run_id is None or current.iteration <= last_step + 1):
+                yield jobs.events_payload("end", jobs.to_public(current).model_dump(mode="json"))
+                return
+            if await request.is_disconnected():
+                return
+            if time.monotonic() - last_beat > HEARTBEAT_S:
+                yield ": keep-alive\n\n"
+                last_beat = time.monotonic()
+            await asyncio.sleep(settings.sse_interval_s)
+            current = await asyncio.to_thread(jobs.get_job, store=store, principal=principal, job_id=job_id)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/{job_id}/logs", response_model=LogsPublic)
+async def logs(job_id: str, store: StoreDep, launcher: LauncherDep, principal: PrincipalDep,
+               tail: Annotated[int | None, Query(ge=1, le=100_000, description="only the last N lines")] = None) -> LogsPublic:
+    job = await asyncio.to_thread(jobs.get_job, store=store, principal=principal, job_id=job_id)
+    try:
+        text = await asyncio.to_thread(launcher.logs, job.submission_id)
+    except LauncherError as exc:
+        raise unavailable(str(exc)) from exc
+    if tail is not None:
+        text = "\n".join(text.splitlines()[-tail:])
+    return LogsPublic(job_id=job.id, submission_id=job.submission_id, logs=text)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+async def cancel(job_id: str, store: StoreDep, launcher: LauncherDep, view: ViewDep, principal: PrincipalDep) -> JobPublic:
+    """Stop the job; its rollout actors, learner and placement groups are released."""
+    job = await asyncio.to_thread(jobs.cancel_job, store=store, launcher=launcher, view=view, principal=principal, job_id=job_id)
+    return jobs.to_public(job)
+
+
+@router.patch("/{job_id}", response_model=JobPublic)
+async def update(job_id: str, body: JobUpdate, store: StoreDep, view: ViewDep, principal: PrincipalDep) -> JobPublic:
+    """Change ``rollout_workers`` of a pending or running job (applied between iterations)."""
+    job = await asyncio.to_thread(jobs.scale_job, store=store, view=view, principal=principal, job_id=job_id,
+                                  rollout_workers=body.rollout_workers)
+    return jobs.to_public(job)
+
+
+@router.post("/{job_id}/resume", response_model=JobPublic)
+async def resume(job_id: str, store: StoreDep, launcher: LauncherDep, view: ViewDep, principal: PrincipalDep) -> JobPublic:
+    """A new attempt of a stopped or failed job from its last checkpoint (same MLflow run)."""
+    job = await asyncio.to_thread(jobs.resume_job, store=store, launcher=launcher, view=view, principal=principal, job_id=job_id)
+    return jobs.to_public(job)

@@ -1,0 +1,184 @@
+"""The API's request and response models (one set per resource)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workers.spec import NAME_PATTERN
+
+JobStatus = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- jobs ---------------------------------------------------------------------------------------
+class Progress(_Out):
+    iteration: int = Field(description="iterations finished")
+    iterations: int = Field(description="iterations asked for")
+    fraction: float
+
+
+class JobPublic(_Out):
+    id: str
+    name: str
+    owner: str
+    status: JobStatus
+    message: str | None = None
+    attempt: int
+    submission_id: str
+    progress: Progress
+    rollout_workers: int = Field(description="rollout workers asked for (PATCH changes it)")
+    run_id: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    model_uri: str | None = None
+    latest_metrics: dict[str, float] = Field(default_factory=dict)
+    spec: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    finished_at: dt.datetime | None = None
+
+
+class JobsPublic(_Out):
+    data: list[JobPublic]
+    count: int = Field(description="jobs matching the filter (all pages)")
+    offset: int
+    limit: int
+
+
+class JobUpdate(_In):
+    rollout_workers: int = Field(ge=1, le=512, description="rollout workers from the next iteration on")
+
+
+class MetricPoint(_Out):
+    step: int
+    value: float
+    timestamp: int
+
+
+class MetricsPublic(_Out):
+    job_id: str
+    run_id: str | None
+    metrics: dict[str, list[MetricPoint]]
+
+
+class LogsPublic(_Out):
+    job_id: str
+    submission_id: str
+    logs: str
+
+
+# ---- models ---------------------------------------------------------------------------------------
+class ModelVersionPublic(_Out):
+    name: str
+    version: str
+    uri: str
+    aliases: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict, description="the training run's final metrics")
+    run_id: str | None = None
+    status: str | None = None
+    created_at: dt.datetime | None = None
+
+
+class ModelPublic(_Out):
+    name: str
+    aliases: dict[str, str] = Field(default_factory=dict, description="alias -> version")
+    latest_version: str | None = None
+    versions: int
+    description: str | None = None
+    updated_at: dt.datetime | None = None
+
+
+class ModelsPublic(_Out):
+    data: list[ModelPublic]
+    count: int
+
+
+class ModelVersionsPublic(_Out):
+    data: list[ModelVersionPublic]
+    count: int
+
+
+class AliasUpdate(_In):
+    version: str = Field(pattern=r"^[1-9][0-9]{0,8}$", description="the version the alias points to")
+
+
+class EvaluationCreate(_In):
+    episodes: int = Field(10, ge=1, le=1000, description="K: episodes per adaptation step")
+    steps: int = Field(1, ge=1, le=10, description="n: inner policy-gradient steps")
+    tasks: int = Field(10, ge=1, le=500, description="held-out test tasks")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class EvaluationPublic(_Out):
+    id: str
+    owner: str
+    model_name: str
+    model_version: str
+    status: JobStatus
+    message: str | None = None
+    request: EvaluationCreate
+    run_id: str | None = None
+    return_pre: float | None = None
+    return_post: float | None = None
+    success_post: float | None = None
+    result: dict[str, Any] | None = Field(None, description="the full report (per task and overall) once finished")
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class EvaluationsPublic(_Out):
+    data: list[EvaluationPublic]
+    count: int
+
+
+# ---- cluster, keys, health --------------------------------------------------------------------
+class NodePublic(_Out):
+    node_id: str
+    address: str
+    alive: bool
+    is_head: bool
+    cpus: float
+    gpus: float
+    memory_gb: float
+
+
+class ClusterPublic(_Out):
+    nodes: list[NodePublic]
+    cpus: float
+    gpus: float
+    cpus_free: float
+    gpus_free: float
+
+
+class KeyCreate(_In):
+    owner: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    admin: bool = False
+
+
+class KeyPublic(_Out):
+    id: str
+    owner: str
+    admin: bool
+    key: str | None = Field(None, description="shown once, at creation")
+
+
+class Health(_Out):
+    status: Literal["ok", "degraded"]
+    ray: bool
+    mlflow: bool
+    database: bool
+    version: str
+
+
+__all__ = [name for name in dir() if name[0].isupper()] + ["NAME_PATTERN"]

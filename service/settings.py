@@ -1,0 +1,78 @@
+"""Service settings: ``METARL_*`` environment variables, validated at start-up and injected as a
+dependency (never imported as a global)."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("METARL_HOME", Path.home() / ".metarl")).expanduser()
+
+
+class Settings(BaseSettings):
+    """Everything the control plane needs to know about where things are."""
+
+    model_config = SettingsConfigDict(env_prefix="METARL_", extra="ignore", frozen=True)
+
+    home: Path = Field(default_factory=_default_home, description="data dir: job store, admin key, local MLflow store, logs")
+    database_url: str | None = Field(None, description="SQLAlchemy URL of the job store; SQLite in the data dir if unset")
+    ray_dashboard: str = Field("http://127.0.0.1:8265", description="Ray dashboard / job server address")
+    ray_token_file: Path | None = Field(None, description="Ray auth token file (RAY_AUTH_MODE=token); RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token if unset and present")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI; MLFLOW_TRACKING_URI or SQLite in the data dir if unset")
+    artifact_root: str | None = Field(None, description="artifact root of the local MLflow store")
+    host: str = Field("127.0.0.1", description="interface the API binds")
+    port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="request bodies above this get 413")
+    poll_interval_s: float = Field(2.0, gt=0, le=60, description="how often running jobs are refreshed from Ray")
+    sse_interval_s: float = Field(1.0, gt=0, le=60, description="how often an event stream looks for news")
+    job_env: dict[str, str] = Field(default_factory=dict, description="extra environment variables for job drivers")
+    admin_owner: str = Field("admin", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    reconcile_on_start: bool = True
+
+    @field_validator("ray_dashboard")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("METARL_RAY_DASHBOARD must be an http(s):// URL of the Ray dashboard, e.g. http://127.0.0.1:8265")
+        return v.rstrip("/")
+
+    @cached_property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'metarl.db'}"
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        uri = self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        return uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @cached_property
+    def artifacts(self) -> str:
+        return self.artifact_root or os.environ.get("METARL_ARTIFACT_ROOT") or str(self.home / "mlartifacts")
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.home / "admin.key"
+
+    @cached_property
+    def ray_token(self) -> str | None:
+        """The Ray auth token to send to the job server, if token auth is in use."""
+        candidates = [self.ray_token_file, os.environ.get("RAY_AUTH_TOKEN_PATH"), Path.home() / ".ray" / "auth_token"]
+        if os.environ.get("RAY_AUTH_TOKEN"):
+            return os.environ["RAY_AUTH_TOKEN"].strip()
+        for c in candidates:
+            if c and Path(c).is_file():
+                return Path(c).read_text().strip()
+        return None
+
+    def mlflow_env(self) -> dict[str, str]:
+        """What a job driver needs to log where the service reads."""
+        return {"MLFLOW_TRACKING_URI": self.tracking_uri, "METARL_ARTIFACT_ROOT": self.artifacts,
+                "METARL_HOME": str(self.home), "MLFLOW_DISABLE_TELEMETRY": "true"}
