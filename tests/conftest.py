@@ -57,24 +57,73 @@ _HEAD: list[RayHead] = []
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A real local Ray with 2 CPUs and its job server on loopback, started once, with token auth
-    on (its token in the temp dir, not ~/.ray); its temp dir is short (socket path limits)."""
+    """A real local Ray head with 2 CPUs and its job server on loopback, started once (``ray start
+    --block`` in a subprocess, every port free-picked so it coexists with a user's ``metarl up``),
+    with token auth on; this process connects to it as a driver."""
+    import subprocess
+    import sys
+    import time
+
     import ray
 
     tmp, token = _RAY_TMP, _RAY_TOKEN
-    ctx = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=_free_port(),
-                   _temp_dir=tmp, logging_level="ERROR",
-                   runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}})
-    _HEAD.append(RayHead(dashboard_url=f"http://{ctx.dashboard_url}", token_file=token, temp_dir=tmp))
+    gcs, dashboard = _free_port(), _free_port()
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    log = open(os.path.join(tmp, "head.log"), "w")  # noqa: SIM115 - closed at teardown
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}", "--node-ip-address=127.0.0.1",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         "--dashboard-agent-listen-port=0", f"--ray-client-server-port={_free_port()}", f"--temp-dir={tmp}",
+         "--disable-usage-stats"],
+        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            ray.init(address=f"127.0.0.1:{gcs}", logging_level="ERROR",
+                     runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}})
+            break
+        except Exception:
+            if head.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                raise RuntimeError(f"the test Ray head did not start: {open(log.name).read()[-3000:]}") from None
+            time.sleep(1.0)
+    _HEAD.append(RayHead(dashboard_url=f"http://127.0.0.1:{dashboard}", token_file=token, temp_dir=tmp))
     yield ray
     ray.shutdown()
+    head.terminate()
+    try:
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        head.kill()
+    log.close()
     shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def ray_head(ray_session) -> RayHead:  # noqa: ANN001
-    """The session's Ray head, for tests that submit through its job server."""
-    return _HEAD[0]
+    """The session's Ray head, for tests that submit through its job server; returned once the
+    job server takes submissions (its agent starts some seconds after the head)."""
+    import sys
+    import time
+
+    from ray.job_submission import JobSubmissionClient
+
+    head = _HEAD[0]
+    with open(head.token_file) as f:
+        client = JobSubmissionClient(head.dashboard_url, headers={"Authorization": f"Bearer {f.read().strip()}"})
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            sid = client.submit_job(entrypoint=f"{sys.executable} -c pass", entrypoint_num_cpus=0)
+            break
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+    while not client.get_job_status(sid).is_terminal() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return head
 
 
 @pytest.fixture

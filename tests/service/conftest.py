@@ -43,7 +43,7 @@ class LiveService:
     def admin_key(self) -> str:
         return (self.home / "admin.key").read_text().strip()
 
-    def client(self, key: str | None = None, timeout: float = 30.0) -> httpx.Client:
+    def client(self, key: str | None = None, timeout: float = 60.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key or self.admin_key}"}, timeout=timeout)
 
     def start(self) -> None:
