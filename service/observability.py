@@ -6,7 +6,8 @@ apps in a process, e.g. in tests, do not collide):
 * ``metarl_http_request_duration_seconds{method, route, status}``: time to the end of the
   response (a server-sent event stream counts until it closes);
 * ``metarl_jobs{status}`` and ``metarl_evaluations{status}``: rows of the job store by status,
-  counted when scraped.
+  counted when scraped (jobs are kept fresh by the poller; an evaluation's status is the one it
+  had when last read).
 
 ``GET /metrics`` (service.routers.health) renders :func:`render`."""
 

@@ -1,6 +1,7 @@
 """Meta-test evaluation of a registered meta-policy on its family's held-out test tasks.
 
-``python -m workers.evaluate --model models:/NAME/V --episodes K --steps n [--tasks N] [--seed S] [--json]``
+``python -m workers.evaluate --model models:/NAME/V --episodes K --steps n [--tasks N] [--seed S] [--json]
+[--evaluation-id ID]``
 
 For each of ``N`` tasks drawn from the family's test split (``family.sample_tasks(N, rng,
 split="test")``; Meta-World's test goals / test classes):
@@ -16,7 +17,8 @@ split="test")``; Meta-World's test goals / test classes):
 
 The report has per-task pre/post return and success rate, and over tasks their means with a
 95% Student-t interval.  The evaluation is logged as a run of the MLflow experiment
-``metarl-evaluations`` tagged with the model it evaluated.
+``metarl-evaluations`` tagged with the model it evaluated (and with ``metarl.evaluation_id``
+when the control plane submitted it, which is how the service finds the result).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -52,6 +55,9 @@ EXPERIMENT = "metarl-evaluations"
 MODEL_URI_TAG = "metarl.model_uri"
 MODEL_NAME_TAG = "metarl.model_name"
 MODEL_VERSION_TAG = "metarl.model_version"
+#: The control plane's evaluation id (``--evaluation-id``); the service finds the run by it.
+EVALUATION_ID_TAG = "metarl.evaluation_id"
+EVALUATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: Meta-World's protocol: evaluation episodes per test goal after adaptation.
 METAWORLD_EVAL_EPISODES = 3
 #: At most this many sub-envs are built at once; tasks are evaluated in chunks that fit.
@@ -157,6 +163,7 @@ def evaluate(
     tasks: int = 10,
     seed: int = 0,
     log_to_mlflow: bool = True,
+    evaluation_id: str | None = None,
 ) -> EvaluationReport:
     """Meta-test ``model_uri`` on ``tasks`` held-out test tasks (see the module docstring).
 
@@ -167,16 +174,20 @@ def evaluate(
         tasks: ``N``, test tasks.
         seed: seeds the task draw, env resets and action noise.
         log_to_mlflow: log the evaluation as a run of the ``metarl-evaluations`` experiment.
+        evaluation_id: the control plane's id of this evaluation, logged as the run tag
+            ``metarl.evaluation_id``.
 
     Raises:
         ModelNotFoundError: nothing at ``model_uri``.
-        ValueError: a count below 1 or a negative seed.
+        ValueError: a count below 1, a negative seed or a malformed ``evaluation_id``.
     """
     for name, value in (("episodes", episodes), ("steps", steps), ("tasks", tasks)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
+    if evaluation_id is not None and not EVALUATION_ID_PATTERN.match(evaluation_id):
+        raise ValueError(f"evaluation_id must match {EVALUATION_ID_PATTERN.pattern}, got {evaluation_id!r}")
     start = time.perf_counter()
     resolved = resolve_model_version(model_uri)
     policy = MetaPolicy.load(model_uri if resolved is None else f"models:/{resolved[0]}/{resolved[1]}")
@@ -235,7 +246,8 @@ def evaluate(
         seconds=time.perf_counter() - start,
     )
     if log_to_mlflow:
-        report = dataclasses.replace(report, run_id=log_evaluation(report, training_run_id=policy.training_run_id))
+        run_id = log_evaluation(report, training_run_id=policy.training_run_id, evaluation_id=evaluation_id)
+        report = dataclasses.replace(report, run_id=run_id)
     return report
 
 
@@ -251,8 +263,11 @@ def _envs_per_task(*, episodes: int, steps: int, eval_episodes: int) -> int:
     return min(range(1, top + 1), key=cost)
 
 
-def log_evaluation(report: EvaluationReport, *, training_run_id: str | None = None) -> str:
-    """Log ``report`` as a finished run of the ``metarl-evaluations`` experiment; returns its id."""
+def log_evaluation(
+    report: EvaluationReport, *, training_run_id: str | None = None, evaluation_id: str | None = None
+) -> str:
+    """Log ``report`` as a finished run of the ``metarl-evaluations`` experiment; returns its id.
+    ``evaluation_id`` (the control plane's) becomes the run tag ``metarl.evaluation_id``."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = tracking.client()
@@ -268,6 +283,8 @@ def log_evaluation(report: EvaluationReport, *, training_run_id: str | None = No
     }
     if training_run_id:
         tags["metarl.training_run_id"] = training_run_id
+    if evaluation_id:
+        tags[EVALUATION_ID_TAG] = evaluation_id
     run = client.create_run(experiment_id, run_name=f"eval-{label}"[:250], tags=tags)
     run_id = run.info.run_id
     try:
@@ -319,6 +336,12 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _evaluation_id(text: str) -> str:
+    if not EVALUATION_ID_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"must match {EVALUATION_ID_PATTERN.pattern}, got {text!r}")
+    return text
+
+
 def _fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -367,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=_non_negative, default=0, help="seed of tasks, resets and action noise (default 0)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the evaluation as an MLflow run")
+    parser.add_argument("--evaluation-id", type=_evaluation_id, default=None,
+                        help="the control plane's evaluation id, logged as the run tag metarl.evaluation_id")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -376,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = evaluate(
             args.model, episodes=args.episodes, steps=args.steps, tasks=args.tasks, seed=args.seed,
-            log_to_mlflow=not args.no_mlflow,
+            log_to_mlflow=not args.no_mlflow, evaluation_id=args.evaluation_id,
         )
     except (ModelNotFoundError, ModelFormatError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
