@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# metarl up (local Ray head + job server + API), submit the demo job, watch it live, print the
+# model URI and how to load it; the service keeps running (`.venv/bin/metarl down` stops it)
 run: install
-	$(BIN)/python -m workers.demo
+	$(BIN)/metarl demo
 
 test: install
 	$(BIN)/python -m pytest -q

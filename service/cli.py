@@ -26,14 +26,29 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from typer.core import TyperGroup
 
 from service import local, presets
-from service.client import ApiClient, ClientError, ConnectionFailed, default_home, default_url, local_admin_key
+from service.client import (
+    ApiClient,
+    ClientError,
+    ConnectionFailed,
+    default_home,
+    default_url,
+    local_admin_key,
+)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -163,6 +178,10 @@ def _progress(job: dict[str, Any]) -> str:
     return f"{p.get('iteration', 0)}/{p.get('iterations', '?')}"
 
 
+def _table(title: str) -> Table:
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+
+
 def _kv_table(rows: list[tuple[str, str]], title: str | None = None) -> Table:
     t = Table(show_header=False, title=title, title_justify="left", box=None, pad_edge=False)
     t.add_column(style="bold")
@@ -181,6 +200,16 @@ def _metric_stats(m: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def _bar_stats(m: dict[str, Any]) -> str:
+    out = f"{_num(m.get('meta/return_pre'), '.1f')}→{_num(m.get('meta/return_post'), '.1f')}"
+    if m.get("meta/success_post") is not None:
+        out += f" succ {_num(m.get('meta/success_post'), '.2f')}"
+    sps = m.get("perf/env_steps_per_s")
+    if sps is not None:
+        out += f" {float(sps) / 1000:,.0f}k steps/s"
+    return out
+
+
 # ---- presets ---------------------------------------------------------------------------------
 @app.command("presets")
 def presets_cmd(name: Annotated[str | None, typer.Argument(help="show this preset's spec (JSON)")] = None) -> None:
@@ -188,7 +217,7 @@ def presets_cmd(name: Annotated[str | None, typer.Argument(help="show this prese
     if name is not None:
         console.print_json(json.dumps(presets.load_preset(name).spec))
         return
-    t = Table(title="job presets (metarl jobs submit --preset NAME [--set key=value ...])", title_justify="left")
+    t = _table("job presets (metarl jobs submit --preset NAME [--set key=value ...])")
     for col in ("name", "algorithm", "task family", "meta-batch × episodes", "iterations", "workers × envs", "registers as"):
         t.add_column(col)
     for p in presets.presets():
@@ -246,13 +275,18 @@ def jobs_list(
 ) -> None:
     """List jobs, newest first."""
     page = _api(ctx).get("/v1/jobs", status=status.upper() if status else None, limit=limit, offset=offset)
-    t = Table(title=f"jobs ({len(page['data'])} of {page['count']})", title_justify="left")
-    for col in ("id", "name", "owner", "status", "progress", "workers", "model", "created"):
-        t.add_column(col, overflow="fold")
+    t = _table(f"jobs ({len(page['data'])} of {page['count']})")
+    for col in ("id", "status", "progress"):
+        t.add_column(col, no_wrap=True)
+    t.add_column("name", overflow="fold", min_width=12)
+    t.add_column("model", overflow="fold", min_width=5)
+    t.add_column("created", no_wrap=True)
     for j in page["data"]:
-        model = f"{j['model_name']} v{j['model_version']}" if j.get("model_version") else "-"
-        t.add_row(j["id"], escape(j["name"]), j["owner"], _status(j["status"]), _progress(j), str(j["rollout_workers"]),
-                  model, _when(j["created_at"]))
+        model = "-"
+        if j.get("model_version"):
+            same = j.get("model_name") == j["name"]
+            model = f"v{j['model_version']}" if same else f"{j['model_name']}/{j['model_version']}"
+        t.add_row(j["id"], _status(j["status"]), _progress(j), escape(j["name"]), model, _when(j["created_at"])[5:16])
     console.print(t)
 
 
@@ -266,7 +300,7 @@ def _show(job: dict[str, Any]) -> None:
     console.print(_kv_table(rows, title=f"job {job['id']}"))
     metrics = job.get("latest_metrics") or {}
     if metrics:
-        t = Table(title="latest metrics", title_justify="left")
+        t = _table("latest metrics")
         t.add_column("metric")
         t.add_column("value", justify="right")
         for k in sorted(metrics):
@@ -297,13 +331,14 @@ def watch_job(client: ApiClient, job_id: str, *, retries: int = 10) -> _Watch:
     state = _Watch(job=client.get(f"/v1/jobs/{job_id}"))
     seen: set[int] = set()
     progress = Progress(
-        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"), TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
+        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("{task.fields[stats]}"),
         console=console,
     )
     p0 = state.job["progress"]
     with progress:
-        bar = progress.add_task(escape(state.job["name"]), total=p0["iterations"], completed=p0["iteration"],
+        name = state.job["name"] if len(state.job["name"]) <= 24 else state.job["name"][:23] + "…"
+        bar = progress.add_task(escape(name), total=p0["iterations"], completed=p0["iteration"],
                                 status=_status(state.job["status"]), stats="")
         failures, ended = 0, False
         while not ended:
@@ -325,7 +360,7 @@ def watch_job(client: ApiClient, job_id: str, *, retries: int = 10) -> _Watch:
                         seen.add(step)
                         state.history.append((step, m))
                         total = state.job["progress"]["iterations"]
-                        progress.update(bar, completed=max(step + 1, len(seen)), stats=_metric_stats(m))
+                        progress.update(bar, completed=max(step + 1, len(seen)), stats=_bar_stats(m))
                         progress.console.print(f"  iteration {step + 1:>{len(str(total))}}/{total}  {_metric_stats(m)}"
                                                + (f"  {m['time/iteration_s']:.1f} s" if "time/iteration_s" in m else ""))
             except ConnectionFailed:
@@ -438,7 +473,7 @@ def jobs_resume(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metava
 def models_list(ctx: typer.Context) -> None:
     """List registered models."""
     page = _api(ctx).get("/v1/models")
-    t = Table(title=f"models ({page['count']})", title_justify="left")
+    t = _table(f"models ({page['count']})")
     for col in ("name", "versions", "latest", "aliases", "updated"):
         t.add_column(col, overflow="fold")
     for m in page["data"]:
@@ -456,13 +491,13 @@ def _version_metric(v: dict[str, Any], key: str) -> Any:
 def models_versions(ctx: typer.Context, name: str) -> None:
     """List a model's versions with their aliases and final metrics."""
     page = _api(ctx).get(f"/v1/models/{name}/versions")
-    t = Table(title=f"{name}: {page['count']} versions", title_justify="left")
-    for col in ("version", "aliases", "return pre", "return post", "success", "run", "created", "uri"):
-        t.add_column(col, overflow="fold")
+    t = _table(f"{name}: {page['count']} versions (models:/{name}/VERSION)")
+    for col in ("version", "aliases", "return pre", "return post", "success", "created", "run"):
+        t.add_column(col, overflow="fold", no_wrap=col in ("created", "run"))
     for v in page["data"]:
         t.add_row(v["version"], ", ".join(v.get("aliases") or []) or "-", _num(_version_metric(v, "return_pre"), ".1f"),
                   _num(_version_metric(v, "return_post"), ".1f"), _num(_version_metric(v, "success_post"), ".2f"),
-                  v.get("run_id") or "-", _when(v.get("created_at")), v["uri"])
+                  _when(v.get("created_at"))[5:16], (v.get("run_id") or "-")[:8])
     console.print(t)
 
 
@@ -497,18 +532,17 @@ def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
 
 
 def resolve_version(client: ApiClient, name: str, version: str | None, alias: str | None) -> str:
+    """The version number ``NAME@ALIAS`` points at (``latest``: the newest version)."""
     if version is not None:
         return version
-    versions = client.get(f"/v1/models/{name}/versions")["data"]
-    if not versions:
-        raise CliError(f"model {name!r} has no versions")
-    if alias == "latest":
-        return str(max(int(v["version"]) for v in versions))
-    for v in versions:
-        if alias in (v.get("aliases") or []):
-            return str(v["version"])
-    known = sorted({a for v in versions for a in v.get("aliases") or []})
-    raise CliError(f"model {name!r} has no alias {alias!r}" + (f" (aliases: {', '.join(known)})" if known else " (no aliases set)"),
+    model = client.get(f"/v1/models/{name}")
+    aliases = model.get("aliases") or {}
+    if alias in aliases:
+        return str(aliases[alias])
+    if alias == "latest" and model.get("latest_version"):
+        return str(model["latest_version"])
+    known = ", ".join(sorted(aliases))
+    raise CliError(f"model {name!r} has no alias {alias!r}" + (f" (aliases: {known})" if known else " (no aliases set)"),
                    hint=f"metarl models alias {name} {alias} VERSION")
 
 
@@ -609,8 +643,7 @@ def evaluations_show(ctx: typer.Context, evaluation_id: Annotated[str, typer.Arg
 def cluster(ctx: typer.Context) -> None:
     """The Ray cluster: nodes, CPUs, GPUs, free capacity."""
     c = _api(ctx).get("/v1/cluster")
-    t = Table(title=f"cluster: {c['cpus_free']:g}/{c['cpus']:g} CPUs free, {c['gpus_free']:g}/{c['gpus']:g} GPUs free",
-              title_justify="left")
+    t = _table(f"cluster: {c['cpus_free']:g}/{c['cpus']:g} CPUs free, {c['gpus_free']:g}/{c['gpus']:g} GPUs free")
     for col in ("node", "address", "role", "alive", "CPUs", "GPUs", "memory GB"):
         t.add_column(col)
     for n in c["nodes"]:
@@ -634,13 +667,21 @@ def keys_create(
 
 # ---- the local stack -------------------------------------------------------------------------------
 def _components_table(components: list[local.Component], title: str) -> Table:
-    t = Table(title=title, title_justify="left")
-    for col in ("component", "address", "pid", "state", "notes"):
-        t.add_column(col, overflow="fold")
+    t = _table(title)
+    t.add_column("component", no_wrap=True)
+    t.add_column("state", no_wrap=True)
+    t.add_column("address", overflow="fold")
+    t.add_column("pid", no_wrap=True)
     for c in components:
         style = {"started": "green", "already running": "cyan", "stopped": "yellow"}.get(c.state, "dim")
-        t.add_row(c.name, c.address, c.pid, f"[{style}]{c.state}[/]", escape(c.note))
+        t.add_row(c.name, f"[{style}]{c.state}[/]", c.address, c.pid)
     return t
+
+
+def _components_notes(components: list[local.Component]) -> None:
+    for c in components:
+        if c.note:
+            console.print(f"  {c.name}: {escape(c.note)}", style="dim", soft_wrap=True, highlight=False)
 
 
 def _venv_tool(name: str) -> str:
@@ -658,6 +699,12 @@ def _self_command() -> str:
     return _venv_tool("metarl")
 
 
+def _me(cfg: Config) -> str:
+    """This CLI, with ``--home`` when the data dir is not the default one."""
+    default = Path(os.environ.get("METARL_HOME") or Path.home() / ".metarl").expanduser()
+    return _self_command() + ("" if cfg.home == default else f" --home {cfg.home}")
+
+
 def _say(msg: str) -> None:
     console.print(msg, style="dim", soft_wrap=True)
 
@@ -666,10 +713,9 @@ def _up(cfg: Config, *, num_cpus: int | None, port: int, dashboard_port: int, ra
     comps = local.up(cfg.home, num_cpus=num_cpus or os.cpu_count() or 1, port=port, dashboard_port=dashboard_port,
                      ray_port=ray_port, say=_say)
     console.print(_components_table(comps, f"metarl is up (data dir {cfg.home})"))
-    me = _self_command()
-    home_flag = "" if cfg.home == Path.home() / ".metarl" else f"--home {cfg.home} "
+    _components_notes(comps)
     console.print(f"API key: {cfg.home / 'admin.key'} (the CLI reads it on this machine)\n"
-                  f"stop everything: {me} {home_flag}down", soft_wrap=True)
+                  f"stop everything: {_me(cfg)} down", soft_wrap=True)
     return comps[1].address
 
 
@@ -691,6 +737,7 @@ def down(ctx: typer.Context) -> None:
     """Stop the API and the Ray head that `metarl up` started (only those)."""
     comps = local.down(_cfg(ctx).home, say=_say)
     console.print(_components_table(comps, "metarl is down"))
+    _components_notes(comps)
 
 
 @app.command("demo")
@@ -711,7 +758,7 @@ def demo(
     job = submit_job(client, spec)
     state = watch_job(client, job["id"])
     _summary(state)
-    me, final = _self_command(), state.job
+    me, final = _me(cfg), state.job
     if final["status"] != "SUCCEEDED" or not final.get("model_uri"):
         raise CliError(f"the demo job {final['id']} ended {final['status']}" + (f": {final['message']}" if final.get("message") else ""),
                        hint=f"{me} jobs logs {final['id']}")

@@ -121,6 +121,8 @@ class ApiClient:
         except (json.JSONDecodeError, UnicodeDecodeError):
             payload = None
         message, code = error_message(payload, f"HTTP {r.status_code} {r.reason_phrase}: {r.text[:200]}")
+        if r.status_code == 404 and message == "Not Found":  # no such route (an older API?)
+            message = f"{r.request.method} {r.request.url.path}: not found on {self.url}"
         hint = None
         if r.status_code == 401:
             hint = ("pass a key with --key / METARL_API_KEY; on the machine that runs the service the CLI reads "

@@ -308,8 +308,9 @@ def start_ray(paths: Paths, *, num_cpus: int, dashboard_port: int, ray_port: int
         _ray_executable(), "start", "--head", "--disable-usage-stats",
         f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
         f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}",
-        # fixed defaults (52365, 10001) would clash with another Ray on this machine
-        f"--dashboard-agent-listen-port={_port_or_free(52365)}",
+        # Ray's fixed defaults (agent 52365, client server 10001) would clash with another Ray
+        # on this machine (a test session's, another data dir's)
+        f"--dashboard-agent-listen-port={free_port()}",
         f"--ray-client-server-port={_port_or_free(10001)}",
     ]
     say(f"starting a Ray head ({num_cpus} CPUs, temp dir {temp_dir}) ...")

@@ -346,7 +346,14 @@ class MetaPolicy:
         store = tracking.tracking_uri()
         with tempfile.TemporaryDirectory(prefix="metarl-model-") as tmp:
             try:
-                local = mlflow.artifacts.download_artifacts(artifact_uri=canonical, dst_path=tmp, tracking_uri=store)
+                source = canonical
+                parsed = parse_registry_uri(canonical)
+                if parsed is not None and parsed[1] is not None and parsed[1].isdigit():
+                    # MLflow looks models:/NAME/V up in its default registry (./mlflow.db unless
+                    # MLFLOW_TRACKING_URI is set), not in `store`: resolve the files' location here
+                    registry = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
+                    source = registry.get_model_version_download_uri(parsed[0], parsed[1])
+                local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=store)
             except MlflowException as exc:
                 raise ModelNotFoundError(
                     f"cannot load {uri!r} from tracking store {store}: {exc.message.rstrip('.')}"
