@@ -35,7 +35,7 @@ def body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
+    parts = [str(p) for p in loc if p not in ("body", "path", "query", "header")]
     return ".".join(parts) or "body"
 
 

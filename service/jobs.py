@@ -182,15 +182,32 @@ def reconcile(*, store: Store, launcher: RayLauncher, view: TrackingView) -> int
     return len(ids)
 
 
+def refresh_evaluations(*, store: Store, launcher: RayLauncher, view: TrackingView) -> int:
+    """Refresh every unfinished meta-test evaluation (status and, once done, its result)."""
+    from service import evaluations
+    from service.db import Evaluation
+
+    with store.session() as s:
+        ids = list(s.scalars(select(Evaluation.id).where(Evaluation.status.in_(ACTIVE))))
+    for eval_id in ids:
+        try:
+            evaluations.refresh(store=store, launcher=launcher, view=view, eval_id=eval_id)
+        except (LauncherError, ApiError) as exc:
+            log.warning("refresh %s: %s", eval_id, exc)
+    return len(ids)
+
+
 async def poll_forever(app: FastAPI) -> None:
-    """Keep active jobs fresh (status, progress, model) every ``poll_interval_s``."""
+    """Keep active jobs and evaluations fresh (status, progress, model, results) every
+    ``poll_interval_s``."""
     st = app.state
     while True:
         await asyncio.sleep(st.settings.poll_interval_s)
-        try:
-            await asyncio.to_thread(reconcile, store=st.store, launcher=st.launcher, view=st.view)
-        except Exception as exc:  # noqa: BLE001 - a poller that dies silently would freeze every job's status
-            log.warning("job poller: %s", exc)
+        for fn in (reconcile, refresh_evaluations):
+            try:
+                await asyncio.to_thread(fn, store=st.store, launcher=st.launcher, view=st.view)
+            except Exception as exc:  # noqa: BLE001 - a poller that dies silently would freeze every status
+                log.warning("poller (%s): %s", fn.__name__, exc)
 
 
 # ---- control -------------------------------------------------------------------------------------

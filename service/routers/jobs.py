@@ -15,7 +15,15 @@ from service.db import TERMINAL
 from service.deps import LauncherDep, PrincipalDep, SettingsDep, StoreDep, ViewDep
 from service.errors import unavailable
 from service.launcher import LauncherError
-from service.schemas import JobPublic, JobsPublic, JobStatus, JobUpdate, LogsPublic, MetricPoint, MetricsPublic
+from service.schemas import (
+    JobPublic,
+    JobsPublic,
+    JobStatus,
+    JobUpdate,
+    LogsPublic,
+    MetricPoint,
+    MetricsPublic,
+)
 from workers.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import ray
 from ray.util.state import list_actors, list_placement_groups
 
 from tests.service.helpers import job, sse, tiny_spec, wait_for, wait_status
