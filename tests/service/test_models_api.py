@@ -157,7 +157,7 @@ def test_download_extracts_to_a_loadable_policy(live_service, trained, tmp_path)
     assert {f"{MODEL}-v1/MLmodel", f"{MODEL}-v1/artifacts/params.pt", f"{MODEL}-v1/artifacts/policy.json"} <= set(names)
     assert all(n == top.name or n.startswith(f"{top.name}/") for n in names)
 
-    policy = MetaPolicy.from_directory(top)
+    policy = MetaPolicy.load(str(top))  # the user-facing loader takes the extracted archive as is
     assert policy.algorithm == "maml" and policy.family.name == "navigation2d"
     obs_dim, act_dim = policy.policy_spec.obs_dim, policy.policy_spec.act_dim
     assert policy.act(np.zeros(obs_dim, np.float32)).shape == (act_dim,)
