@@ -331,14 +331,13 @@ def watch_job(client: ApiClient, job_id: str, *, retries: int = 10) -> _Watch:
     state = _Watch(job=client.get(f"/v1/jobs/{job_id}"))
     seen: set[int] = set()
     progress = Progress(
-        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+        SpinnerColumn(), BarColumn(bar_width=16), MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("{task.fields[stats]}"),
         console=console,
     )
     p0 = state.job["progress"]
     with progress:
-        name = state.job["name"] if len(state.job["name"]) <= 24 else state.job["name"][:23] + "…"
-        bar = progress.add_task(escape(name), total=p0["iterations"], completed=p0["iteration"],
+        bar = progress.add_task(escape(state.job["name"]), total=p0["iterations"], completed=p0["iteration"],
                                 status=_status(state.job["status"]), stats="")
         failures, ended = 0, False
         while not ended:
