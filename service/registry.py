@@ -107,10 +107,11 @@ def run_metrics(*, view: TrackingView, run_id: str | None) -> dict[str, float]:
         return {}
 
 
-def version_public(mv: Any, *, metrics: dict[str, float] | None = None) -> ModelVersionPublic:
+def version_public(mv: Any, *, metrics: dict[str, float] | None = None,
+                   aliases: list[str] | None = None) -> ModelVersionPublic:
     return ModelVersionPublic(
         name=mv.name, version=str(mv.version), uri=f"models:/{mv.name}/{mv.version}",
-        aliases=sorted(mv.aliases or []), tags=dict(mv.tags or {}), metrics=metrics or {}, run_id=mv.run_id or None,
+        aliases=sorted(aliases if aliases is not None else (mv.aliases or [])), tags=dict(mv.tags or {}), metrics=metrics or {}, run_id=mv.run_id or None,
         status=str(mv.status) if mv.status is not None else None, created_at=_ms(mv.creation_timestamp),
     )
 
@@ -159,9 +160,15 @@ def get_model(*, view: TrackingView, principal: Principal, name: str) -> ModelPu
 
 
 def list_versions(*, view: TrackingView, principal: Principal, name: str) -> list[ModelVersionPublic]:
-    """The caller's versions of ``name``, newest first, each with its training run's metrics."""
-    return [version_public(mv, metrics=run_metrics(view=view, run_id=mv.run_id))
-            for mv in _versions_of(view, principal=principal, name=name)]
+    """The caller's versions of ``name``, newest first, each with its aliases and its training
+    run's metrics (MLflow's version search leaves aliases out: they come from the model)."""
+    versions = _versions_of(view, principal=principal, name=name)
+    with _mlflow("model", name):
+        by_version: dict[str, list[str]] = {}
+        for alias, v in (view.client.get_registered_model(name).aliases or {}).items():
+            by_version.setdefault(str(v), []).append(alias)
+    return [version_public(mv, metrics=run_metrics(view=view, run_id=mv.run_id), aliases=by_version.get(str(mv.version), []))
+            for mv in versions]
 
 
 def get_version_entity(*, view: TrackingView, principal: Principal, name: str, version: str) -> Any:

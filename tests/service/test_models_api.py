@@ -112,6 +112,8 @@ def test_alias_set_moved_and_read_back(live_service, trained):
         assert r.json()["version"] == "1" and r.json()["aliases"] == ["champion"]
         assert c.get(f"/v1/models/{MODEL}/versions/1").json()["aliases"] == ["champion"]
         assert c.get(f"/v1/models/{MODEL}").json()["aliases"] == {"champion": "1"}
+        listed = {v["version"]: v["aliases"] for v in c.get(f"/v1/models/{MODEL}/versions").json()["data"]}
+        assert listed["1"] == ["champion"]
 
         assert c.put(f"/v1/models/{MODEL}/aliases/champion", json={"version": "2"}).status_code == 200
         assert c.get(f"/v1/models/{MODEL}/versions/1").json()["aliases"] == []
