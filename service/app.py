@@ -18,6 +18,7 @@ from service import errors, jobs, observability
 from service.auth import bootstrap_admin
 from service.db import Store
 from service.launcher import RayLauncher
+from service.schemas import ERROR_RESPONSES
 from service.routers import cluster, health, keys, models
 from service.routers import jobs as jobs_router
 from service.settings import Settings
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None
                 await poller
             store.dispose()
 
-    app = FastAPI(title="metarl", version=VERSION, lifespan=lifespan,
+    app = FastAPI(title="metarl", version=VERSION, lifespan=lifespan, responses=ERROR_RESPONSES,
                   description="Meta-RL training jobs on Ray, models in MLflow.")
     errors.install(app)
     observability.install(app)

@@ -46,10 +46,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in exc.errors()]
-        fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
-        return JSONResponse(body("invalid_request", f"invalid request: {fields}", errors), status_code=422)
+        errors = []
+        for e in exc.errors():
+            loc, kind, msg = tuple(e.get("loc", ())), e.get("type", ""), e.get("msg", "")
+            if kind == "json_invalid":  # loc is ("body", character offset)
+                at = loc[-1] if len(loc) > 1 else "?"
+                errors.append({"field": "body", "message": f"{msg} at character {at}", "type": kind})
+            else:
+                errors.append({"field": _field(loc), "message": msg, "type": kind})
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        return JSONResponse(body("invalid_request", f"invalid request: {summary}{more}", errors), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -93,9 +93,10 @@ def latest_metrics(*, view: TrackingView, job: Job) -> dict[str, float]:
 
 # ---- submit ------------------------------------------------------------------------------------
 def submit_job(*, store: Store, launcher: RayLauncher, principal: Principal, spec: JobSpec,
-               idempotency_key: str | None) -> tuple[Job, bool]:
+               idempotency_key: str | None, max_active: int | None = None) -> tuple[Job, bool]:
     """Record and submit a job; returns ``(job, created)``.  A repeated ``Idempotency-Key`` with
-    the same spec returns the first job; with another spec it is a 409."""
+    the same spec returns the first job; with another spec it is a 409.  An owner with
+    ``max_active`` pending or running jobs gets 429."""
     digest = request_hash(spec)
     model_name = model_name_of(spec)
     with store.session() as s:
@@ -106,6 +107,12 @@ def submit_job(*, store: Store, launcher: RayLauncher, principal: Principal, spe
                     raise conflict(f"Idempotency-Key {idempotency_key!r} was used for a different job spec",
                                    {"job_id": prior.id})
                 return prior, False
+        if max_active is not None:
+            active = s.scalar(select(func.count()).select_from(Job).where(Job.owner == principal.owner, Job.status.in_(ACTIVE))) or 0
+            if active >= max_active:
+                raise ApiError(429, "too_many_jobs", f"{principal.owner} has {active} pending or running jobs (the limit is "
+                               f"{max_active}, METARL_MAX_ACTIVE_JOBS); wait for one to finish or cancel one",
+                               {"active": active, "limit": max_active})
         taken = s.scalar(select(Job.owner).where(Job.model_name == model_name, Job.owner != principal.owner).limit(1))
         if taken is not None and not principal.is_admin:
             raise conflict(f"the model name {model_name!r} belongs to another owner; choose another register_as",

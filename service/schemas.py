@@ -20,6 +20,27 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# ---- errors -------------------------------------------------------------------------------------
+class ErrorDetail(_Out):
+    code: str = Field(description="machine-readable: invalid_request, not_found, conflict, too_large, ...")
+    message: str = Field(description="what went wrong; names the field or resource")
+    details: Any = None
+
+
+class ErrorBody(_Out):
+    error: ErrorDetail
+
+
+#: documented on every operation: the error statuses the API answers with
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in ((401, "missing or invalid API key"), (403, "needs an admin key"),
+                       (404, "not found, or not the caller's"), (409, "conflicts with the resource's state"),
+                       (413, "request body too large"), (422, "invalid request; the message names the fields"),
+                       (429, "too many active jobs"), (503, "Ray, MLflow or the store unavailable"))
+}
+
+
 # ---- jobs ---------------------------------------------------------------------------------------
 class Progress(_Out):
     iteration: int = Field(description="iterations finished")

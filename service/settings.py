@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(2.0, gt=0, le=60, description="how often running jobs are refreshed from Ray")
     sse_interval_s: float = Field(1.0, gt=0, le=60, description="how often an event stream looks for news")
     job_env: dict[str, str] = Field(default_factory=dict, description="extra environment variables for job drivers")
+    max_active_jobs: int = Field(16, ge=1, le=100_000, description="pending + running jobs one owner may have; more get 429")
     admin_owner: str = Field("admin", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     reconcile_on_start: bool = True
 

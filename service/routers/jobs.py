@@ -33,10 +33,10 @@ HEARTBEAT_S = 15.0
 
 @router.post("", status_code=201, response_model=JobPublic)
 async def submit(spec: JobSpec, response: Response, store: StoreDep, launcher: LauncherDep, principal: PrincipalDep,
-                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobPublic:
+                 settings: SettingsDep, idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobPublic:
     """Validate and submit a meta-training job (the body is the job spec)."""
     job, created = await asyncio.to_thread(jobs.submit_job, store=store, launcher=launcher, principal=principal,
-                                           spec=spec, idempotency_key=idempotency_key)
+                                           spec=spec, idempotency_key=idempotency_key, max_active=settings.max_active_jobs)
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
