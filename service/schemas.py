@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from workers.spec import NAME_PATTERN
+
+def _utc(v: dt.datetime) -> dt.datetime:
+    """The store keeps naive UTC; the API says so (RFC 3339 needs the offset)."""
+    return v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC)
+
+
+UtcDatetime = Annotated[dt.datetime, AfterValidator(_utc)]
 
 JobStatus = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"]
 
@@ -64,9 +71,9 @@ class JobPublic(_Out):
     model_uri: str | None = None
     latest_metrics: dict[str, float] = Field(default_factory=dict)
     spec: dict[str, Any]
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    finished_at: dt.datetime | None = None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    finished_at: UtcDatetime | None = None
 
 
 class JobsPublic(_Out):
@@ -108,7 +115,7 @@ class ModelVersionPublic(_Out):
     metrics: dict[str, float] = Field(default_factory=dict, description="the training run's final metrics")
     run_id: str | None = None
     status: str | None = None
-    created_at: dt.datetime | None = None
+    created_at: UtcDatetime | None = None
 
 
 class ModelPublic(_Out):
@@ -117,7 +124,7 @@ class ModelPublic(_Out):
     latest_version: str | None = None
     versions: int
     description: str | None = None
-    updated_at: dt.datetime | None = None
+    updated_at: UtcDatetime | None = None
 
 
 class ModelsPublic(_Out):
@@ -154,8 +161,8 @@ class EvaluationPublic(_Out):
     return_post: float | None = None
     success_post: float | None = None
     result: dict[str, Any] | None = Field(None, description="the full report (per task and overall) once finished")
-    created_at: dt.datetime
-    updated_at: dt.datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class EvaluationsPublic(_Out):
