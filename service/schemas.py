@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from workers.spec import NAME_PATTERN
 
+
 def _utc(v: dt.datetime) -> dt.datetime:
     """The store keeps naive UTC; the API says so (RFC 3339 needs the offset)."""
     return v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC)
