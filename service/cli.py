@@ -1,6 +1,6 @@
 """``metarl``: the command line of the service (typer + rich).
 
-    metarl up                                    # local Ray head + job server + API (data dir ~/.metarl)
+    metarl up [--workers N]                      # local Ray head (+ N worker nodes) + job server + API (data dir ~/.metarl)
     metarl jobs submit --preset navigation2d-maml-demo --set iterations=5 --watch
     metarl jobs list / show ID / watch ID / logs ID --follow / cancel ID / scale ID N / resume ID
     metarl models list / versions NAME / pull NAME@ALIAS -o DIR / alias NAME ALIAS V / evaluate NAME V --wait
@@ -708,9 +708,12 @@ def _say(msg: str) -> None:
     console.print(msg, style="dim", soft_wrap=True)
 
 
-def _up(cfg: Config, *, num_cpus: int | None, port: int, dashboard_port: int, ray_port: int) -> str:
-    comps = local.up(cfg.home, num_cpus=num_cpus or os.cpu_count() or 1, port=port, dashboard_port=dashboard_port,
-                     ray_port=ray_port, say=_say)
+def _up(cfg: Config, *, num_cpus: int | None, port: int, dashboard_port: int, ray_port: int, workers: int = 0,
+        cpus_per_worker: int = 2) -> str:
+    if num_cpus is None:  # with worker nodes the head keeps no CPUs: rollouts go to the workers
+        num_cpus = 0 if workers else os.cpu_count() or 1
+    comps = local.up(cfg.home, num_cpus=num_cpus, port=port, dashboard_port=dashboard_port,
+                     ray_port=ray_port, workers=workers, cpus_per_worker=cpus_per_worker, say=_say)
     console.print(_components_table(comps, f"metarl is up (data dir {cfg.home})"))
     _components_notes(comps)
     console.print(f"API key: {cfg.home / 'admin.key'} (the CLI reads it on this machine)\n"
@@ -721,19 +724,22 @@ def _up(cfg: Config, *, num_cpus: int | None, port: int, dashboard_port: int, ra
 _PortOpt = Annotated[int, typer.Option("--port", min=1, max=65535, help="API port")]
 _DashOpt = Annotated[int, typer.Option("--dashboard-port", min=1, max=65535, help="Ray dashboard / job server port")]
 _RayOpt = Annotated[int, typer.Option("--ray-port", min=1, max=65535, help="Ray GCS port (a free one if busy)")]
-_CpuOpt = Annotated[int | None, typer.Option("--num-cpus", min=1, help="CPUs Ray may use [default: all]", show_default=False)]
+_CpuOpt = Annotated[int | None, typer.Option("--num-cpus", min=0, help="CPUs the Ray head may use [default: all; 0 with --workers]", show_default=False)]
+_WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Ray worker nodes to start beside the head (separate `ray start` processes on 127.0.0.1)")]
+_WorkerCpuOpt = Annotated[int, typer.Option("--cpus-per-worker", min=1, help="logical CPUs of each worker node")]
 
 
 @app.command("up")
 def up(ctx: typer.Context, num_cpus: _CpuOpt = None, port: _PortOpt = 8000, dashboard_port: _DashOpt = 8265,
-       ray_port: _RayOpt = 6379) -> None:
-    """Start a local Ray head (job server on 127.0.0.1, token auth) and the API, detached."""
-    _up(_cfg(ctx), num_cpus=num_cpus, port=port, dashboard_port=dashboard_port, ray_port=ray_port)
+       ray_port: _RayOpt = 6379, workers: _WorkersOpt = 0, cpus_per_worker: _WorkerCpuOpt = 2) -> None:
+    """Start a local Ray head (job server on 127.0.0.1, token auth), optional worker nodes and the API, detached."""
+    _up(_cfg(ctx), num_cpus=num_cpus, port=port, dashboard_port=dashboard_port, ray_port=ray_port, workers=workers,
+        cpus_per_worker=cpus_per_worker)
 
 
 @app.command("down")
 def down(ctx: typer.Context) -> None:
-    """Stop the API and the Ray head that `metarl up` started (only those)."""
+    """Stop the API, the worker nodes and the Ray head that `metarl up` started (only those)."""
     comps = local.down(_cfg(ctx).home, say=_say)
     console.print(_components_table(comps, "metarl is down"))
     _components_notes(comps)

@@ -1,9 +1,11 @@
 """``metarl up`` / ``metarl down``: a local Ray head (with its job server, token auth on) and the
-API server, both detached, their state in the data dir.
+API server, both detached, their state in the data dir; with ``--workers N``, N Ray worker nodes
+beside the head (separate ``ray start --address=127.0.0.1:<GCS port>`` processes, each with its own
+CPUs, ports and temp dir): a real multi-node cluster on one machine.
 
-``down`` stops only what ``up`` started: the API by its pid file, the Ray head by the processes
-that carry its own ``--temp-dir`` (and their children).  It never runs ``ray stop``, which stops
-every Ray process of the user (a test session's, another project's)."""
+``down`` stops only what ``up`` started: the API by its pid file, the worker nodes and the Ray head
+by the processes that carry their own ``--temp-dir`` (and their children).  It never runs
+``ray stop``, which stops every Ray process of the user (a test session's, another project's)."""
 
 from __future__ import annotations
 
@@ -54,6 +56,18 @@ class Paths:
     @property
     def ray_log(self) -> Path:
         return self.ray_dir / "ray-start.log"
+
+    @property
+    def workers_file(self) -> Path:
+        """Written by ``up`` for the worker nodes it started: what ``down`` may stop."""
+        return self.ray_dir / "workers.json"
+
+    def worker_log(self, index: int) -> Path:
+        return self.ray_dir / f"worker-{index}.log"
+
+    def worker_temp_dir(self, index: int) -> Path:
+        """A worker node's own Ray temp dir (its sockets and logs), beside the head's."""
+        return Path(f"{self.temp_dir}-w{index}")
 
     @property
     def api_pid(self) -> Path:
@@ -350,6 +364,146 @@ def stop_ray(paths: Paths, *, say: Say) -> Component:
     return Component("Ray head", url, "-", state, f"{len(procs)} processes" if procs else "")
 
 
+# ---- worker nodes ------------------------------------------------------------------------------
+NODE_LABEL = "metarl.io/node"
+
+
+def _read_workers(paths: Paths) -> list[dict]:
+    try:
+        data = json.loads(paths.workers_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return data if isinstance(data, list) else []
+
+
+def _write_workers(paths: Paths, workers: list[dict]) -> None:
+    paths.workers_file.write_text(json.dumps(sorted(workers, key=lambda w: w["index"]), indent=1))
+
+
+def worker_processes(paths: Paths, index: int) -> list[Proc]:
+    """The processes of worker node ``index`` (its raylet, agents, workers): those naming its temp dir."""
+    return head_processes(paths.worker_temp_dir(index), None)
+
+
+def _ray_nodes(dashboard: str, token: str) -> list[dict]:
+    """The nodes as the head's state API reports them ([] when it does not answer)."""
+    try:
+        r = httpx.get(f"{dashboard}/api/v0/nodes", params={"limit": 10_000},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=5.0)
+        rows = r.json()["data"]["result"]["result"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return []
+    return rows if isinstance(rows, list) else []
+
+
+def _worker_node(dashboard: str, token: str, index: int) -> dict | None:
+    """The alive Ray node carrying worker ``index``'s label."""
+    for n in _ray_nodes(dashboard, token):
+        if (n.get("labels") or {}).get(NODE_LABEL) == f"worker-{index}" and n.get("state") == "ALIVE":
+            return n
+    return None
+
+
+def start_workers(paths: Paths, *, count: int, cpus_per_worker: int, say: Say) -> list[Component]:
+    """Ensure worker nodes 1..``count`` run beside the head ``up`` started (each a ``ray start
+    --address`` on 127.0.0.1 with its own ports and temp dir, labelled ``metarl.io/node=worker-i``);
+    the ones already running are reported, never stopped."""
+    head = _read_head(paths)
+    recorded = {int(w["index"]): w for w in _read_workers(paths)}
+    if count and head is None:
+        raise LocalError("worker nodes join a Ray head started by `metarl up`; this data dir's head was not "
+                         "(another Ray answers on --dashboard-port): stop it or pick other ports")
+    if head is None:
+        return []
+    token = paths.token_file.read_text().strip()
+    dashboard = f"http://127.0.0.1:{head['dashboard_port']}"
+    comps: list[Component] = []
+    for index in sorted(set(recorded) | set(range(1, count + 1))):
+        rec = recorded.get(index)
+        procs = worker_processes(paths, index)
+        node = _worker_node(dashboard, token, index) if procs else None
+        if node is not None and rec is not None:
+            comps.append(_worker_component(index, rec, "already running"))
+            continue
+        if procs:  # what is left of a worker that lost its head (or never joined)
+            terminate([p.pid for p in procs])
+        if index > count:
+            recorded.pop(index, None)
+            continue
+        recorded[index] = _start_worker(paths, index=index, gcs_port=int(head["gcs_port"]), dashboard=dashboard,
+                                        token=token, cpus=cpus_per_worker, say=say)
+        _write_workers(paths, list(recorded.values()))
+        comps.append(_worker_component(index, recorded[index], "started"))
+    _write_workers(paths, list(recorded.values()))
+    return comps
+
+
+def _worker_component(index: int, rec: dict, state: str) -> Component:
+    return Component(f"Ray worker node {index}", f"{rec.get('node_ip', '?')} ({rec['num_cpus']:g} CPUs)", "-", state,
+                     f"node {rec.get('node_id', '?')}, temp dir {rec['temp_dir']}")
+
+
+def _start_worker(paths: Paths, *, index: int, gcs_port: int, dashboard: str, token: str, cpus: int,
+                  say: Say) -> dict:
+    temp_dir = paths.worker_temp_dir(index)
+    log_path = paths.worker_log(index)
+    args = [
+        # Ray turns 127.0.0.1 into this machine's address: every node registers with that one IP
+        _ray_executable(), "start", f"--address=127.0.0.1:{gcs_port}",
+        f"--num-cpus={cpus}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+        f"--labels={NODE_LABEL}=worker-{index}",
+        # every port its own: Ray's fixed defaults (agent 52365, worker ports 10002-19999) would
+        # collide with the head's and the other workers' on this one machine
+        f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+        "--min-worker-port=0", "--max-worker-port=0",
+    ]
+    say(f"starting Ray worker node {index} ({cpus} CPUs, temp dir {temp_dir}) ...")
+    with log_path.open("w") as log:
+        rc = subprocess.run(args, env=_ray_env(paths), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=paths.home, check=False).returncode
+    rec = {"index": index, "temp_dir": str(temp_dir), "num_cpus": cpus, "started_at": time.time()}
+    if rc != 0:
+        terminate([p.pid for p in worker_processes(paths, index)])
+        raise LocalError(f"`ray start` of worker node {index} failed (exit {rc}); its output ({log_path}):\n{_tail(log_path)}")
+    node = _wait(lambda: _worker_node(dashboard, token, index) is not None, timeout=60)
+    found = _worker_node(dashboard, token, index) if node else None
+    if found is None:
+        raise LocalError(f"Ray worker node {index} started but did not join the head within 60 s; "
+                         f"see {log_path} and {temp_dir}/session_latest/logs")
+    rec.update(node_id=str(found.get("node_id", "")), node_ip=str(found.get("node_ip", "")))
+    return rec
+
+
+def _worker_indices(paths: Paths) -> list[int]:
+    """The worker nodes of this data dir: recorded ones, and any whose temp dir exists (a start
+    that failed before it was recorded)."""
+    found = {int(w["index"]) for w in _read_workers(paths)}
+    prefix = f"{paths.temp_dir.name}-w"
+    with contextlib.suppress(OSError):
+        for d in paths.temp_dir.parent.iterdir():
+            if d.name.startswith(prefix) and d.name[len(prefix):].isdigit():
+                found.add(int(d.name[len(prefix):]))
+    return sorted(found)
+
+
+def stop_workers(paths: Paths, *, say: Say) -> list[Component]:
+    comps = []
+    recorded = {int(w["index"]) for w in _read_workers(paths)}
+    for index in _worker_indices(paths):
+        procs = worker_processes(paths, index)
+        if not procs and index not in recorded:
+            continue
+        if procs:
+            say(f"stopping Ray worker node {index} ({len(procs)} processes) ...")
+            terminate([p.pid for p in procs])
+        comps.append(Component(f"Ray worker node {index}", "-", "-", "stopped" if procs else "not running",
+                               f"{len(procs)} processes" if procs else ""))
+    paths.workers_file.unlink(missing_ok=True)
+    return comps
+
+
 # ---- the API ---------------------------------------------------------------------------------------
 def _api_pid(paths: Paths) -> int | None:
     """The pid in the pid file when that process is alive and is the API server."""
@@ -435,21 +589,26 @@ def stop_api(paths: Paths, *, say: Say) -> Component:
 
 
 # ---- both ------------------------------------------------------------------------------------------
-def up(home: Path, *, num_cpus: int, port: int, dashboard_port: int, ray_port: int = 6379, say: Say) -> list[Component]:
-    """Start (or find running) the Ray head and the API for data dir ``home``."""
+def up(home: Path, *, num_cpus: int, port: int, dashboard_port: int, ray_port: int = 6379, workers: int = 0,
+       cpus_per_worker: int = 2, say: Say) -> list[Component]:
+    """Start (or find running) the Ray head, ``workers`` Ray worker nodes and the API for data dir
+    ``home``."""
+    if num_cpus == 0 and workers == 0:
+        raise LocalError("a head with 0 CPUs needs worker nodes for rollouts: add --workers N or give the head CPUs")
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths = Paths(home.resolve())
     if ensure_token(paths):
         say(f"Ray auth token written to {paths.token_file} (mode 0600)")
     ray = start_ray(paths, num_cpus=num_cpus, dashboard_port=dashboard_port, ray_port=ray_port, say=say)
+    nodes = start_workers(paths, count=workers, cpus_per_worker=cpus_per_worker, say=say)
     api = start_api(paths, port=port, dashboard_port=dashboard_port, say=say)
     store = Component("MLflow store", os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.home / 'mlflow.db'}",
                       "-", "local" if not os.environ.get("MLFLOW_TRACKING_URI") else "remote",
                       f"artifacts {paths.home / 'mlartifacts'}")
-    return [ray, api, store]
+    return [ray, api, store, *nodes]
 
 
 def down(home: Path, *, say: Say) -> list[Component]:
-    """Stop the API and the Ray head that ``up`` started for ``home``; idempotent."""
+    """Stop the API, the worker nodes and the Ray head that ``up`` started for ``home``; idempotent."""
     paths = Paths(home.expanduser().resolve())
-    return [stop_api(paths, say=say), stop_ray(paths, say=say)]
+    return [stop_api(paths, say=say), *stop_workers(paths, say=say), stop_ray(paths, say=say)]
