@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -15,12 +16,12 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors, jobs, observability
-from service.auth import bootstrap_admin
+from service.auth import bootstrap_admin, load_secret
 from service.db import Store
 from service.launcher import RayLauncher
-from service.schemas import ERROR_RESPONSES
 from service.routers import cluster, health, keys, models
 from service.routers import jobs as jobs_router
+from service.schemas import ERROR_RESPONSES
 from service.settings import Settings
 from service.tracking_view import TrackingView
 
@@ -80,17 +81,25 @@ def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None
         settings.home.mkdir(parents=True, exist_ok=True)
         store = Store(settings.db_url)
         await asyncio.to_thread(store.migrate)
-        created = await asyncio.to_thread(bootstrap_admin, store, path=settings.admin_key_file, owner=settings.admin_owner)
+        secret = load_secret(home=settings.home,
+                             configured=settings.key_secret.get_secret_value() if settings.key_secret else None)
+        created = await asyncio.to_thread(bootstrap_admin, store, path=settings.admin_key_file, owner=settings.admin_owner,
+                                          secret=secret)
         if created:
             log.warning("first start: admin API key written to %s (mode 0600)", settings.admin_key_file)
         app.state.settings = settings
         app.state.store = store
+        app.state.key_secret = secret
         app.state.launcher = launcher or RayLauncher(settings)
         app.state.view = TrackingView(settings.tracking_uri)
         if settings.reconcile_on_start:
             n = await asyncio.to_thread(jobs.reconcile, store=store, launcher=app.state.launcher, view=app.state.view)
             if n:
                 log.info("reconciled %d unfinished job(s) with Ray", n)
+        # everything loaded so far (FastAPI, MLflow, SQLAlchemy: ~10^6 objects) lives as long as the
+        # process: keep it out of the cyclic GC, whose full passes otherwise stall every request
+        gc.collect()
+        gc.freeze()
         poller = asyncio.create_task(jobs.poll_forever(app))
         try:
             yield

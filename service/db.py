@@ -67,6 +67,8 @@ class Job(Base):
     model_version: Mapped[str | None] = mapped_column(String(16), nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the run's latest metrics (JSON), written when the job is refreshed; a terminal job's are final
+    latest_metrics: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
@@ -100,7 +102,9 @@ def make_engine(url: str) -> Engine:
     do not trip over each other."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # a pool as large as the request threads: no connection is opened per request under load
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=16, max_overflow=16)
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn, _record):  # noqa: ANN001

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.auth import Principal, authenticate
+from service.auth import Principal, authenticate, cached_principal
 from service.db import Store
 from service.errors import ApiError
 from service.launcher import RayLauncher
@@ -14,19 +15,19 @@ from service.settings import Settings
 from service.tracking_view import TrackingView
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_launcher(request: Request) -> RayLauncher:
+async def get_launcher(request: Request) -> RayLauncher:
     return request.app.state.launcher
 
 
-def get_view(request: Request) -> TrackingView:
+async def get_view(request: Request) -> TrackingView:
     return request.app.state.view
 
 
@@ -36,12 +37,16 @@ LauncherDep = Annotated[RayLauncher, Depends(get_launcher)]
 ViewDep = Annotated[TrackingView, Depends(get_view)]
 
 
-def get_principal(request: Request, store: StoreDep) -> Principal:
+async def get_principal(request: Request, store: StoreDep) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'")
-    principal = authenticate(store, key.strip())
+    secret = request.app.state.key_secret
+    # a key checked within the last seconds needs no store query (and no thread)
+    principal = cached_principal(key.strip(), secret=secret)
+    if principal is None:
+        principal = await asyncio.to_thread(authenticate, store, key.strip(), secret=secret)
     if principal is None:
         raise ApiError(401, "unauthorized", "invalid or revoked API key")
     return principal
@@ -50,7 +55,7 @@ def get_principal(request: Request, store: StoreDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_admin(principal: PrincipalDep) -> Principal:
+async def require_admin(principal: PrincipalDep) -> Principal:
     if not principal.is_admin:
         raise ApiError(403, "forbidden", "this needs an admin key")
     return principal

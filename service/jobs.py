@@ -11,12 +11,14 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from service.auth import Principal
 from service.db import ACTIVE, TERMINAL, Job, Store, utcnow
@@ -45,6 +47,27 @@ def model_name_of(spec: JobSpec) -> str:
 
 
 # ---- reads ---------------------------------------------------------------------------------------
+#: public views of job rows without their metrics (the list), keyed by the row's version
+_public: OrderedDict[tuple[str, Any, str, int], JobPublic] = OrderedDict()
+_public_lock = threading.Lock()
+PUBLIC_CACHE_SIZE = 4096
+
+
+def list_item(job: Job) -> JobPublic:
+    """``to_public(job)``, reused while the row is unchanged (``updated_at`` moves on every
+    update), so a page of finished jobs costs no re-validation."""
+    key = (job.id, job.updated_at, job.status, job.attempt)
+    with _public_lock:
+        hit = _public.get(key)
+    if hit is None:
+        hit = to_public(job)
+        with _public_lock:
+            _public[key] = hit
+            while len(_public) > PUBLIC_CACHE_SIZE:
+                _public.popitem(last=False)
+    return hit
+
+
 def to_public(job: Job, *, latest_metrics: dict[str, float] | None = None) -> JobPublic:
     spec = json.loads(job.spec)
     return JobPublic(
@@ -60,12 +83,63 @@ def to_public(job: Job, *, latest_metrics: dict[str, float] | None = None) -> Jo
     )
 
 
+#: how long a settled job's row is served from memory (another replica's resume shows within this)
+SETTLED_TTL_S = 2.0
+
+
+def settled(job: Job) -> bool:
+    """Finished, with its run and (if it succeeded) its model known: nothing refreshes it any more;
+    only a resume changes it."""
+    return job.status in TERMINAL and job.run_id is not None and (job.status != "SUCCEEDED" or bool(job.model_version))
+
+
+class _SettledJobs:
+    """(store, job id) -> settled row, for :data:`SETTLED_TTL_S`; this process drops an entry
+    when it changes the row (resume, first latest-metrics fill)."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[int, str], tuple[float, Job]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, store: Store, job_id: str) -> Job | None:
+        hit = self._items.get((id(store), job_id))
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, store: Store, job: Job) -> None:
+        with self._lock:
+            if len(self._items) > 10_000:
+                now = time.monotonic()
+                self._items = {k: v for k, v in self._items.items() if v[0] >= now}
+            self._items[(id(store), job.id)] = (time.monotonic() + SETTLED_TTL_S, job)
+
+    def drop(self, store: Store, job_id: str) -> None:
+        with self._lock:
+            self._items.pop((id(store), job_id), None)
+
+
+_settled = _SettledJobs()
+
+
+def _visible(job: Job | None, principal: Principal) -> bool:
+    return job is not None and (job.owner == principal.owner or principal.is_admin)
+
+
+def cached_job(*, store: Store, principal: Principal, job_id: str) -> Job | None:
+    """A settled job read within the last seconds, if the caller may see it (no store access)."""
+    job = _settled.get(store, job_id)
+    return job if _visible(job, principal) else None
+
+
 def get_job(*, store: Store, principal: Principal, job_id: str) -> Job:
     """The job, if the caller may see it (its owner or an admin); else 404."""
     with store.session() as s:
         job = s.get(Job, job_id)
-    if job is None or (job.owner != principal.owner and not principal.is_admin):
+    if not _visible(job, principal):
         raise not_found("job", job_id)
+    if settled(job):
+        _settled.put(store, job)
     return job
 
 
@@ -81,14 +155,42 @@ def list_jobs(*, store: Store, principal: Principal, status: str | None, offset:
     return rows, count
 
 
-def latest_metrics(*, view: TrackingView, job: Job) -> dict[str, float]:
+def latest_metrics(*, view: TrackingView, job: Job, store: Store | None = None) -> dict[str, float]:
+    """A job's latest metrics: a finished job's from the job store (final, written by the last
+    refresh, or on the first read after an upgrade when ``store`` is given), an active job's live
+    from MLflow."""
     if job.run_id is None:
         return {}
+    final = job.status in TERMINAL
+    if final and job.latest_metrics is not None:
+        return json.loads(job.latest_metrics)
     try:
-        return view.run_state(job.run_id).metrics
+        metrics = view.latest_metrics(job.run_id)
     except Exception as exc:  # noqa: BLE001 - the store being briefly unreachable must not fail a read
         log.warning("metrics of %s: %s", job.id, exc)
         return {}
+    if final and store is not None:
+        with store.session() as s:
+            s.execute(update(Job).where(Job.id == job.id, Job.status == job.status, Job.latest_metrics.is_(None))
+                      .values(latest_metrics=json.dumps(metrics), updated_at=Job.updated_at))
+        _settled.drop(store, job.id)
+    return metrics
+
+
+def show_job(*, store: Store, view: TrackingView, principal: Principal, job_id: str) -> JobPublic:
+    """``GET /v1/jobs/{id}``: the job with its latest metrics (one thread hop for the handler)."""
+    job = get_job(store=store, principal=principal, job_id=job_id)
+    return to_public(job, latest_metrics=latest_metrics(view=view, job=job, store=store))
+
+
+def job_history(*, store: Store, view: TrackingView, principal: Principal, job_id: str,
+                keys: list[str] | None) -> tuple[Job, dict[str, list[dict[str, Any]]]]:
+    """``GET /v1/jobs/{id}/metrics``: the job and its metrics' histories (a finished job's are
+    final, so the view may cache them)."""
+    job = get_job(store=store, principal=principal, job_id=job_id)
+    if job.run_id is None:
+        return job, {}
+    return job, view.history(job.run_id, keys, final_as=job.attempt if job.status in TERMINAL else None)
 
 
 # ---- submit ------------------------------------------------------------------------------------
@@ -158,6 +260,7 @@ def refresh(*, store: Store, launcher: RayLauncher, view: TrackingView, job_id: 
         if job.run_id is not None:
             state = view.run_state(job.run_id)
             job.iteration = min(state.iteration, job.iterations)
+            job.latest_metrics = json.dumps(state.metrics)
             uri = state.tags.get("metarl.model_uri")
             if uri and uri.startswith("models:/"):
                 name, _, version = uri.removeprefix("models:/").rpartition("/")
@@ -268,10 +371,12 @@ def resume_job(*, store: Store, launcher: RayLauncher, view: TrackingView, princ
         raise unavailable(str(exc)) from exc
     if job.rollout_workers != json.loads(job.spec)["resources"]["rollout_workers"]:
         view.set_desired_workers(job.run_id, job.rollout_workers)
+    _settled.drop(store, job_id)
     with store.session() as s:
         row = s.get(Job, job_id)
         row.attempt, row.submission_id, row.status = attempt, submission_id, "PENDING"
         row.message, row.finished_at = f"resumed (attempt {attempt}) from the checkpoint at iteration {row.iteration}", None
+    _settled.drop(store, job_id)
     log.info("job %s resumed as %s", job_id, submission_id)
     return get_job(store=store, principal=principal, job_id=job_id)
 

@@ -7,7 +7,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     max_active_jobs: int = Field(16, ge=1, le=100_000, description="pending + running jobs one owner may have; more get 429")
     admin_owner: str = Field("admin", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     reconcile_on_start: bool = True
+    key_secret: SecretStr | None = Field(None, description="secret of the API keys' keyed hash; <home>/key_secret (generated, 0600) if unset; replicas sharing a job store need the same")
 
     @field_validator("ray_dashboard")
     @classmethod

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from service import jobs
 from service.db import TERMINAL
@@ -21,7 +23,6 @@ from service.schemas import (
     JobStatus,
     JobUpdate,
     LogsPublic,
-    MetricPoint,
     MetricsPublic,
 )
 from workers.spec import JobSpec
@@ -29,6 +30,12 @@ from workers.spec import JobSpec
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 HEARTBEAT_S = 15.0
+
+
+def _json(model: BaseModel) -> Response:
+    """The hot read endpoints answer with their already-validated model, serialized once (a
+    returned model would be validated and serialized again against ``response_model``)."""
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 @router.post("", status_code=201, response_model=JobPublic)
@@ -45,28 +52,29 @@ async def submit(spec: JobSpec, response: Response, store: StoreDep, launcher: L
 
 @router.get("", response_model=JobsPublic)
 async def list_(store: StoreDep, principal: PrincipalDep, status: JobStatus | None = None,
-                offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JobsPublic:
+                offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
     rows, count = await asyncio.to_thread(jobs.list_jobs, store=store, principal=principal, status=status,
                                           offset=offset, limit=limit)
-    return JobsPublic(data=[jobs.to_public(j) for j in rows], count=count, offset=offset, limit=limit)
+    return _json(JobsPublic(data=[jobs.list_item(j) for j in rows], count=count, offset=offset, limit=limit))
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-async def show(job_id: str, store: StoreDep, view: ViewDep, principal: PrincipalDep) -> JobPublic:
-    job = await asyncio.to_thread(jobs.get_job, store=store, principal=principal, job_id=job_id)
-    metrics = await asyncio.to_thread(jobs.latest_metrics, view=view, job=job)
-    return jobs.to_public(job, latest_metrics=metrics)
+async def show(job_id: str, store: StoreDep, view: ViewDep, principal: PrincipalDep) -> Response:
+    job = jobs.cached_job(store=store, principal=principal, job_id=job_id)
+    if job is not None and job.latest_metrics is not None:  # settled: served from memory
+        return _json(jobs.to_public(job, latest_metrics=json.loads(job.latest_metrics)))
+    return _json(await asyncio.to_thread(jobs.show_job, store=store, view=view, principal=principal, job_id=job_id))
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic)
 async def metrics(job_id: str, store: StoreDep, view: ViewDep, principal: PrincipalDep,
-                  key: Annotated[list[str] | None, Query(description="only these metrics")] = None) -> MetricsPublic:
-    job = await asyncio.to_thread(jobs.get_job, store=store, principal=principal, job_id=job_id)
-    if job.run_id is None:
-        return MetricsPublic(job_id=job.id, run_id=None, metrics={})
-    history = await asyncio.to_thread(view.history, job.run_id, key)
-    return MetricsPublic(job_id=job.id, run_id=job.run_id,
-                         metrics={k: [MetricPoint(**p) for p in v] for k, v in history.items()})
+                  key: Annotated[list[str] | None, Query(description="only these metrics")] = None) -> Response:
+    job = jobs.cached_job(store=store, principal=principal, job_id=job_id)
+    history = view.cached_history(job.run_id, key, final_as=job.attempt) if job is not None and key else None
+    if history is None:
+        job, history = await asyncio.to_thread(jobs.job_history, store=store, view=view, principal=principal,
+                                               job_id=job_id, keys=key)
+    return _json(MetricsPublic.model_validate({"job_id": job.id, "run_id": job.run_id, "metrics": history}))
 
 
 @router.get("/{job_id}/events")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from service import auth
@@ -17,9 +17,10 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
 @router.post("", status_code=201, response_model=KeyPublic)
-async def create(body: KeyCreate, store: StoreDep, _: AdminDep) -> KeyPublic:
+async def create(body: KeyCreate, request: Request, store: StoreDep, _: AdminDep) -> KeyPublic:
     """A new key for ``owner``; the key is in this response only (it is stored hashed)."""
-    key_id, key = await asyncio.to_thread(auth.create_key, store, owner=body.owner, is_admin=body.admin)
+    key_id, key = await asyncio.to_thread(auth.create_key, store, owner=body.owner, is_admin=body.admin,
+                                          secret=request.app.state.key_secret)
     return KeyPublic(id=key_id, owner=body.owner, admin=body.admin, key=key)
 
 

@@ -3,6 +3,7 @@ data, keys are stored hashed, settings refuse bad values."""
 
 from __future__ import annotations
 
+import hashlib
 import stat
 
 import pytest
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from service import auth
-from service.db import Base, Job, Store
+from service.db import ApiKey, Base, Job, Store
 from service.settings import Settings
 
 
@@ -32,30 +33,81 @@ def test_migrations_match_the_models_and_an_upgrade_keeps_jobs(tmp_path):
         assert job is not None and job.iteration == 3 and job.status == "RUNNING"
 
 
+def test_an_upgrade_from_0001_keeps_jobs_and_adds_latest_metrics(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    from service.db import MIGRATIONS
+
+    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.exec_driver_sql(
+            "INSERT INTO jobs (id, owner, name, spec, status, attempt, submission_id, iteration, iterations,"
+            " rollout_workers, created_at, updated_at) VALUES ('job-old', 'ann', 'n', '{}', 'SUCCEEDED', 1,"
+            " 'job-old', 10, 10, 2, '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
+        cols = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(jobs)")}
+    assert "latest_metrics" not in cols
+    store.migrate()  # to head
+    with store.engine.connect() as conn:
+        cols = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(jobs)")}
+        version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    assert "latest_metrics" in cols and version == "0002"
+    with store.session() as s:
+        job = s.get(Job, "job-old")
+        assert job is not None and job.status == "SUCCEEDED" and job.iteration == 10 and job.latest_metrics is None
+
+
 def test_keys_are_hashed_checked_and_revocable(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
     store.migrate()
-    key_id, key = auth.create_key(store, owner="ann")
+    secret = auth.load_secret(home=tmp_path / "home")
+    assert stat.S_IMODE((tmp_path / "home" / "key_secret").stat().st_mode) == 0o600
+    assert auth.load_secret(home=tmp_path / "home") == secret  # generated once, then kept
+    key_id, key = auth.create_key(store, owner="ann", secret=secret)
     with store.engine.connect() as conn:
         stored = conn.exec_driver_sql("SELECT key_hash FROM api_keys").scalars().all()
-    assert key not in stored and auth.hash_key(key) in stored
-    p = auth.authenticate(store, key)
+    # a keyed hash: neither the key nor its plain SHA-256 is stored
+    assert key not in stored and auth.hash_key(key, secret=secret) in stored
+    assert hashlib.sha256(key.encode()).hexdigest() not in stored
+    p = auth.authenticate(store, key, secret=secret)
     assert p is not None and p.owner == "ann" and not p.is_admin
-    assert auth.authenticate(store, key + "x") is None
-    assert auth.authenticate(store, "not-a-key") is None
+    assert auth.authenticate(store, key, secret=b"another server") is None
+    assert auth.authenticate(store, key + "x", secret=secret) is None
+    assert auth.authenticate(store, "not-a-key", secret=secret) is None
+    assert auth.cached_principal(key, secret=secret) == p  # checked once: cached for a few seconds
     assert auth.revoke_key(store, key_id)
-    assert auth.authenticate(store, key) is None
+    assert auth.cached_principal(key, secret=secret) is None  # revocation empties this process's cache
+    assert auth.authenticate(store, key, secret=secret) is None
+
+
+def test_keys_stored_unkeyed_by_an_earlier_version_still_work_and_are_rehashed(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.migrate()
+    secret = auth.load_secret(home=tmp_path, configured="s3cret")
+    key = "mrl_0123456789ab_" + "x" * 43
+    with store.session() as s:
+        s.add(ApiKey(id="0123456789ab", owner="ann", key_hash=hashlib.sha256(key.encode()).hexdigest()))
+    p = auth.authenticate(store, key, secret=secret)
+    assert p is not None and p.owner == "ann"
+    with store.session() as s:
+        assert s.get(ApiKey, "0123456789ab").key_hash == auth.hash_key(key, secret=secret)
 
 
 def test_admin_key_is_written_once_with_mode_0600(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
     store.migrate()
     path = tmp_path / "home" / "admin.key"
-    key = auth.bootstrap_admin(store, path=path, owner="admin")
+    secret = auth.load_secret(home=tmp_path / "home")
+    key = auth.bootstrap_admin(store, path=path, owner="admin", secret=secret)
     assert key is not None and path.read_text().strip() == key
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert auth.bootstrap_admin(store, path=path, owner="admin") is None  # second start: kept
-    principal = auth.authenticate(store, key)
+    assert auth.bootstrap_admin(store, path=path, owner="admin", secret=secret) is None  # second start: kept
+    principal = auth.authenticate(store, key, secret=secret)
     assert principal is not None and principal.is_admin
 
 

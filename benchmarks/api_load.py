@@ -1,0 +1,280 @@
+"""API latency under load: 50 concurrent connections, closed loop (each connection sends its next
+request as soon as the previous answer is read, no think time), against the real API server
+(``python -m service`` under uvicorn, in its own process) with 100 stored jobs and their metrics.
+
+Set-up: a temp data dir; 100 SUCCEEDED jobs written to the job store through ``service.db`` and
+their MLflow runs (tagged with the job id, as the driver tags them) in a real MLflow SQLite store,
+each with ``--metrics`` metrics x ``--iterations`` iterations (20 x 50 by default, the marker
+metric included) and a registered-model tag.  No Ray is needed: every job is terminal, start-up
+reconciliation is off and the dashboard address points at a closed port, so the poller has
+nothing to refresh.
+
+Load: a separate process (asyncio + ``aiohttp``, one pooled keep-alive connection per worker;
+httpx's pool could not drive more than ~75 requests/s here even against a bare ASGI app)
+with an owner's API key, the mix in equal parts
+
+* ``GET /v1/jobs?limit=20`` (a page of the owner's jobs, with a random offset),
+* ``GET /v1/jobs/{id}`` (status, progress, latest metrics, model),
+* ``GET /v1/jobs/{id}/metrics?key=meta/return_post`` (one metric's history).
+
+Baseline, in the same run and with the same generator, connections and duration:
+``GET /v1/keys`` with the admin key -- an authenticated request that does the least the API does
+(the key check and one small query), i.e. the floor of this server and client on this machine.
+``ratio_p99`` = mix p99 / baseline p99 and ``ratio_rps`` = mix rate / baseline rate.
+
+Prints one JSON line (and appends it to ``benchmarks/results/api_load.jsonl``): ``p50_ms``,
+``p99_ms``, ``requests_per_s``, ``errors`` (non-200 answers and failed requests), per-route p99,
+the server's CPU time per request, the baseline's figures, the ratios, the machine's cores and
+its load average (before the seeding, and around the load).
+
+    python benchmarks/api_load.py [--seconds 30] [--connections 50] [--jobs 100] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+OWNER = "bench"
+METRIC_KEY = "meta/return_post"
+WARMUP_S = 3.0
+
+
+# ---- set-up ------------------------------------------------------------------------------------
+def seed(home: Path, *, n_jobs: int, n_metrics: int, n_iterations: int) -> list[str]:
+    """``n_jobs`` finished jobs in the job store and their runs in MLflow; returns the job ids."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+
+    from service.db import Job, Store
+    from service.tracking_view import MARKER
+    from workers.tracking import EXPERIMENT, JOB_ID_TAG, STATUS_TAG
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.create_experiment(EXPERIMENT, artifact_location=str(home / "mlartifacts"))
+    names = [MARKER, METRIC_KEY, "meta/return_pre", "meta/success_post"]
+    names += [f"train/metric_{i:02d}" for i in range(n_metrics - len(names))]
+    store = Store(f"sqlite:///{home / 'metarl.db'}")
+    store.migrate()
+    rng = random.Random(0)
+    spec = {"name": "bench", "algorithm": "maml", "iterations": n_iterations, "resources": {"rollout_workers": 2}}
+    ids, t0 = [], dt.datetime(2026, 1, 1)
+    for j in range(n_jobs):
+        job_id = f"job-bench{j:05d}"
+        run = client.create_run(exp, run_name=f"bench-{j}", tags={JOB_ID_TAG: job_id, STATUS_TAG: "FINISHED"})
+        run_id = run.info.run_id
+        now = int(time.time() * 1000)
+        points = [Metric(k, float(s) if k == MARKER else rng.gauss(s / 10, 1.0), now + s, s)
+                  for s in range(n_iterations) for k in names]
+        for i in range(0, len(points), 1000):
+            client.log_batch(run_id, metrics=points[i:i + 1000])
+        client.log_batch(run_id, tags=[RunTag("metarl.model_uri", f"models:/bench-{j}/1")])
+        client.set_terminated(run_id)
+        with store.session() as s:
+            s.add(Job(id=job_id, owner=OWNER, name=f"bench-{j}", spec=json.dumps(spec), status="SUCCEEDED",
+                      attempt=1, submission_id=job_id, run_id=run_id, iteration=n_iterations,
+                      iterations=n_iterations, rollout_workers=2, model_name=f"bench-{j}", model_version="1",
+                      created_at=t0 + dt.timedelta(minutes=j), updated_at=t0 + dt.timedelta(minutes=j + 1),
+                      finished_at=t0 + dt.timedelta(minutes=j + 1)))
+        ids.append(job_id)
+    store.dispose()
+    return ids
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(home: Path, port: int) -> subprocess.Popen:
+    import httpx
+
+    env = dict(os.environ, METARL_HOME=str(home), METARL_PORT=str(port), METARL_RECONCILE_ON_START="false",
+               METARL_RAY_DASHBOARD=f"http://127.0.0.1:{free_port()}", MLFLOW_DISABLE_TELEMETRY="true")
+    env.pop("METARL_DATABASE_URL", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = open(home / "service.log", "a")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError((home / "service.log").read_text()[-3000:])
+        key_file = home / "admin.key"
+        if key_file.is_file():
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/v1/keys", timeout=5,
+                              headers={"Authorization": f"Bearer {key_file.read_text().strip()}"})
+                if r.status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"the service did not start: {(home / 'service.log').read_text()[-3000:]}")
+
+
+# ---- the load generator (its own process) ----------------------------------------------------
+async def load(*, url: str, key: str, phase: str, job_ids: list[str], n_jobs: int, connections: int,
+               seconds: float) -> dict[str, Any]:
+    import aiohttp
+
+    def next_request(rng: random.Random) -> tuple[str, str]:
+        if phase == "baseline":
+            return "keys", "/v1/keys"
+        kind = rng.choice(("list", "show", "metrics"))
+        if kind == "list":
+            return kind, f"/v1/jobs?limit=20&offset={rng.randrange(0, max(n_jobs - 20, 1))}"
+        job = rng.choice(job_ids)
+        return kind, f"/v1/jobs/{job}" if kind == "show" else f"/v1/jobs/{job}/metrics?key={METRIC_KEY}"
+
+    lat: dict[str, list[float]] = {}
+    errors: dict[str, int] = {}
+    sent = 0
+    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
+    async with aiohttp.ClientSession(base_url=url, headers={"Authorization": f"Bearer {key}"}, connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as client:
+        start = time.perf_counter()
+        measure_from, stop_at = start + WARMUP_S, start + WARMUP_S + seconds
+
+        async def worker(i: int) -> None:
+            nonlocal sent
+            rng = random.Random(i)
+            while True:
+                kind, path = next_request(rng)
+                t = time.perf_counter()
+                if t >= stop_at:
+                    return
+                try:
+                    async with client.get(path) as r:
+                        await r.read()
+                        bad = None if r.status == 200 else f"{kind}:{r.status}"
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    bad = f"{kind}:{type(exc).__name__}"
+                done = time.perf_counter()
+                sent += 1
+                if t >= measure_from and done <= stop_at:
+                    lat.setdefault(kind, []).append(done - t)
+                    if bad is not None:
+                        errors[bad] = errors.get(bad, 0) + 1
+
+        await asyncio.gather(*(worker(i) for i in range(connections)))
+    every = sorted(x for v in lat.values() for x in v)
+    n = len(every)
+
+    def pct(xs: list[float], q: float) -> float:
+        return round(1000 * xs[min(len(xs) - 1, int(q * len(xs)))], 2) if xs else float("nan")
+
+    return {"sent": sent, "requests": n, "p50_ms": pct(every, 0.50), "p99_ms": pct(every, 0.99), "max_ms": pct(every, 1.0),
+            "requests_per_s": round(n / seconds, 1), "errors": sum(errors.values()), "error_kinds": errors,
+            "p99_ms_by_route": {k: pct(sorted(v), 0.99) for k, v in sorted(lat.items())},
+            "requests_by_route": {k: len(v) for k, v in sorted(lat.items())}}
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(*, url: str, key: str, phase: str, job_ids: list[str], connections: int, seconds: float,
+             server_pid: int) -> dict[str, Any]:
+    """The load phase in a fresh process (so the generator does not share the server's or the
+    seeding's interpreter); adds the server's CPU time per request (warm-up included)."""
+    args = json.dumps({"url": url, "key": key, "phase": phase, "job_ids": job_ids, "n_jobs": len(job_ids),
+                       "connections": connections, "seconds": seconds})
+    before = cpu_s(server_pid)
+    out = subprocess.run([sys.executable, __file__, "--load-worker"], input=args, capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    used = cpu_s(server_pid) - before
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["server_cpu_ms_per_request"] = round(1000 * used / max(result.pop("sent"), 1), 3)
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--jobs", type=int, default=100)
+    ap.add_argument("--metrics", type=int, default=20, help="metrics per run")
+    ap.add_argument("--iterations", type=int, default=50, help="iterations (steps) per metric")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "api_load.jsonl")
+    ap.add_argument("--load-worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.load_worker:
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        print(json.dumps(asyncio.run(load(**json.loads(sys.stdin.read())))))
+        return 0
+
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="metarl-api-load-") as tmp:
+        home = Path(tmp)
+        t = time.perf_counter()
+        job_ids = seed(home, n_jobs=args.jobs, n_metrics=args.metrics, n_iterations=args.iterations)
+        seed_s = time.perf_counter() - t
+        port = free_port()
+        proc = start_service(home, port)
+        try:
+            import httpx
+
+            url = f"http://127.0.0.1:{port}"
+            admin = (home / "admin.key").read_text().strip()
+            r = httpx.post(f"{url}/v1/keys", json={"owner": OWNER}, headers={"Authorization": f"Bearer {admin}"})
+            r.raise_for_status()
+            owner_key = r.json()["key"]
+            load_before = os.getloadavg()
+            base = run_load(url=url, key=admin, phase="baseline", job_ids=job_ids, connections=args.connections,
+                            seconds=args.seconds, server_pid=proc.pid)
+            mix = run_load(url=url, key=owner_key, phase="mix", job_ids=job_ids, connections=args.connections,
+                           seconds=args.seconds, server_pid=proc.pid)
+            load_after = os.getloadavg()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    row = {
+        "benchmark": "api_load", "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "p50_ms": mix["p50_ms"], "p99_ms": mix["p99_ms"], "requests_per_s": mix["requests_per_s"],
+        "errors": mix["errors"], "target": {"p99_ms_below": 100, "errors": 0},
+        "meets_target": mix["p99_ms"] < 100 and mix["errors"] == 0,
+        "mix": "1/3 GET /v1/jobs?limit=20, 1/3 GET /v1/jobs/{id}, 1/3 GET /v1/jobs/{id}/metrics?key=meta/return_post",
+        "detail": mix,
+        "baseline": {"what": "GET /v1/keys with the admin key (key check + one small query), same generator, "
+                             "connections and duration", **base},
+        "ratio_p99": round(mix["p99_ms"] / base["p99_ms"], 2),
+        "ratio_rps": round(mix["requests_per_s"] / base["requests_per_s"], 2),
+        "connections": args.connections, "seconds": args.seconds, "warmup_s": WARMUP_S,
+        "jobs": args.jobs, "metrics_per_run": args.metrics, "iterations_per_metric": args.iterations,
+        "seed_s": round(seed_s, 1), "client": "aiohttp (uvloop), separate process",
+        "server": "python -m service (uvicorn, 1 process)", "cpus": os.cpu_count(),
+        "loadavg_1m_at_start": round(load_start[0], 2), "loadavg_1m_before": round(load_before[0], 2), "loadavg_1m_after": round(load_after[0], 2),
+    }
+    print(json.dumps(row))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
