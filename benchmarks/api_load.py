@@ -102,10 +102,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_service(home: Path, port: int) -> subprocess.Popen:
+def start_service(home: Path, port: int, workers: int = 1) -> subprocess.Popen:
     import httpx
 
-    env = dict(os.environ, METARL_HOME=str(home), METARL_PORT=str(port), METARL_RECONCILE_ON_START="false",
+    env = dict(os.environ, METARL_HOME=str(home), METARL_PORT=str(port), METARL_RECONCILE_ON_START="false", METARL_WORKERS=str(workers),
                METARL_RAY_DASHBOARD=f"http://127.0.0.1:{free_port()}", MLFLOW_DISABLE_TELEMETRY="true")
     env.pop("METARL_DATABASE_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -214,6 +214,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--metrics", type=int, default=20, help="metrics per run")
     ap.add_argument("--iterations", type=int, default=50, help="iterations (steps) per metric")
+    ap.add_argument("--server-workers", type=int, default=1, help="API server processes (METARL_WORKERS)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "api_load.jsonl")
     ap.add_argument("--load-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -234,7 +235,7 @@ def main() -> int:
         job_ids = seed(home, n_jobs=args.jobs, n_metrics=args.metrics, n_iterations=args.iterations)
         seed_s = time.perf_counter() - t
         port = free_port()
-        proc = start_service(home, port)
+        proc = start_service(home, port, args.server_workers)
         try:
             import httpx
 
@@ -266,7 +267,7 @@ def main() -> int:
         "connections": args.connections, "seconds": args.seconds, "warmup_s": WARMUP_S,
         "jobs": args.jobs, "metrics_per_run": args.metrics, "iterations_per_metric": args.iterations,
         "seed_s": round(seed_s, 1), "client": "aiohttp (uvloop), separate process",
-        "server": "python -m service (uvicorn, 1 process)", "cpus": os.cpu_count(),
+        "server": f"python -m service (uvicorn, METARL_WORKERS={args.server_workers})", "cpus": os.cpu_count(),
         "loadavg_1m_at_start": round(load_start[0], 2), "loadavg_1m_before": round(load_before[0], 2), "loadavg_1m_after": round(load_after[0], 2),
     }
     print(json.dumps(row))

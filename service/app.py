@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -73,6 +75,17 @@ class _TooLarge(Exception):
     pass
 
 
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between the server processes of one data dir."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -80,11 +93,18 @@ def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.home.mkdir(parents=True, exist_ok=True)
         store = Store(settings.db_url)
-        await asyncio.to_thread(store.migrate)
-        secret = load_secret(home=settings.home,
-                             configured=settings.key_secret.get_secret_value() if settings.key_secret else None)
-        created = await asyncio.to_thread(bootstrap_admin, store, path=settings.admin_key_file, owner=settings.admin_owner,
-                                          secret=secret)
+
+        def first_start() -> tuple[bytes, str | None]:
+            # several server processes (METARL_WORKERS) start at once: one migrates and bootstraps
+            # (the job store, and a local MLflow store, whose first use creates its tables)
+            with file_lock(settings.home / ".startup.lock"):
+                store.migrate()
+                TrackingView(settings.tracking_uri).reachable()
+                secret = load_secret(home=settings.home,
+                                     configured=settings.key_secret.get_secret_value() if settings.key_secret else None)
+                return secret, bootstrap_admin(store, path=settings.admin_key_file, owner=settings.admin_owner, secret=secret)
+
+        secret, created = await asyncio.to_thread(first_start)
         if created:
             log.warning("first start: admin API key written to %s (mode 0600)", settings.admin_key_file)
         app.state.settings = settings

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import logging
@@ -311,8 +312,16 @@ async def poll_forever(app: FastAPI) -> None:
     """Keep active jobs and evaluations fresh (status, progress, model, results) every
     ``poll_interval_s``."""
     st = app.state
+    lock = open(st.settings.home / ".poller.lock", "a")  # noqa: SIM115 - held for the process's life
+    holder = False
     while True:
         await asyncio.sleep(st.settings.poll_interval_s)
+        if not holder:  # with several server processes, one polls; another takes over if it dies
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                holder = True
+            except BlockingIOError:
+                continue
         for fn in (reconcile, refresh_evaluations):
             try:
                 await asyncio.to_thread(fn, store=st.store, launcher=st.launcher, view=st.view)

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     artifact_root: str | None = Field(None, description="artifact root of the local MLflow store")
     host: str = Field("127.0.0.1", description="interface the API binds")
     port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="API server processes (uvicorn workers); one of them runs the poller")
     max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="request bodies above this get 413")
     poll_interval_s: float = Field(2.0, gt=0, le=60, description="how often running jobs are refreshed from Ray")
     sse_interval_s: float = Field(1.0, gt=0, le=60, description="how often an event stream looks for news")
