@@ -187,18 +187,77 @@ async def load(*, url: str, key: str, phase: str, job_ids: list[str], n_jobs: in
 
 
 def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process ``pid``."""
+    """CPU seconds (user + system) used so far by process ``pid`` and its descendants (the
+    uvicorn workers when METARL_WORKERS > 1)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += cpu_s(int(child))
+            except FileNotFoundError:
+                pass
+    return total
+
+
+WRK_SCRIPT = """
+local paths = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i %% #paths) + 1], {["Authorization"] = "Bearer %s"})
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests": %%d, "p50_us": %%d, "p99_us": %%d, "max_us": %%d, "duration_us": %%d, '
+    .. '"status": %%d, "connect": %%d, "read": %%d, "write": %%d, "timeout": %%d}\\n',
+    summary.requests, latency:percentile(50), latency:percentile(99), latency.max, summary.duration,
+    e.status, e.connect, e.read, e.write, e.timeout))
+end
+"""
+
+
+def wrk_load(*, url: str, key: str, phase: str, job_ids: list[str], connections: int, seconds: float) -> dict[str, Any]:
+    """The same mix from ``wrk`` (C, one thread, Debian's package): a 3 s warm-up run, then the
+    measured one; wrk counts non-2xx answers and socket errors."""
+    rng = random.Random(0)
+    paths = []
+    for _ in range(3000):
+        if phase == "baseline":
+            paths.append("/v1/keys")
+            continue
+        kind = rng.choice(("list", "show", "metrics"))
+        job = rng.choice(job_ids)
+        paths.append(f"/v1/jobs?limit=20&offset={rng.randrange(0, max(len(job_ids) - 20, 1))}" if kind == "list"
+                     else f"/v1/jobs/{job}" if kind == "show" else f"/v1/jobs/{job}/metrics?key={METRIC_KEY}")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_SCRIPT % (", ".join(json.dumps(p) for p in paths), key))
+    try:
+        base = ["wrk", "-t1", f"-c{connections}", "--timeout", "10s", "-s", f.name, url]
+        subprocess.run(base[:1] + [f"-d{int(WARMUP_S)}s"] + base[1:], capture_output=True, check=True)
+        out = subprocess.run(base[:1] + [f"-d{int(seconds)}s"] + base[1:], capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(f.name)
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    r = json.loads(line.removeprefix("WRKJSON "))
+    errors = r["status"] + r["connect"] + r["read"] + r["write"] + r["timeout"]
+    return {"sent": r["requests"], "requests": r["requests"], "p50_ms": round(r["p50_us"] / 1000, 2),
+            "p99_ms": round(r["p99_us"] / 1000, 2), "max_ms": round(r["max_us"] / 1000, 2),
+            "requests_per_s": round(r["requests"] / (r["duration_us"] / 1e6), 1), "errors": errors,
+            "error_kinds": {k: r[k] for k in ("status", "connect", "read", "write", "timeout") if r[k]}}
 
 
 def run_load(*, url: str, key: str, phase: str, job_ids: list[str], connections: int, seconds: float,
-             server_pid: int) -> dict[str, Any]:
+             server_pid: int, client: str = "aiohttp") -> dict[str, Any]:
     """The load phase in a fresh process (so the generator does not share the server's or the
     seeding's interpreter); adds the server's CPU time per request (warm-up included)."""
     args = json.dumps({"url": url, "key": key, "phase": phase, "job_ids": job_ids, "n_jobs": len(job_ids),
                        "connections": connections, "seconds": seconds})
     before = cpu_s(server_pid)
+    if client == "wrk":
+        result = wrk_load(url=url, key=key, phase=phase, job_ids=job_ids, connections=connections, seconds=seconds)
+        result["server_cpu_ms_per_request"] = round(1000 * (cpu_s(server_pid) - before) / max(result.pop("sent"), 1), 3)
+        return result
     out = subprocess.run([sys.executable, __file__, "--load-worker"], input=args, capture_output=True, text=True,
                          check=True, cwd=ROOT)
     used = cpu_s(server_pid) - before
@@ -215,6 +274,8 @@ def main() -> int:
     ap.add_argument("--metrics", type=int, default=20, help="metrics per run")
     ap.add_argument("--iterations", type=int, default=50, help="iterations (steps) per metric")
     ap.add_argument("--server-workers", type=int, default=1, help="API server processes (METARL_WORKERS)")
+    ap.add_argument("--client", choices=("aiohttp", "wrk"), default="aiohttp",
+                    help="load generator: an async Python client, or wrk (Debian package `wrk`, far lighter)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "api_load.jsonl")
     ap.add_argument("--load-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -246,9 +307,9 @@ def main() -> int:
             owner_key = r.json()["key"]
             load_before = os.getloadavg()
             base = run_load(url=url, key=admin, phase="baseline", job_ids=job_ids, connections=args.connections,
-                            seconds=args.seconds, server_pid=proc.pid)
+                            seconds=args.seconds, server_pid=proc.pid, client=args.client)
             mix = run_load(url=url, key=owner_key, phase="mix", job_ids=job_ids, connections=args.connections,
-                           seconds=args.seconds, server_pid=proc.pid)
+                           seconds=args.seconds, server_pid=proc.pid, client=args.client)
             load_after = os.getloadavg()
         finally:
             proc.terminate()
@@ -266,7 +327,7 @@ def main() -> int:
         "ratio_rps": round(mix["requests_per_s"] / base["requests_per_s"], 2),
         "connections": args.connections, "seconds": args.seconds, "warmup_s": WARMUP_S,
         "jobs": args.jobs, "metrics_per_run": args.metrics, "iterations_per_metric": args.iterations,
-        "seed_s": round(seed_s, 1), "client": "aiohttp (uvloop), separate process",
+        "seed_s": round(seed_s, 1), "client": "aiohttp (uvloop), separate process" if args.client == "aiohttp" else "wrk 4.1 (-t1), separate process",
         "server": f"python -m service (uvicorn, METARL_WORKERS={args.server_workers})", "cpus": os.cpu_count(),
         "loadavg_1m_at_start": round(load_start[0], 2), "loadavg_1m_before": round(load_before[0], 2), "loadavg_1m_after": round(load_after[0], 2),
     }
