@@ -120,6 +120,7 @@ def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None
         # process: keep it out of the cyclic GC, whose full passes otherwise stall every request
         gc.collect()
         gc.freeze()
+        gc.set_threshold(50_000, 20, 20)  # request garbage is short-lived and acyclic: collect the young generation rarely
         poller = asyncio.create_task(jobs.poll_forever(app))
         try:
             yield
