@@ -19,9 +19,9 @@ from sqlalchemy import select
 
 from service import registry
 from service.auth import Principal
-from service.db import TERMINAL, Evaluation, Store, utcnow
-from service.errors import not_found, unavailable
-from service.launcher import LauncherError, RayLauncher
+from service.db import ACTIVE, TERMINAL, Evaluation, Store
+from service.errors import ApiError, not_found, unavailable
+from service.launcher import LauncherError, RayLauncher, unknown_for_too_long
 from service.schemas import EvaluationCreate, EvaluationPublic
 from service.tracking_view import TrackingView
 
@@ -32,8 +32,6 @@ log = logging.getLogger("metarl.service.evaluations")
 EXPERIMENT = "metarl-evaluations"
 EVALUATION_ID_TAG = "metarl.evaluation_id"
 REPORT_FILE = "evaluation.json"
-#: a row is written just before its submission: Ray not knowing it is normal for this long
-SUBMIT_GRACE_S = 60.0
 
 
 def new_evaluation_id() -> str:
@@ -114,7 +112,7 @@ def refresh(*, store: Store, launcher: RayLauncher, view: TrackingView, eval_id:
             log.warning("status of evaluation %s: %s", eval_id, exc)
             return row
         if info is None:
-            if (utcnow() - row.created_at).total_seconds() > SUBMIT_GRACE_S:
+            if unknown_for_too_long(row.created_at):
                 row.status, row.message = "FAILED", "Ray has no record of this evaluation (was the cluster restarted?)"
             return row
         if info.status == "SUCCEEDED":
@@ -163,3 +161,15 @@ def read_result(*, view: TrackingView, eval_id: str) -> tuple[str, dict[str, Any
         path = view.client.download_artifacts(run.info.run_id, REPORT_FILE, tmp)
         report = json.loads(Path(path).read_text())
     return run.info.run_id, report
+
+
+def refresh_active(*, store: Store, launcher: RayLauncher, view: TrackingView) -> int:
+    """Refresh every unfinished meta-test evaluation (status and, once done, its result)."""
+    with store.session() as s:
+        ids = list(s.scalars(select(Evaluation.id).where(Evaluation.status.in_(ACTIVE))))
+    for eval_id in ids:
+        try:
+            refresh(store=store, launcher=launcher, view=view, eval_id=eval_id)
+        except (LauncherError, ApiError) as exc:
+            log.warning("refresh %s: %s", eval_id, exc)
+    return len(ids)

@@ -7,7 +7,6 @@ the routers are thin wrappers."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -21,10 +20,11 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
+from service import evaluations
 from service.auth import Principal
 from service.db import ACTIVE, TERMINAL, Job, Store, utcnow
 from service.errors import ApiError, conflict, not_found, unavailable
-from service.launcher import LauncherError, RayLauncher
+from service.launcher import LauncherError, RayLauncher, unknown_for_too_long
 from service.schemas import JobPublic, Progress
 from service.tracking_view import TrackingView
 from workers.spec import JobSpec
@@ -32,7 +32,6 @@ from workers.spec import JobSpec
 log = logging.getLogger("metarl.service.jobs")
 
 CANCEL_WAIT_S = 10.0
-SUBMIT_GRACE_S = 60.0
 
 
 def new_job_id() -> str:
@@ -248,7 +247,7 @@ def refresh(*, store: Store, launcher: RayLauncher, view: TrackingView, job_id: 
         info = launcher.info(job.submission_id)
         if info is None:
             # a row is written just before its submission: give the submission time to land
-            if job.status in ACTIVE and age_s(job.updated_at) > SUBMIT_GRACE_S:
+            if job.status in ACTIVE and unknown_for_too_long(job.updated_at):
                 job.status, job.message = "FAILED", "Ray has no record of this job (was the cluster restarted?); resume it to continue from its last checkpoint"
                 job.finished_at = utcnow()
             return job
@@ -293,21 +292,6 @@ def reconcile(*, store: Store, launcher: RayLauncher, view: TrackingView) -> int
     return len(ids)
 
 
-def refresh_evaluations(*, store: Store, launcher: RayLauncher, view: TrackingView) -> int:
-    """Refresh every unfinished meta-test evaluation (status and, once done, its result)."""
-    from service import evaluations
-    from service.db import Evaluation
-
-    with store.session() as s:
-        ids = list(s.scalars(select(Evaluation.id).where(Evaluation.status.in_(ACTIVE))))
-    for eval_id in ids:
-        try:
-            evaluations.refresh(store=store, launcher=launcher, view=view, eval_id=eval_id)
-        except (LauncherError, ApiError) as exc:
-            log.warning("refresh %s: %s", eval_id, exc)
-    return len(ids)
-
-
 async def poll_forever(app: FastAPI) -> None:
     """Keep active jobs and evaluations fresh (status, progress, model, results) every
     ``poll_interval_s``."""
@@ -322,7 +306,7 @@ async def poll_forever(app: FastAPI) -> None:
                 holder = True
             except BlockingIOError:
                 continue
-        for fn in (reconcile, refresh_evaluations):
+        for fn in (reconcile, evaluations.refresh_active):
             try:
                 await asyncio.to_thread(fn, store=st.store, launcher=st.launcher, view=st.view)
             except Exception as exc:  # noqa: BLE001 - a poller that dies silently would freeze every status
@@ -388,10 +372,6 @@ def resume_job(*, store: Store, launcher: RayLauncher, view: TrackingView, princ
     _settled.drop(store, job_id)
     log.info("job %s resumed as %s", job_id, submission_id)
     return get_job(store=store, principal=principal, job_id=job_id)
-
-
-def age_s(t: dt.datetime) -> float:
-    return (utcnow() - t).total_seconds()
 
 
 def events_payload(kind: str, data: Any) -> str:

@@ -4,6 +4,7 @@ spec travels in the runtime env, never as a file or a caller-chosen entrypoint."
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import shlex
 import sys
@@ -21,6 +22,15 @@ log = logging.getLogger("metarl.service.launcher")
 
 SPEC_ENV = "METARL_JOB_SPEC"
 SUBMIT_RETRY_S = 30.0
+#: the service writes a row just before submitting it: Ray not knowing it is normal for this long
+SUBMIT_GRACE_S = 60.0
+
+
+def unknown_for_too_long(written_at: dt.datetime) -> bool:
+    """Whether a submission Ray does not know was written long enough ago to count as lost."""
+    from service.db import utcnow
+
+    return (utcnow() - written_at).total_seconds() > SUBMIT_GRACE_S
 
 
 class LauncherError(RuntimeError):

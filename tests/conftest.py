@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass
 
 import pytest
+
+from tests.ports import free_port
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -37,11 +38,6 @@ def pytest_collection_modifyitems(config, items):  # noqa: ANN001
                 item.add_marker(skip)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @dataclass(frozen=True)
 class RayHead:
@@ -67,13 +63,13 @@ def ray_session():
     import ray
 
     tmp, token = _RAY_TMP, _RAY_TOKEN
-    gcs, dashboard = _free_port(), _free_port()
+    gcs, dashboard = free_port(), free_port()
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     log = open(os.path.join(tmp, "head.log"), "w")  # noqa: SIM115 - closed at teardown
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}", "--node-ip-address=127.0.0.1",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         "--dashboard-agent-listen-port=0", f"--ray-client-server-port={_free_port()}", f"--temp-dir={tmp}",
+         "--dashboard-agent-listen-port=0", f"--ray-client-server-port={free_port()}", f"--temp-dir={tmp}",
          "--disable-usage-stats"],
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,11 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 @dataclass
@@ -78,7 +73,7 @@ def service_env(*, home: Path, ray_head, extra: dict[str, str] | None = None) ->
     env = dict(os.environ)
     env.update({
         "METARL_HOME": str(home),
-        "METARL_PORT": str(_free_port()),
+        "METARL_PORT": str(free_port()),
         "METARL_RAY_DASHBOARD": ray_head.dashboard_url,
         "METARL_RAY_TOKEN_FILE": ray_head.token_file,
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from typer.testing import CliRunner
 from service import local, presets
 from service.cli import app, parse_model_ref
 from service.client import ApiClient, ClientError
+from tests.ports import free_port
 from tests.service.helpers import tiny_spec
 
 runner = CliRunner()
@@ -27,11 +27,6 @@ def metarl(*args: str, svc=None, url: str | None = None, key: str | None = None,
     assert "Traceback" not in result.output, result.output
     return result
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- no server ----------------------------------------------------------------------------------
@@ -92,7 +87,7 @@ def test_presets_listed_and_valid():
 
 
 def test_connection_refused_is_one_clear_line():
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     r = metarl("jobs", "list", url=url, key="mrl_x")
     assert r.exit_code == 1
     assert f"cannot reach the metarl API at {url}" in r.output and "metarl up" in r.output
@@ -193,9 +188,9 @@ def test_keys_create(live_service):  # noqa: ANN001
 def test_up_down_leave_the_session_ray_alone(ray_session, tmp_path):  # noqa: ANN001
     """`up` starts its own Ray head and API; `down` stops exactly those (never `ray stop`)."""
     home = tmp_path / "home"
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     head: dict = {}
-    args = ["up", "--num-cpus", "1", "--port", str(port), "--dashboard-port", str(dash), "--ray-port", str(_free_port())]
+    args = ["up", "--num-cpus", "1", "--port", str(port), "--dashboard-port", str(dash), "--ray-port", str(free_port())]
     try:
         r = metarl(*args, home=home)
         assert r.exit_code == 0, r.output

@@ -12,7 +12,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from tests.service.conftest import LiveService, _free_port, service_env
+from tests.ports import free_port
+from tests.service.conftest import LiveService, service_env
 from tests.service.helpers import wait_for
 
 pytestmark = pytest.mark.ray
@@ -211,7 +212,7 @@ def test_evaluation_refused_by_ray_is_a_503_and_leaves_nothing(live_service, tra
     home = tmp_path / "home"
     home.mkdir()
     env = service_env(home=home, ray_head=ray_head, extra={
-        "METARL_RAY_DASHBOARD": f"http://127.0.0.1:{_free_port()}",
+        "METARL_RAY_DASHBOARD": f"http://127.0.0.1:{free_port()}",
         "MLFLOW_TRACKING_URI": live_service.env["MLFLOW_TRACKING_URI"],
         "METARL_ARTIFACT_ROOT": live_service.env["METARL_ARTIFACT_ROOT"],
     })

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -22,17 +21,13 @@ from typer.testing import CliRunner
 
 from service import local
 from service.cli import app
+from tests.ports import free_port
 from tests.service.helpers import job, tiny_spec, wait_for, wait_status
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 ITERATIONS = 12
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _metarl(*args: str, home: Path):  # noqa: ANN202
@@ -55,14 +50,14 @@ def test_job_spreads_over_worker_nodes_and_survives_losing_one(tmp_path, monkeyp
     for var in ("MLFLOW_TRACKING_URI", "METARL_ARTIFACT_ROOT", "RAY_ADDRESS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("METARL_POLL_INTERVAL_S", "0.5")  # the API (started by `up`) inherits it
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     head: dict = {}
     workers: list[dict] = []
     logs = ""
     try:
         # ---- the cluster: a head without CPUs and two worker nodes with 4 logical CPUs each
         r = _metarl("up", "--workers", "2", "--cpus-per-worker", "4", "--num-cpus", "0", "--port", str(port),
-                    "--dashboard-port", str(dash), "--ray-port", str(_free_port()), home=home)
+                    "--dashboard-port", str(dash), "--ray-port", str(free_port()), home=home)
         assert r.exit_code == 0, r.output
         assert "Ray worker node 1" in r.output and "Ray worker node 2" in r.output, r.output
         head = json.loads(paths.head_file.read_text())
