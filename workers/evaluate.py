@@ -1,14 +1,17 @@
 """Meta-test evaluation of a registered meta-policy on its family's held-out test tasks.
 
-``python -m workers.evaluate --model models:/NAME/V --episodes K --steps n [--tasks N] [--seed S] [--json]
-[--evaluation-id ID]``
+``python -m workers.evaluate --model models:/NAME/V --episodes K --steps n [--tasks N] [--seed S]
+[--later-lr A] [--split test|train] [--json] [--evaluation-id ID]``
 
 For each of ``N`` tasks drawn from the family's test split (``family.sample_tasks(N, rng,
-split="test")``; Meta-World's test goals / test classes):
+split="test")``; Meta-World's test goals / test classes; ``--split train`` evaluates on training
+tasks instead, for benchmarks that report both):
 
 * **pre**: ``K`` episodes sampled with the meta-parameters θ (the first adaptation batch);
 * **adapt**: ``n`` inner policy-gradient steps, each on ``K`` fresh episodes sampled with the
-  current parameters, exactly as :meth:`workers.model.MetaPolicy.adapt`;
+  current parameters, exactly as :meth:`workers.model.MetaPolicy.adapt`: the first with the
+  model's ``inner_lr``, later ones with ``later_lr`` (default ``inner_lr``; the MAML paper's
+  meta-test uses α = 0.1, then 0.05);
 * **post**: evaluation episodes with the adapted parameters.  For most families these are ``K``
   episodes sampled from the adapted policy, the quantity training logs as ``meta/return_post``.
   Meta-World families follow the benchmark's ``metaworld.evaluation.metalearning_evaluation``:
@@ -16,7 +19,12 @@ split="test")``; Meta-World's test goals / test classes):
   mean), an episode counting as a success if ``info["success"]`` was 1 at any step.
 
 The report has per-task pre/post return and success rate, and over tasks their means with a
-95% Student-t interval.  The evaluation is logged as a run of the MLflow experiment
+95% Student-t interval; and the **curve over inner steps** ``k = 0..n`` (Finn et al. 2017,
+Fig. 5 and the appendix tables): step 0 is the pre episodes, step ``k < n`` the episodes sampled
+after ``k`` steps (the batch the next step learns from), step ``n`` the post evaluation
+episodes.  Since every step samples with the same sampler in the same order, step ``k`` of an
+``n``-step evaluation equals the post value of a ``k``-step one with the same seed (for
+families whose evaluation episodes are sampled like the adaptation ones).  The evaluation is logged as a run of the MLflow experiment
 ``metarl-evaluations`` tagged with the model it evaluated (and with ``metarl.evaluation_id``
 when the control plane submitted it, which is how the service finds the result).
 """
@@ -40,6 +48,7 @@ import numpy as np
 from algorithms.episodes import Episodes
 from workers import tracking
 from workers.envs import Task
+from workers.envs.base import SPLITS, Split
 from workers.model import (
     MetaPolicy,
     ModelFormatError,
@@ -75,6 +84,9 @@ class TaskResult:
         return_post: mean return of the evaluation episodes with the adapted parameters.
         success_pre: fraction of the θ episodes that succeeded (0 where the family has none).
         success_post: fraction of the evaluation episodes that succeeded.
+        return_steps: mean return after ``k = 0..n`` inner steps (``[0]`` is ``return_pre``,
+            ``[n]`` is ``return_post``).
+        success_steps: success rate after ``k = 0..n`` inner steps.
     """
 
     index: int
@@ -83,6 +95,8 @@ class TaskResult:
     return_post: float
     success_pre: float
     success_post: float
+    return_steps: tuple[float, ...] = ()
+    success_steps: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,11 @@ class EvaluationReport:
         return_pre, return_post, success_pre, success_post: means over tasks, 95% intervals.
         seconds: wall time of the evaluation.
         run_id: the MLflow run it was logged as, if logged.
+        split: the split the tasks were drawn from (``test`` unless asked otherwise).
+        inner_lr: step size of the first inner step (the model's).
+        later_lr: step size of inner steps 2..n.
+        return_steps, success_steps: over tasks, the mean (95% interval) after ``k = 0..n``
+            inner steps (see the module docstring).
     """
 
     model_uri: str
@@ -143,6 +162,11 @@ class EvaluationReport:
     success_post: Interval
     seconds: float
     run_id: str | None = None
+    split: str = "test"
+    inner_lr: float | None = None
+    later_lr: float | None = None
+    return_steps: tuple[Interval, ...] = ()
+    success_steps: tuple[Interval, ...] = ()
 
     @property
     def tasks(self) -> int:
@@ -162,6 +186,8 @@ def evaluate(
     steps: int = 1,
     tasks: int = 10,
     seed: int = 0,
+    later_lr: float | None = None,
+    split: Split = "test",
     log_to_mlflow: bool = True,
     evaluation_id: str | None = None,
 ) -> EvaluationReport:
@@ -173,19 +199,26 @@ def evaluate(
         steps: ``n``, inner policy-gradient steps.
         tasks: ``N``, test tasks.
         seed: seeds the task draw, env resets and action noise.
+        later_lr: step size of inner steps 2..n (default: the model's ``inner_lr``).
+        split: the task split to draw from (``test``, or ``train`` for a training-task figure).
         log_to_mlflow: log the evaluation as a run of the ``metarl-evaluations`` experiment.
         evaluation_id: the control plane's id of this evaluation, logged as the run tag
             ``metarl.evaluation_id``.
 
     Raises:
         ModelNotFoundError: nothing at ``model_uri``.
-        ValueError: a count below 1, a negative seed or a malformed ``evaluation_id``.
+        ValueError: a count below 1, a negative seed, a ``later_lr`` that is not positive, an
+            unknown split or a malformed ``evaluation_id``.
     """
     for name, value in (("episodes", episodes), ("steps", steps), ("tasks", tasks)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
+    if later_lr is not None and not (math.isfinite(later_lr) and later_lr > 0):
+        raise ValueError(f"later_lr must be a positive number, got {later_lr!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     if evaluation_id is not None and not EVALUATION_ID_PATTERN.match(evaluation_id):
         raise ValueError(f"evaluation_id must match {EVALUATION_ID_PATTERN.pattern}, got {evaluation_id!r}")
     start = time.perf_counter()
@@ -198,21 +231,22 @@ def evaluate(
     family = policy.family
     metaworld = family.name.startswith("metaworld")
     eval_episodes = METAWORLD_EVAL_EPISODES if metaworld else episodes
-    test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split="test")
+    test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split=split)
     per_task = _envs_per_task(episodes=episodes, steps=steps, eval_episodes=eval_episodes)
     chunk = max(1, MAX_ENVS // per_task)
     sampler = Sampler(family, policy.policy_spec, envs_per_task=per_task, seed=seed)
-    pre: list[Episodes] = []
-    post: list[Episodes] = []
+    # by_step[k][i]: task i's episodes after k inner steps; by_step[n] the evaluation episodes
+    by_step: list[list[Episodes]] = [[] for _ in range(steps + 1)]
     try:
         for i in range(0, len(test_tasks), chunk):
             group: list[Task] = test_tasks[i : i + chunk]
-            adapted = policy.adapt_tasks(group, sampler=sampler, episodes=episodes, steps=steps)
-            pre.extend(adapted.episodes[0])
-            post.extend(
+            adapted = policy.adapt_tasks(group, sampler=sampler, episodes=episodes, steps=steps, later_lr=later_lr)
+            for k in range(steps):
+                by_step[k].extend(adapted.episodes[k])
+            by_step[steps].extend(
                 sampler.sample(group, adapted.params, episodes_per_task=eval_episodes, deterministic=metaworld)
             )
-            log.info("evaluated %d/%d test tasks", min(i + chunk, len(test_tasks)), len(test_tasks))
+            log.info("evaluated %d/%d %s tasks", min(i + chunk, len(test_tasks)), len(test_tasks), split)
     finally:
         sampler.close()
 
@@ -220,12 +254,14 @@ def evaluate(
         TaskResult(
             index=i,
             task=task.describe(),
-            return_pre=float(a.returns.mean()),
-            return_post=float(b.returns.mean()),
-            success_pre=float(a.successes.mean()),
-            success_post=float(b.successes.mean()),
+            return_pre=float(by_step[0][i].returns.mean()),
+            return_post=float(by_step[steps][i].returns.mean()),
+            success_pre=float(by_step[0][i].successes.mean()),
+            success_post=float(by_step[steps][i].successes.mean()),
+            return_steps=tuple(float(by_step[k][i].returns.mean()) for k in range(steps + 1)),
+            success_steps=tuple(float(by_step[k][i].successes.mean()) for k in range(steps + 1)),
         )
-        for i, (task, a, b) in enumerate(zip(test_tasks, pre, post, strict=True))
+        for i, task in enumerate(test_tasks)
     )
     report = EvaluationReport(
         model_uri=model_uri,
@@ -244,6 +280,11 @@ def evaluate(
         success_pre=Interval.of([r.success_pre for r in results]),
         success_post=Interval.of([r.success_post for r in results]),
         seconds=time.perf_counter() - start,
+        split=split,
+        inner_lr=policy.inner_lr,
+        later_lr=policy.step_lr(1, later_lr=later_lr),
+        return_steps=tuple(Interval.of([r.return_steps[k] for r in results]) for k in range(steps + 1)),
+        success_steps=tuple(Interval.of([r.success_steps[k] for r in results]) for k in range(steps + 1)),
     )
     if log_to_mlflow:
         run_id = log_evaluation(report, training_run_id=policy.training_run_id, evaluation_id=evaluation_id)
@@ -295,6 +336,9 @@ def log_evaluation(
             "seed": report.seed,
             "eval_episodes": report.eval_episodes,
             "deterministic_eval": report.deterministic_eval,
+            "split": report.split,
+            "inner_lr": report.inner_lr,
+            "later_lr": report.later_lr,
         }
         now = int(time.time() * 1000)
         metrics = []
@@ -304,6 +348,13 @@ def log_evaluation(
             if interval.low is not None and interval.high is not None:
                 metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, 0))
                 metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, 0))
+        # the curve over inner steps: MLflow step = number of inner steps taken
+        for key, curve in (("return_step", report.return_steps), ("success_step", report.success_steps)):
+            for k, interval in enumerate(curve):
+                metrics.append(Metric(f"eval/{key}", interval.mean, now, k))
+                if interval.low is not None and interval.high is not None:
+                    metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, k))
+                    metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, k))
         for r in report.results:
             for key in ("return_pre", "return_post", "success_pre", "success_post"):
                 metrics.append(Metric(f"eval/task_{key}", float(getattr(r, key)), now, r.index))
@@ -336,6 +387,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _evaluation_id(text: str) -> str:
     if not EVALUATION_ID_PATTERN.match(text):
         raise argparse.ArgumentTypeError(f"must match {EVALUATION_ID_PATTERN.pattern}, got {text!r}")
@@ -351,7 +409,7 @@ def _table(report: EvaluationReport) -> Any:
     from rich.table import Table
 
     title = (
-        f"{report.model_uri}: {report.task_family}, {report.tasks} test tasks, K={report.episodes} "
+        f"{report.model_uri}: {report.task_family}, {report.tasks} {report.split} tasks, K={report.episodes} "
         f"episodes x {report.steps} step(s), {report.eval_episodes} evaluation episodes"
         f"{' (deterministic)' if report.deterministic_eval else ''}"
     )
@@ -380,6 +438,23 @@ def _table(report: EvaluationReport) -> Any:
     return table
 
 
+def _steps_table(report: EvaluationReport) -> Any:
+    """Mean [95% CI] over tasks after each number of inner steps."""
+    from rich.table import Table
+
+    table = Table(title=f"after k inner steps (α = {_fmt(report.inner_lr, 3)}, then {_fmt(report.later_lr, 3)})")
+    table.add_column("k", justify="right")
+    table.add_column("return", justify="right")
+    if report.has_success:
+        table.add_column("success", justify="right")
+    for k, (r, sr) in enumerate(zip(report.return_steps, report.success_steps, strict=True)):
+        row = [str(k), f"{_fmt(r.mean)} [{_fmt(r.low)}, {_fmt(r.high)}]"]
+        if report.has_success:
+            row.append(f"{_fmt(sr.mean)} [{_fmt(sr.low)}, {_fmt(sr.high)}]")
+        table.add_row(*row)
+    return table
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m workers.evaluate", description=(__doc__ or "").split("\n\n")[0])
@@ -388,6 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=_positive, default=1, help="n: inner policy-gradient steps (default 1)")
     parser.add_argument("--tasks", type=_positive, default=10, help="N: held-out test tasks (default 10)")
     parser.add_argument("--seed", type=_non_negative, default=0, help="seed of tasks, resets and action noise (default 0)")
+    parser.add_argument("--later-lr", type=_positive_float, default=None,
+                        help="step size of inner steps 2..n (default: the model's inner_lr; the MAML paper uses 0.05)")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="task split to evaluate on (default test)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the evaluation as an MLflow run")
     parser.add_argument("--evaluation-id", type=_evaluation_id, default=None,
@@ -401,7 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = evaluate(
             args.model, episodes=args.episodes, steps=args.steps, tasks=args.tasks, seed=args.seed,
-            log_to_mlflow=not args.no_mlflow, evaluation_id=args.evaluation_id,
+            later_lr=args.later_lr, split=args.split, log_to_mlflow=not args.no_mlflow,
+            evaluation_id=args.evaluation_id,
         )
     except (ModelNotFoundError, ModelFormatError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
@@ -411,6 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         out = Console()
         out.print(_table(report))
+        if report.steps > 1:
+            out.print(_steps_table(report))
         if report.run_id:
             out.print(f"logged as MLflow run {report.run_id} (experiment {EXPERIMENT!r})", highlight=False)
     return 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import tempfile
@@ -406,6 +407,43 @@ class MetaPolicy:
             training_run_id=card.get("run_id"),
         )
 
+    @classmethod
+    def initial(cls, spec: JobSpec) -> MetaPolicy:
+        """The untrained meta-policy a job with ``spec`` starts from: the learner's initial
+        parameters (its policy built with seed ``spec.seed``), before any meta-iteration.
+
+        This is the "randomly initialised policy" baseline of Finn et al. (2017, sec. 5.3) and
+        Yu et al. (2019): fine-tuned with the same adaptation budget, it shows what adaptation
+        alone achieves without meta-training.  ``save`` it to a directory to evaluate it with
+        :func:`workers.evaluate.evaluate`.
+        """
+        from algorithms.registry import make_learner
+
+        tf = spec.task_family
+        family = make_family(tf.name, seed=spec.seed, **tf.family_kwargs())
+        obs_dim = int(family.observation_space.shape[0])
+        space = family.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            act_dim, discrete = int(space.n), True
+        elif isinstance(space, gym.spaces.Box):
+            act_dim, discrete = int(space.shape[0]), False
+        else:
+            raise TypeError(f"task family {tf.name!r} has action space {space}; policies take Box or Discrete")
+        policy_spec = spec.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete)
+        state = make_learner(spec.algorithm.name, policy_spec, spec.learner_config(), seed=spec.seed).state_dict()
+        out = cls(
+            spec=spec,
+            policy_spec=policy_spec,
+            params=state.params,
+            algorithm=state.algorithm,
+            inner_lr=float(state.config.inner_lr),
+            advantage=state.config.advantage,
+            iteration=state.iteration,
+            source=f"initial:{spec.name}:seed{spec.seed}",
+        )
+        out._family = family
+        return out
+
     def save(self, directory: Path, *, run_id: str | None = None) -> tuple[Path, Path]:
         """Write ``params.pt`` and ``policy.json`` into ``directory``; returns their paths."""
         directory.mkdir(parents=True, exist_ok=True)
@@ -446,7 +484,10 @@ class MetaPolicy:
         return out[0] if single else out
 
     # ---- adapting ----
-    def adapt(self, task_or_env: Task | gym.Env, *, episodes: int = 10, steps: int = 1, seed: int = 0) -> MetaPolicy:
+    def adapt(
+        self, task_or_env: Task | gym.Env, *, episodes: int = 10, steps: int = 1, seed: int = 0,
+        later_lr: float | None = None,
+    ) -> MetaPolicy:
         """A new policy whose parameters took ``steps`` inner policy-gradient steps (step size
         ``inner_lr``, the learner's inner step, Finn et al. 2017 eq. 1) on ``task_or_env``,
         sampling ``episodes`` episodes with the current parameters before each step.
@@ -458,12 +499,17 @@ class MetaPolicy:
             episodes: episodes per inner step.
             steps: inner steps.
             seed: seeds the env resets and the action noise.
+            later_lr: step size of the second and later steps (default ``inner_lr``); the MAML
+                paper's meta-test takes its first step with α = 0.1 and later ones with 0.05.
         """
         _check_positive(episodes=episodes, steps=steps)
+        _check_lr(later_lr)
         if isinstance(task_or_env, Task):
             sampler = Sampler(self.family, self._policy_spec, envs_per_task=episodes, seed=seed)
             try:
-                adapted = self.adapt_tasks([task_or_env], sampler=sampler, episodes=episodes, steps=steps)
+                adapted = self.adapt_tasks(
+                    [task_or_env], sampler=sampler, episodes=episodes, steps=steps, later_lr=later_lr
+                )
             finally:
                 sampler.close()
             params = adapted.params[0]
@@ -473,18 +519,22 @@ class MetaPolicy:
             params = self.params
             for k in range(steps):
                 eps = self._rollout(task_or_env, params, episodes=episodes, seed=seed * 100_003 + k * episodes, gen=gen)
-                params = self._inner_step([params], [eps])[0]
+                params = self._inner_step([params], [eps], inner_lr=self.step_lr(k, later_lr=later_lr))[0]
         else:
             raise TypeError(
                 f"adapt takes a workers.envs.Task or a gymnasium.Env, got {type(task_or_env).__name__}"
             )
         return self._derived(params, steps=steps)
 
-    def adapt_tasks(self, tasks: Sequence[Task], *, sampler: Sampler, episodes: int, steps: int) -> TaskAdaptation:
+    def adapt_tasks(
+        self, tasks: Sequence[Task], *, sampler: Sampler, episodes: int, steps: int, later_lr: float | None = None
+    ) -> TaskAdaptation:
         """Adapt to several tasks at once (batched in one ``sampler``): ``steps`` times, sample
         ``episodes`` episodes per task with each task's current parameters, then take one inner
-        step per task.  The episodes are returned too (for evaluation)."""
+        step per task (step size :meth:`step_lr`).  The episodes are returned too (for
+        evaluation: ``episodes[k]`` were sampled after ``k`` steps)."""
         _check_positive(episodes=episodes, steps=steps)
+        _check_lr(later_lr)
         if not tasks:
             raise ValueError("adapt_tasks needs at least one task")
         family = self._spec.task_family.name
@@ -496,11 +546,17 @@ class MetaPolicy:
                 )
         current: list[Params] = [self._params] * len(tasks)
         sampled: list[list[Episodes]] = []
-        for _ in range(steps):
+        for k in range(steps):
             eps = sampler.sample(tasks, current, episodes_per_task=episodes)
             sampled.append(eps)
-            current = self._inner_step(current, eps)
+            current = self._inner_step(current, eps, inner_lr=self.step_lr(k, later_lr=later_lr))
         return TaskAdaptation(params=current, episodes=sampled)
+
+    def step_lr(self, k: int, *, later_lr: float | None = None) -> float:
+        """The step size of inner step ``k`` (0-based): ``inner_lr`` for the first, ``later_lr``
+        (default ``inner_lr``) for the others.  Finn et al. (2017) meta-test the 2D-navigation
+        and locomotion policies with α = 0.1 for the first gradient step and 0.05 after it."""
+        return self.inner_lr if k == 0 or later_lr is None else float(later_lr)
 
     def with_params(self, params: Params) -> MetaPolicy:
         """The same model with other parameters (e.g. adapted ones from :meth:`adapt_tasks`)."""
@@ -522,10 +578,10 @@ class MetaPolicy:
         out._family = self._family
         return out
 
-    def _inner_step(self, params: Sequence[Params], episodes: Sequence[Episodes]) -> list[Params]:
+    def _inner_step(self, params: Sequence[Params], episodes: Sequence[Episodes], *, inner_lr: float) -> list[Params]:
         """One inner policy-gradient step per task (no graph): the learners' ``adapt``."""
         batch = make_task_batch(episodes, advantage=self.advantage)
-        phi = F.adapt(self._policy, stack_params(list(params)), [batch], inner_lr=self.inner_lr, create_graph=False)
+        phi = F.adapt(self._policy, stack_params(list(params)), [batch], inner_lr=inner_lr, create_graph=False)
         check_finite("adapted parameters", *phi.values())
         return unstack_params(phi)
 
@@ -666,6 +722,11 @@ def resolve_model_uri(uri: str) -> str:
     is loaded and what is reported are the same version."""
     resolved = resolve_model_version(uri)
     return uri if resolved is None else f"models:/{resolved[0]}/{resolved[1]}"
+
+
+def _check_lr(later_lr: float | None) -> None:
+    if later_lr is not None and not (isinstance(later_lr, int | float) and math.isfinite(later_lr) and later_lr > 0):
+        raise ValueError(f"later_lr must be a positive finite number, got {later_lr!r}")
 
 
 def _check_positive(**values: int) -> None:

@@ -141,7 +141,7 @@ class Tracker:
             client().log_artifact(self.run_id, str(path), artifact_path=str(Path(artifact_file).parent))
 
     def metric_history(self, key: str) -> list[tuple[int, float]]:
-        return sorted((m.step, m.value) for m in client().get_metric_history(self.run_id, key))
+        return metric_history(self.run_id, key)
 
     def finish(self, status: str, *, failure: str | None = None) -> None:
         tags = {STATUS_TAG: status}
@@ -149,6 +149,11 @@ class Tracker:
             tags[FAILURE_TAG] = failure[:5000]
         self.set_tags(tags)
         client().set_terminated(self.run_id, status=status)
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """Every ``(step, value)`` logged for ``key`` in run ``run_id``, by step."""
+    return sorted((m.step, m.value) for m in client().get_metric_history(run_id, key))
 
 
 def load_checkpoint(run_id: str) -> LearnerState | None:

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from algorithms import functional as F
 from algorithms.base import LearnerState
+from algorithms.batch import make_task_batch
 from algorithms.maml import MAML
 from algorithms.multitask import MultiTaskPG
+from algorithms.policies import make_policy, stack_params, unstack_params
 from workers.envs import make_family
 from workers.evaluate import EXPERIMENT, evaluate, main
 from workers.loop import train_in_process
@@ -256,7 +259,8 @@ def test_evaluate_on_held_out_tasks(store, registered):
     assert run.data.tags["metarl.model_name"] == "nav-model"
     assert run.data.tags["metarl.model_version"] == "1"
     assert run.data.params == {
-        "episodes": "4", "steps": "1", "tasks": "3", "seed": "0", "eval_episodes": "4", "deterministic_eval": "False"
+        "episodes": "4", "steps": "1", "tasks": "3", "seed": "0", "eval_episodes": "4", "deterministic_eval": "False",
+        "split": "test", "inner_lr": "0.1", "later_lr": "0.1",
     }
     assert run.data.metrics["eval/return_post"] == pytest.approx(report.return_post.mean)
     assert {"eval/return_pre", "eval/success_pre", "eval/success_post"} <= set(run.data.metrics)
@@ -276,6 +280,91 @@ def test_evaluate_cli_json(registered, capsys):
     assert out["tasks"] == 2 and len(out["results"]) == 2 and out["run_id"] is None
     assert main(["--model", "models:/nope/1", "--tasks", "1", "--no-mlflow"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_evaluate_curve_over_steps(store, registered):
+    """Step k of an n-step evaluation is the post value of a k-step one with the same seed; step
+    0 is the pre value, step n the post value; the curve is logged with MLflow step = k."""
+    report = evaluate(registered.uri, episodes=4, steps=3, tasks=3, seed=1, later_lr=0.05)
+    assert len(report.return_steps) == len(report.success_steps) == 4
+    assert report.inner_lr == pytest.approx(0.1) and report.later_lr == pytest.approx(0.05)
+    assert report.return_steps[0] == report.return_pre and report.return_steps[3] == report.return_post
+    for r in report.results:
+        assert r.return_steps[0] == r.return_pre and r.return_steps[-1] == r.return_post
+    for k in (1, 2):
+        shorter = evaluate(registered.uri, episodes=4, steps=k, tasks=3, seed=1, later_lr=0.05, log_to_mlflow=False)
+        assert [r.return_post for r in shorter.results] == [r.return_steps[k] for r in report.results]
+        assert shorter.return_post == report.return_steps[k]
+    # means of the right values, with a 95% interval around them
+    for k, interval in enumerate(report.return_steps):
+        assert interval.mean == pytest.approx(np.mean([r.return_steps[k] for r in report.results]))
+        assert interval.low <= interval.mean <= interval.high
+
+    client = mlflow.MlflowClient(store.uri)
+    logged = sorted((m.step, m.value) for m in client.get_metric_history(report.run_id, "eval/return_step"))
+    assert [k for k, _ in logged] == [0, 1, 2, 3]
+    assert [v for _, v in logged] == pytest.approx([i.mean for i in report.return_steps])
+    highs = sorted((m.step, m.value) for m in client.get_metric_history(report.run_id, "eval/return_step_ci_high"))
+    assert [v for _, v in highs] == pytest.approx([i.high for i in report.return_steps])
+    assert client.get_run(report.run_id).data.params["later_lr"] == "0.05"
+
+
+def test_later_lr_is_applied_from_the_second_step(registered):
+    """Two inner steps against a hand computation: φ₁ = θ − α∇L(θ), φ₂ = φ₁ − β∇L(φ₁), each
+    gradient on the episodes sampled with the parameters it is taken at (α = 0.1, β = 0.05)."""
+    policy = MetaPolicy.load(registered.uri)
+    task = policy.family.sample_tasks(1, np.random.default_rng(4), split="test")[0]
+    sampler = Sampler(policy.family, policy.policy_spec, envs_per_task=4, seed=7)
+    adapted = policy.adapt_tasks([task], sampler=sampler, episodes=4, steps=2, later_lr=0.05)
+    sampler.close()
+
+    module = make_policy(policy.policy_spec)
+    sampler = Sampler(policy.family, policy.policy_spec, envs_per_task=4, seed=7)
+    params = policy.params
+    for lr in (0.1, 0.05):
+        episodes = sampler.sample([task], params, episodes_per_task=4)
+        batch = make_task_batch(episodes, advantage=policy.advantage)
+        stacked = {k: v.clone().requires_grad_(True) for k, v in stack_params([params]).items()}
+        grads = torch.autograd.grad(F.inner_loss(module, stacked, batch).sum(), list(stacked.values()))
+        params = unstack_params({k: (v - lr * g).detach() for (k, v), g in zip(stacked.items(), grads, strict=True)})[0]
+    sampler.close()
+    for k, v in params.items():
+        torch.testing.assert_close(adapted.params[0][k], v)
+    # the same steps with the default (inner_lr for every step) end elsewhere
+    sampler = Sampler(policy.family, policy.policy_spec, envs_per_task=4, seed=7)
+    same_lr = policy.adapt_tasks([task], sampler=sampler, episodes=4, steps=2)
+    sampler.close()
+    assert any(not torch.allclose(same_lr.params[0][k], params[k]) for k in params)
+    assert policy.step_lr(0, later_lr=0.05) == pytest.approx(0.1) and policy.step_lr(2) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="later_lr"):
+        policy.adapt(task, episodes=2, steps=2, later_lr=0.0)
+
+
+def test_evaluate_cli_later_lr_and_train_split(registered, capsys):
+    assert main(["--model", registered.uri, "--episodes", "2", "--steps", "2", "--tasks", "2", "--later-lr", "0.05",
+                 "--split", "train", "--json", "--no-mlflow"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["later_lr"] == pytest.approx(0.05) and out["split"] == "train"
+    assert len(out["return_steps"]) == 3 and all("train#" in r["task"] for r in out["results"])
+    with pytest.raises(SystemExit):
+        main(["--model", registered.uri, "--later-lr", "-1"])
+
+
+def test_initial_policy_is_what_training_starts_from(nav, tmp_path):
+    """MetaPolicy.initial(spec): the learner's parameters before the first iteration (the
+    random-initialisation baseline), evaluable from a saved directory."""
+    initial = MetaPolicy.initial(nav.spec)
+    fresh = MAML(nav.state.policy_spec, nav.spec.learner_config(), seed=nav.spec.seed)
+    assert initial.policy_spec == nav.state.policy_spec and initial.iteration == 0
+    assert initial.inner_lr == pytest.approx(0.1) and initial.algorithm == "maml"
+    for k, v in fresh.params.items():
+        torch.testing.assert_close(initial.params[k], v)
+    assert any(not torch.equal(initial.params[k], nav.state.params[k]) for k in nav.state.params)
+    other = MetaPolicy.initial(nav.spec.model_copy(update={"seed": nav.spec.seed + 1}))
+    assert any(not torch.equal(initial.params[k], other.params[k]) for k in initial.params)
+    initial.save(tmp_path / "initial")
+    report = evaluate(str(tmp_path / "initial"), episodes=2, steps=1, tasks=2, seed=0, log_to_mlflow=False)
+    assert report.model_version is None and report.tasks == 2 and math.isfinite(report.return_post.mean)
 
 
 def test_discrete_policy_round_trips(store, tmp_path):
