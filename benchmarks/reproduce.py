@@ -1,0 +1,1010 @@
+"""Reproduce the published meta-RL results through the real engine (issue 6).
+
+    python benchmarks/reproduce.py --suite navigation2d [--iterations N] [--seeds K] [--workdir DIR]
+    python benchmarks/reproduce.py --table [--write-readme]
+
+A suite is the paper's setting for one task family (the job spec, built from
+``workers/presets/*.json`` where one exists, and the paper's meta-test protocol).  For every seed:
+
+1. **meta-train** with the distributed engine, in this process: a local Ray is started once,
+   MLflow points at a store in the work directory (``~/.metarl/reproduce/<suite>`` by default),
+   and :func:`workers.driver.run_job` runs the job.  The work directory keeps ``state.json``
+   (seed → MLflow run, finished or not): re-running the same command skips finished seeds and
+   resumes unfinished ones from their last checkpoint (``checkpoint_every`` of the spec).
+2. **meta-test** on fresh test tasks with :func:`workers.evaluate.evaluate`, the code path of
+   ``python -m workers.evaluate`` and of the service's evaluation endpoint: the return after
+   ``k = 0..n`` inner steps (2D navigation and locomotion, Finn et al. 2017), or Meta-World's
+   protocol (adaptation episodes, then 3 deterministic evaluation episodes per goal; success if
+   ``success`` was 1 at any step) on the test and the train split.
+3. For ML1 suites the same for two baselines: the multi-task policy-gradient policy (non-meta)
+   trained with the same env-step budget and fine-tuned with the same adaptation budget, and the
+   randomly initialised policy (:meth:`workers.model.MetaPolicy.initial`).
+
+Seeds are the unit of the reported intervals: each seed's evaluation is averaged over tasks, and
+the figure is the mean over seeds with a 95% Student-t interval over seeds.  The result goes to
+``benchmarks/results/reproduce_<suite>.json`` (command, versions, commit, wall clock, spec,
+published numbers with citations, per-seed results, learning curves, targets, a convergence
+note) with two PNGs beside it; ``--table`` renders the README's "Results" section from the JSON
+files present and ``--write-readme`` writes it between the ``results`` markers of README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import logging
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+BEGIN_MARKER = "<!-- results:begin -->"
+END_MARKER = "<!-- results:end -->"
+#: Evaluation seed = training seed + this (fresh tasks, resets and action noise; DESIGN habit 8).
+EVAL_SEED_OFFSET = 10_000
+VERSIONED_PACKAGES = ("torch", "ray", "mlflow", "gymnasium", "metaworld", "numpy")
+
+log = logging.getLogger("metarl.reproduce")
+
+Metric = Literal["return", "success"]
+
+# ---- what the papers report -----------------------------------------------------------------
+
+MAML_NAV = (
+    "Finn, Abbeel & Levine 2017, Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks "
+    "(ICML), appendix Table 4: 2D navigation, MAML, return after 0/1/2/3 gradient steps "
+    "(horizon 100, meta-batch 20, 20 trajectories per task, alpha=0.1, TRPO, 2x100 ReLU, linear "
+    "feature baseline)"
+)
+MAML_CHEETAH = (
+    "Finn, Abbeel & Levine 2017, Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks "
+    "(ICML), appendix Table 5: HalfCheetah forward/backward, MAML, return after 0/1/2/3 gradient "
+    "steps (horizon 200, meta-batch 40, 20 rollouts per task)"
+)
+MAML_META_TEST = (
+    "Finn et al. 2017, sec. 5.3 and appendix: meta-test adaptation with up to 3 gradient updates "
+    "of 40 trajectories each, step size 0.1 for the first update and 0.05 for the later ones"
+)
+METAWORLD_V1 = (
+    "Yu et al. 2019, Meta-World: A Benchmark and Evaluation for Multi-Task and Meta Reinforcement "
+    "Learning (CoRL), Table 1: MAML meta-test success rate, ML10 31.6%, ML45 39.9% (v1 envs, "
+    "garage implementation)"
+)
+METAWORLD_V3 = (
+    "arXiv 2511.12383 (Meta-World v3 envs): MAML-TRPO on ML10, 21.0% train / 13.2% test success; "
+    "ML10 budget 20M env steps (2M per task)"
+)
+
+
+@dataclass(frozen=True)
+class Published:
+    """A number from a paper, keyed like our estimates (variant, split, metric, step).
+
+    ``comparable`` is False for a number kept for context only (another benchmark)."""
+
+    variant: str
+    split: str
+    metric: Metric
+    step: int
+    value: float
+    setting: str
+    citation: str
+    comparable: bool = True
+
+
+@dataclass(frozen=True)
+class Target:
+    """An acceptance target on the mean over seeds of one estimate."""
+
+    variant: str
+    split: str
+    metric: Metric
+    step: int
+    op: Literal[">=", ">"]
+    value: float
+    source: str = "issue 6 acceptance"
+
+    def met(self, mean: float | None) -> bool | None:
+        if mean is None or not math.isfinite(mean):
+            return None
+        return mean >= self.value if self.op == ">=" else mean > self.value
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A row of the results table."""
+
+    variant: str
+    split: str
+    metric: Metric
+    step: int
+    label: str
+
+
+# ---- suites -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The meta-test protocol of a suite.
+
+    Attributes:
+        episodes: ``K``, episodes per adaptation step.
+        steps: ``n``, inner steps.
+        tasks: test (and train) tasks per evaluation.
+        later_lr: step size of steps 2..n (None: the model's inner_lr).
+        splits: task splits evaluated (``train`` only where the benchmark has its own).
+        metric: what the suite reports: return (per step) or success (pre/post).
+    """
+
+    episodes: int
+    steps: int
+    tasks: int
+    later_lr: float | None
+    splits: tuple[str, ...]
+    metric: Metric
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A paper's setting for one task family.
+
+    Attributes:
+        name: the ``--suite`` value.
+        title: what it is, for plots and the table.
+        preset: the ``workers/presets`` spec it starts from.
+        spec: overrides of the preset (nested dicts replace leaves).
+        protocol: the meta-test protocol.
+        baselines: also train multi-task PG and evaluate the random initialisation.
+        published: the papers' numbers.
+        targets: acceptance targets.
+        headlines: rows of the results table.
+    """
+
+    name: str
+    title: str
+    preset: str
+    spec: dict[str, Any]
+    protocol: Protocol
+    baselines: bool = False
+    published: tuple[Published, ...] = ()
+    targets: tuple[Target, ...] = ()
+    headlines: tuple[Headline, ...] = ()
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Trained variants (each a job per seed); ``random-init`` is evaluated untrained."""
+        return ("maml", "multitask-pg") if self.baselines else ("maml",)
+
+    @property
+    def evaluated(self) -> tuple[str, ...]:
+        return (*self.variants, "random-init") if self.baselines else self.variants
+
+    @property
+    def paper_iterations(self) -> int:
+        return int(self.spec.get("iterations") or _preset(self.preset)["iterations"])
+
+    def job_spec(self, variant: str, *, seed: int, iterations: int, overrides: Sequence[str] = ()) -> Any:
+        """The validated :class:`workers.spec.JobSpec` of ``variant`` for ``seed``."""
+        from service.presets import apply_overrides
+        from workers.spec import JobSpec
+
+        spec = _merge(_preset(self.preset), self.spec)
+        if variant == "multitask-pg":
+            # the non-meta baseline: PPO on the union of the tasks, fine-tuned with MAML's inner
+            # step; same meta-batch, episodes and iterations, hence the same env-step budget
+            spec["algorithm"] = {"name": "multitask-pg", "inner_lr": spec["algorithm"].get("inner_lr", 0.1)}
+        elif variant != "maml":
+            raise ValueError(f"no training job for variant {variant!r}")
+        name = f"reproduce-{self.name}-{variant}-s{seed}"
+        spec.update(name=name, register_as=name, seed=seed, iterations=iterations)
+        return JobSpec.model_validate(apply_overrides(spec, list(overrides)))
+
+
+def _nav_curve(label: str) -> tuple[Headline, ...]:
+    return tuple(Headline("maml", "test", "return", k, f"{label}, return after {k} gradient step{'s' if k != 1 else ''}")
+                 for k in range(4))
+
+
+def _published_curve(values: Sequence[float], *, setting: str, citation: str) -> tuple[Published, ...]:
+    return tuple(Published("maml", "test", "return", k, v, setting, citation) for k, v in enumerate(values))
+
+
+def _metaworld_headlines(variants: Sequence[str], label: str) -> tuple[Headline, ...]:
+    names = {"maml": "MAML", "multitask-pg": "multi-task PG", "random-init": "random init"}
+    rows: list[Headline] = []
+    for split in ("test", "train"):
+        rows.append(Headline("maml", split, "success", 0, f"{label} {split} success before adaptation (MAML)"))
+        rows += [Headline(v, split, "success", 1, f"{label} {split} success after adaptation ({names[v]})")
+                 for v in variants]
+    return tuple(rows)
+
+
+#: Meta-World's protocol (``metaworld.evaluation.metalearning_evaluation``): one adaptation step
+#: on 10 episodes, then 3 deterministic evaluation episodes per goal (evaluate.py applies them).
+_ML1_PROTOCOL = Protocol(episodes=10, steps=1, tasks=50, later_lr=None, splits=("test", "train"), metric="success")
+
+SUITES: dict[str, Suite] = {
+    s.name: s
+    for s in (
+        Suite(
+            name="navigation2d",
+            title="2D navigation (MAML-TRPO)",
+            preset="navigation2d-maml",
+            spec={},
+            protocol=Protocol(episodes=40, steps=3, tasks=40, later_lr=0.05, splits=("test",), metric="return"),
+            published=_published_curve([-40.41, -11.68, -3.33, -3.23], setting="Finn et al. 2017, Table 4", citation=MAML_NAV),
+            targets=(
+                Target("maml", "test", "return", 1, ">=", -12.85),
+                Target("maml", "test", "return", 3, ">=", -4.5),
+            ),
+            headlines=_nav_curve("2D navigation"),
+        ),
+        Suite(
+            name="halfcheetah-dir",
+            title="HalfCheetah forward/backward (MAML-TRPO)",
+            preset="halfcheetah-vel-maml",
+            spec={"task_family": {"name": "halfcheetah-dir"}},
+            protocol=Protocol(episodes=40, steps=3, tasks=20, later_lr=0.05, splits=("test",), metric="return"),
+            published=_published_curve([-50.69, 293.19, 313.48, 315.65], setting="Finn et al. 2017, Table 5", citation=MAML_CHEETAH),
+            targets=(Target("maml", "test", "return", 1, ">=", 260.0),),
+            headlines=_nav_curve("HalfCheetah fwd/back"),
+        ),
+        Suite(
+            name="ml1-reach",
+            title="Meta-World ML1 reach-v3 (MAML-TRPO vs multi-task PG vs random init)",
+            preset="ml1-reach-maml",
+            spec={},
+            protocol=_ML1_PROTOCOL,
+            baselines=True,
+            headlines=_metaworld_headlines(("maml", "multitask-pg", "random-init"), "ML1 reach"),
+        ),
+        Suite(
+            name="ml1-push",
+            title="Meta-World ML1 push-v3 (MAML-TRPO vs multi-task PG vs random init)",
+            preset="ml1-reach-maml",
+            spec={"task_family": {"name": "metaworld-ml1", "env_name": "push-v3"}},
+            protocol=_ML1_PROTOCOL,
+            baselines=True,
+            headlines=_metaworld_headlines(("maml", "multitask-pg", "random-init"), "ML1 push"),
+        ),
+        Suite(
+            name="ml10",
+            title="Meta-World ML10 (MAML-TRPO)",
+            preset="ml1-reach-maml",
+            # 20M env steps: 100 iterations x 2 phases x 20 tasks x 10 episodes x 500 steps
+            spec={"task_family": {"name": "metaworld-ml10", "env_name": None}, "iterations": 100},
+            protocol=Protocol(episodes=10, steps=1, tasks=100, later_lr=None, splits=("test", "train"), metric="success"),
+            published=(
+                Published("maml", "test", "success", 1, 0.132, "v3 envs, MAML-TRPO", METAWORLD_V3),
+                Published("maml", "train", "success", 1, 0.210, "v3 envs, MAML-TRPO", METAWORLD_V3),
+                Published("maml", "test", "success", 1, 0.316, "v1 envs, garage", METAWORLD_V1),
+                Published("maml", "test", "success", 1, 0.399, "ML45, v1 envs, garage", METAWORLD_V1, comparable=False),
+            ),
+            targets=(Target("maml", "test", "success", 1, ">", 0.132),),
+            headlines=_metaworld_headlines(("maml",), "ML10"),
+        ),
+    )
+}
+
+
+def _preset(name: str) -> dict[str, Any]:
+    from service.presets import load_preset
+
+    return copy.deepcopy(load_preset(name).spec)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s leaves set (a None leaf removes the key)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        elif v is None:
+            out.pop(k, None)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+# ---- the work directory's state -------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """One training job of one seed."""
+
+    run_id: str | None = None
+    job_id: str | None = None
+    finished: bool = False
+    spec: dict[str, Any] = field(default_factory=dict)
+    model_uri: str | None = None
+    train_seconds: float = 0.0
+    abandoned_runs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class State:
+    """``<workdir>/state.json``: what has been trained and evaluated, so a re-run resumes."""
+
+    path: Path
+    suite: str
+    runs: dict[str, RunState] = field(default_factory=dict)
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path, suite: str) -> State:
+        if not path.is_file():
+            return cls(path=path, suite=suite)
+        data = json.loads(path.read_text())
+        if data.get("suite") != suite:
+            raise SystemExit(f"{path} belongs to suite {data.get('suite')!r}, not {suite!r}; pass another --workdir")
+        return cls(path=path, suite=suite, runs={k: RunState(**v) for k, v in data.get("runs", {}).items()},
+                   evaluations=data.get("evaluations", {}))
+
+    def save(self) -> None:
+        data = {"suite": self.suite, "runs": {k: asdict(v) for k, v in self.runs.items()}, "evaluations": self.evaluations}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.path)  # atomic: an interrupted save never loses the previous state
+
+
+def run_key(variant: str, seed: int) -> str:
+    return f"{variant}/seed{seed}"
+
+
+# ---- training ---------------------------------------------------------------------------------
+
+
+def use_workdir(workdir: Path) -> None:
+    """Point MLflow (and the engine's data dir) at ``workdir``; before Ray starts, so its workers
+    inherit it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
+    os.environ["METARL_HOME"] = str(workdir / "home")
+    os.environ["METARL_ARTIFACT_ROOT"] = str(workdir / "mlartifacts")
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    os.environ.pop("RAY_ADDRESS", None)  # a private local Ray, never a cluster that happens to run
+
+
+@dataclass
+class LocalRay:
+    """A private local Ray (``address="local"``: never attaches to a running cluster), started on
+    first use, with its files in a short temp dir (socket path limits)."""
+
+    num_cpus: int
+    temp_dir: str | None = None
+
+    def ensure(self) -> None:
+        import tempfile
+
+        import ray
+
+        if ray.is_initialized():
+            return
+        self.temp_dir = tempfile.mkdtemp(prefix="ray-repro-", dir="/tmp")
+        ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, _temp_dir=self.temp_dir,
+                 logging_level=logging.WARNING, log_to_driver=False)
+
+    def shutdown(self) -> None:
+        import shutil
+
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        if self.temp_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.temp_dir = None
+
+
+@dataclass
+class _Progress:
+    """One run's hooks: record the run id as soon as it exists, then after every iteration add
+    the wall time to the state (so a killed process loses at most one iteration of it), log a
+    line and advance the progress bar."""
+
+    state: State
+    entry: RunState
+    job_id: str
+    label: str
+    total: int
+    success: bool
+    progress: Any
+    bar: Any
+    clock: float = field(default_factory=time.perf_counter)
+
+    def charge(self) -> None:
+        now = time.perf_counter()
+        self.entry.train_seconds += now - self.clock
+        self.clock = now
+        self.state.save()
+
+    def started(self, run_id: str) -> None:
+        self.entry.run_id, self.entry.job_id = run_id, self.job_id
+        self.state.save()
+
+    def iterated(self, it: int, m: dict[str, float]) -> None:
+        self.charge()
+        line = (f"{self.label} iteration {it + 1}/{self.total}: return pre {m['meta/return_pre']:.2f} "
+                f"post {m['meta/return_post']:.2f}")
+        if self.success:
+            line += f", success pre {m.get('meta/success_pre', 0.0):.3f} post {m.get('meta/success_post', 0.0):.3f}"
+        log.info("%s (%.1f s)", line, m["time/iteration_s"])
+        self.progress.update(self.bar, completed=it + 1,
+                             status=f"post {m['meta/return_post']:.2f}, {m['time/iteration_s']:.1f} s/it")
+
+
+def train(suite: Suite, state: State, *, seeds: Sequence[int], iterations: int, overrides: Sequence[str],
+          ray_: LocalRay, console: Any) -> None:
+    """Train every (variant, seed) not finished yet; resume unfinished ones from their checkpoint."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from workers import tracking
+    from workers.driver import DriverHooks, run_job
+
+    todo = []
+    for variant in suite.variants:
+        for seed in seeds:
+            spec = suite.job_spec(variant, seed=seed, iterations=iterations, overrides=overrides)
+            entry = state.runs.get(run_key(variant, seed))
+            wanted = json.loads(spec.model_dump_json())
+            if entry is not None and entry.spec != wanted:
+                changed = sorted(k for k in set(entry.spec) | set(wanted) if entry.spec.get(k) != wanted.get(k))
+                raise SystemExit(
+                    f"{variant} seed {seed} in {state.path.parent} was trained with another spec (differs in: "
+                    f"{', '.join(changed)}); re-run with the same settings, or pass another --workdir"
+                )
+            if entry is not None and entry.finished:
+                log.info("%s seed %d: finished earlier (run %s), skipped", variant, seed, entry.run_id)
+                continue
+            todo.append((variant, seed, spec))
+    if not todo:
+        return
+    ray_.ensure()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}"))
+    with Progress(*columns, console=console) as progress:
+        for variant, seed, spec in todo:
+            entry = state.runs.setdefault(run_key(variant, seed), RunState(spec=json.loads(spec.model_dump_json())))
+            checkpoint = tracking.load_checkpoint(entry.run_id) if entry.run_id else None
+            if entry.run_id and checkpoint is None:
+                log.info("%s seed %d: run %s has no checkpoint yet, starting over", variant, seed, entry.run_id)
+                entry.abandoned_runs.append(entry.run_id)
+            resume = entry.run_id if checkpoint is not None else None
+            start = checkpoint.iteration if checkpoint is not None else 0
+            if resume is not None:
+                log.info("%s seed %d: resuming run %s from iteration %d", variant, seed, resume, start)
+            bar = progress.add_task(f"{variant} seed {seed}", total=spec.iterations, completed=start,
+                                    status="resuming" if resume else "starting")
+            hooks = _Progress(state=state, entry=entry, job_id=f"reproduce-{suite.name}-{variant}-s{seed}",
+                              label=f"{variant} seed {seed}", total=spec.iterations,
+                              success=suite.protocol.metric == "success", progress=progress, bar=bar)
+            try:
+                result = run_job(spec, job_id=hooks.job_id, resume_run_id=resume,
+                                 hooks=DriverHooks(on_start=hooks.started, on_iteration=hooks.iterated))
+            finally:
+                hooks.charge()
+            entry.finished = result.status == "SUCCEEDED"
+            entry.model_uri = result.model_uri
+            state.save()
+            progress.update(bar, status=result.status.lower())
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+
+
+def evaluation_config(suite: Suite, *, eval_tasks: int | None, eval_episodes: int | None) -> dict[str, Any]:
+    p = suite.protocol
+    return {"episodes": eval_episodes or p.episodes, "steps": p.steps, "tasks": eval_tasks or p.tasks,
+            "later_lr": p.later_lr}
+
+
+def evaluate_all(suite: Suite, state: State, *, seeds: Sequence[int], iterations: int, overrides: Sequence[str],
+                 config: dict[str, Any]) -> None:
+    """Meta-test every variant of every seed on each split (skipping what ``state`` has)."""
+    from workers.evaluate import evaluate
+    from workers.model import MetaPolicy
+
+    workdir = state.path.parent
+    for variant in suite.evaluated:
+        for seed in seeds:
+            if variant == "random-init":
+                spec = suite.job_spec("maml", seed=seed, iterations=iterations, overrides=overrides)
+                directory = workdir / "initial" / f"seed{seed}"
+                if not (directory / "policy.json").is_file():
+                    MetaPolicy.initial(spec).save(directory)
+                uri = str(directory)
+            else:
+                entry = state.runs.get(run_key(variant, seed))
+                if entry is None or not entry.finished or entry.model_uri is None:
+                    raise SystemExit(f"{variant} seed {seed} has no trained model to evaluate")
+                uri = entry.model_uri
+            for split in suite.protocol.splits:
+                key = f"{variant}/seed{seed}/{split}"
+                wanted = {**config, "seed": seed + EVAL_SEED_OFFSET, "split": split, "model_uri": uri}
+                done = state.evaluations.get(key)
+                if done is not None and done.get("config") == wanted:
+                    log.info("%s: evaluated earlier, skipped", key)
+                    continue
+                log.info("%s: meta-testing %s on %d %s tasks", key, uri, config["tasks"], split)
+                report = evaluate(uri, episodes=config["episodes"], steps=config["steps"], tasks=config["tasks"],
+                                  seed=seed + EVAL_SEED_OFFSET, later_lr=config["later_lr"], split=split)
+                state.evaluations[key] = {"config": wanted, "report": report_summary(report)}
+                state.save()
+
+
+def report_summary(report: Any) -> dict[str, Any]:
+    """The part of an :class:`~workers.evaluate.EvaluationReport` kept per seed (per-task values
+    stay in the evaluation's MLflow run)."""
+    return {
+        "run_id": report.run_id, "model_uri": report.model_uri, "split": report.split, "tasks": report.tasks,
+        "episodes": report.episodes, "steps": report.steps, "eval_episodes": report.eval_episodes,
+        "deterministic_eval": report.deterministic_eval, "inner_lr": report.inner_lr, "later_lr": report.later_lr,
+        "seed": report.seed, "seconds": report.seconds,
+        "return": [asdict(i) for i in report.return_steps],
+        "success": [asdict(i) for i in report.success_steps],
+    }
+
+
+# ---- aggregation over seeds ---------------------------------------------------------------------
+
+
+def seed_interval(values: Sequence[float]) -> dict[str, Any]:
+    """Mean over seeds with its 95% Student-t interval (``low``/``high`` None below 2 seeds)."""
+    from workers.evaluate import Interval
+
+    interval = Interval.of(list(values))
+    return {"mean": interval.mean, "low": interval.low, "high": interval.high, "seeds": len(values),
+            "values": [float(v) for v in values]}
+
+
+def aggregate(per_seed: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """``per_seed[variant][seed][split]`` (report summaries) → ``summary[variant][split][metric]``:
+    per inner step, the mean over seeds of each seed's mean over tasks, with a 95% interval over
+    seeds."""
+    out: dict[str, Any] = {}
+    for variant, seeds in per_seed.items():
+        splits = sorted({split for by_split in seeds.values() for split in by_split})
+        for split in splits:
+            reports = [by_split[split] for _, by_split in sorted(seeds.items()) if split in by_split]
+            steps = min(len(r["return"]) for r in reports)
+            out.setdefault(variant, {})[split] = {
+                metric: [dict(step=k, **seed_interval([r[metric][k]["mean"] for r in reports])) for k in range(steps)]
+                for metric in ("return", "success")
+            }
+    return out
+
+
+def estimate(summary: dict[str, Any], *, variant: str, split: str, metric: str, step: int) -> dict[str, Any] | None:
+    try:
+        return summary[variant][split][metric][step]
+    except (KeyError, IndexError):
+        return None
+
+
+def convergence(curves: Sequence[Sequence[float]], *, iterations: int, paper_iterations: int) -> dict[str, Any]:
+    """``stopped_early``: fewer iterations than the paper's setting.  ``converged``: not stopped
+    early, and over seeds the mean of the last tenth of the post-adaptation curve moved by at most
+    5% of the mean curve's range from the tenth before it."""
+    stopped_early = iterations < paper_iterations
+    curves = [list(c) for c in curves if c]
+    window = max(1, min(len(c) for c in curves) // 10) if curves else 0
+    usable = [c for c in curves if len(c) >= 2 * window] if window else []
+    if not usable:
+        return {"converged": False, "stopped_early": stopped_early,
+                "note": f"{'stopped early; ' if stopped_early else ''}too few iterations to judge convergence"}
+    n = min(len(c) for c in usable)
+    mean_curve = [sum(c[i] for c in usable) / len(usable) for i in range(n)]
+    deltas = [sum(c[n - window:n]) / window - sum(c[n - 2 * window:n - window]) / window for c in usable]
+    delta = sum(deltas) / len(deltas)
+    span = max(mean_curve) - min(mean_curve)
+    flat = abs(delta) <= 0.05 * span if span > 0 else True
+    note = (f"{iterations} of the paper setting's {paper_iterations} iterations"
+            f"{' (stopped early)' if stopped_early else ''}; post-adaptation curve: last {window} iterations "
+            f"{'+' if delta >= 0 else ''}{delta:.4g} against the {window} before (mean over {len(usable)} seeds), "
+            f"{abs(delta) / span * 100 if span > 0 else 0:.1f}% of the curve's range "
+            f"({'flat' if flat else 'still moving'}: converged means <= 5% and not stopped early)")
+    return {"converged": bool(flat and not stopped_early), "stopped_early": stopped_early, "note": note,
+            "plateau_delta": delta, "curve_range": span, "window": window}
+
+
+# ---- the result file ---------------------------------------------------------------------------
+
+
+def provenance() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+
+    return {"versions": versions, "python": platform.python_version(), "git_commit": git("rev-parse", "HEAD") or None,
+            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")), "cpu_count": os.cpu_count(),
+            "machine": platform.machine()}
+
+
+def learning_curves(suite: Suite, state: State, *, seeds: Sequence[int]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per trained variant and seed, the per-iteration metrics from the run's MLflow history."""
+    from workers import tracking
+
+    keys = ["meta/return_pre", "meta/return_post", "time/iteration_s", "perf/env_steps_total"]
+    if suite.protocol.metric == "success":
+        keys += ["meta/success_pre", "meta/success_post"]
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for variant in suite.variants:
+        for seed in seeds:
+            entry = state.runs[run_key(variant, seed)]
+            assert entry.run_id is not None
+            history = {k: tracking.metric_history(entry.run_id, k) for k in keys}
+            out.setdefault(variant, {})[f"seed{seed}"] = {
+                "iteration": [step for step, _ in history["meta/return_post"]],
+                **{k: [v for _, v in history[k]] for k in keys},
+            }
+    return out
+
+
+def build_result(suite: Suite, state: State, *, seeds: Sequence[int], iterations: int, overrides: Sequence[str],
+                 config: dict[str, Any], command: str, train_seconds: float, eval_seconds: float) -> dict[str, Any]:
+    """Everything the JSON file holds (see the module docstring)."""
+    curves = learning_curves(suite, state, seeds=seeds)
+    per_seed: dict[str, dict[str, dict[str, Any]]] = {}
+    for variant in suite.evaluated:
+        for seed in seeds:
+            per_seed.setdefault(variant, {})[str(seed)] = {
+                split: state.evaluations[f"{variant}/seed{seed}/{split}"]["report"] for split in suite.protocol.splits
+            }
+    summary = aggregate(per_seed)
+    curve_key = "meta/success_post" if suite.protocol.metric == "success" else "meta/return_post"
+    maml_curves = [c[curve_key] for c in curves["maml"].values()]
+    targets = []
+    for t in suite.targets:
+        est = estimate(summary, variant=t.variant, split=t.split, metric=t.metric, step=t.step)
+        targets.append({**asdict(t), "ours": None if est is None else est["mean"],
+                        "met": t.met(None if est is None else est["mean"])})
+    runs = {}
+    for variant in suite.variants:
+        for seed in seeds:
+            entry = state.runs[run_key(variant, seed)]
+            c = curves[variant][f"seed{seed}"]
+            runs[f"{variant}/seed{seed}"] = {
+                "run_id": entry.run_id, "model_uri": entry.model_uri, "train_seconds": entry.train_seconds,
+                "env_steps_total": (c["perf/env_steps_total"] or [None])[-1],
+                "seconds_per_iteration": (sum(c["time/iteration_s"]) / len(c["time/iteration_s"])
+                                          if c["time/iteration_s"] else None),
+                "abandoned_runs": entry.abandoned_runs,
+            }
+    spec = suite.job_spec("maml", seed=seeds[0], iterations=iterations, overrides=overrides)
+    return {
+        "suite": suite.name,
+        "title": suite.title,
+        "command": command,
+        **provenance(),
+        "wall_clock_s": {"training": train_seconds, "evaluation": eval_seconds},
+        "iterations": iterations,
+        "paper_iterations": suite.paper_iterations,
+        "seeds": list(seeds),
+        "spec": json.loads(spec.model_dump_json()),
+        "spec_overrides": list(overrides),
+        "baseline_specs": {v: json.loads(suite.job_spec(v, seed=seeds[0], iterations=iterations, overrides=overrides)
+                                         .model_dump_json()) for v in suite.variants if v != "maml"},
+        "evaluation": {**config, "splits": list(suite.protocol.splits), "metric": suite.protocol.metric,
+                       "eval_seed": f"training seed + {EVAL_SEED_OFFSET}",
+                       "protocol": MAML_META_TEST if suite.protocol.metric == "return" else
+                       "Meta-World metalearning_evaluation: adaptation episodes, one inner step, then 3 deterministic "
+                       "evaluation episodes per goal; success if success == 1 at any step",
+                       "deviates_from_suite": config != evaluation_config(suite, eval_tasks=None, eval_episodes=None)},
+        "published": [asdict(p) for p in suite.published],
+        "targets": targets,
+        "headlines": [asdict(h) for h in suite.headlines],
+        "summary": summary,
+        "per_seed": per_seed,
+        "runs": runs,
+        "learning_curves": curves,
+        **convergence(maml_curves, iterations=iterations, paper_iterations=suite.paper_iterations),
+    }
+
+
+# ---- plots --------------------------------------------------------------------------------------
+
+
+def _band(series: Sequence[Sequence[float]]) -> tuple[list[float], list[float], list[float]]:
+    """Mean over seeds per iteration with its 95% t interval (the mean itself with one seed)."""
+    from workers.evaluate import Interval
+
+    n = min(len(s) for s in series)
+    mean, low, high = [], [], []
+    for i in range(n):
+        iv = Interval.of([s[i] for s in series])
+        mean.append(iv.mean)
+        low.append(iv.mean if iv.low is None else iv.low)
+        high.append(iv.mean if iv.high is None else iv.high)
+    return mean, low, high
+
+
+def learning_png(result: dict[str, Any]) -> bytes:
+    """Pre vs post adaptation per iteration (success for success suites), mean over seeds, band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    metric = result["evaluation"]["metric"]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colors = {"maml": "tab:blue", "multitask-pg": "tab:orange"}
+    for variant, by_seed in result["learning_curves"].items():
+        for phase, style in (("pre", ":"), ("post", "-")):
+            series = [c[f"meta/{metric}_{phase}"] for c in by_seed.values()]
+            mean, low, high = _band(series)
+            x = list(range(len(mean)))
+            ax.plot(x, mean, style, color=colors.get(variant, "tab:gray"),
+                    label=f"{variant} {'before' if phase == 'pre' else 'after'} adaptation")
+            ax.fill_between(x, low, high, color=colors.get(variant, "tab:gray"), alpha=0.2, linewidth=0)
+    ax.set_xlabel("meta-iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("success rate (training tasks)" if metric == "success" else "average return (training tasks)")
+    ax.set_title(f"{result['title']}: {len(result['seeds'])} seed(s), mean and 95% interval", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def evaluation_png(result: dict[str, Any]) -> bytes:
+    """Meta-test result against gradient steps with 95% intervals over seeds; the papers' numbers
+    as separate marked lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = result["evaluation"]["metric"]
+    splits = result["evaluation"]["splits"]
+    fig, axes = plt.subplots(1, len(splits), figsize=(6.5 * len(splits), 4.2), squeeze=False)
+    for ax, split in zip(axes[0], splits, strict=True):
+        for i, (variant, by_split) in enumerate(result["summary"].items()):
+            points = by_split.get(split, {}).get(metric, [])
+            x = [p["step"] + 0.04 * i for p in points]
+            y = [p["mean"] for p in points]
+            err = [[p["mean"] - (p["low"] if p["low"] is not None else p["mean"]) for p in points],
+                   [(p["high"] if p["high"] is not None else p["mean"]) - p["mean"] for p in points]]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=4, label=f"ours: {variant}")
+        for setting in sorted({p["setting"] for p in result["published"] if p["split"] == split and p["comparable"]}):
+            pts = sorted((p["step"], p["value"]) for p in result["published"]
+                         if p["split"] == split and p["comparable"] and p["setting"] == setting)
+            ax.plot([s for s, _ in pts], [v for _, v in pts], "--", marker="s", color="black", alpha=0.6,
+                    label=f"published ({setting})")
+        ax.set_xlabel("gradient steps at meta-test")
+        ax.set_xticks(range(result["evaluation"]["steps"] + 1))
+        ax.set_ylabel("success rate" if metric == "success" else "average return")
+        ax.set_title(f"{result['title']}: {split} tasks, {len(result['seeds'])} seed(s), 95% interval", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# ---- the README's results table -------------------------------------------------------------------
+
+
+def _fmt(value: float | None, metric: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 100:.1f}%" if metric == "success" else f"{value:.2f}"
+
+
+def _cell(est: dict[str, Any] | None, metric: str) -> str:
+    if est is None:
+        return "—"
+    if est["low"] is None:
+        return _fmt(est["mean"], metric)
+    return f"{_fmt(est['mean'], metric)} [{_fmt(est['low'], metric)}, {_fmt(est['high'], metric)}]"
+
+
+def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    """The results-table rows of one result file (one per headline)."""
+    rows = []
+    budget = f"{len(result['seeds'])} × {result['iterations']}"
+    if result.get("stopped_early"):
+        budget += f" (of {result['paper_iterations']})"
+    for i, h in enumerate(result["headlines"]):
+        metric = h["metric"]
+        est = estimate(result["summary"], variant=h["variant"], split=h["split"], metric=metric, step=h["step"])
+        published = "; ".join(
+            f"{_fmt(p['value'], metric)} ({p['setting']})" for p in result["published"]
+            if p["comparable"] and (p["variant"], p["split"], p["metric"], p["step"]) == (h["variant"], h["split"], metric, h["step"])
+        ) or "—"
+        met = [t for t in result["targets"]
+               if (t["variant"], t["split"], t["metric"], t["step"]) == (h["variant"], h["split"], metric, h["step"])]
+        target = "; ".join(
+            f"{'yes' if t['met'] else 'no' if t['met'] is False else '—'} ({t['op']} {_fmt(t['value'], metric)})" for t in met
+        ) or "—"
+        command = f"`{result['command']}`" if i == 0 else ""
+        rows.append([result["suite"], h["label"], _cell(est, metric), budget, published, target, command])
+    return rows
+
+
+def render_results_table(results_dir: Path = RESULTS_DIR) -> str:
+    """The README's results section (between the markers) from ``reproduce_*.json`` in
+    ``results_dir``; a line saying that none are recorded when there are none."""
+    files = sorted(results_dir.glob("reproduce_*.json"))
+    if not files:
+        return ("No reproduction runs are recorded yet (no `benchmarks/results/reproduce_*.json`). Run "
+                "`python benchmarks/reproduce.py --suite SUITE`, then "
+                "`python benchmarks/reproduce.py --table --write-readme`.")
+    order = list(SUITES)
+    results = sorted((json.loads(f.read_text()) for f in files),
+                     key=lambda r: (order.index(r["suite"]) if r["suite"] in order else len(order), r["suite"]))
+    header = ["suite", "metric", "ours: mean [95% CI over seeds]", "seeds × iterations", "published", "target met?",
+              "command"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for result in results:
+        lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
+    notes = []
+    for result in results:
+        commit = (result.get("git_commit") or "?")[:10] + (" (dirty)" if result.get("git_dirty") else "")
+        deviations = []
+        if result["spec_overrides"]:
+            deviations.append("spec overrides " + ", ".join(f"`{o}`" for o in result["spec_overrides"]))
+        if result["evaluation"]["deviates_from_suite"]:
+            e = result["evaluation"]
+            deviations.append(f"evaluation off-protocol ({e['tasks']} tasks, K = {e['episodes']})")
+        deviation = f"; NOT the paper setting: {'; '.join(deviations)}" if deviations else ""
+        notes.append(f"- `{result['suite']}`: {result['note']}{deviation}; commit {commit}, {result['cpu_count']} cores, "
+                     f"training {result['wall_clock_s']['training'] / 3600:.2f} h, evaluation "
+                     f"{result['wall_clock_s']['evaluation'] / 60:.1f} min "
+                     f"(`benchmarks/results/reproduce_{result['suite']}.json`, `_learning.png`, `_evaluation.png`).")
+    return "\n".join([*lines, "", *notes])
+
+
+def readme_section(text: str) -> str:
+    """The text between the results markers of a README."""
+    start, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
+    if start < 0 or end < start:
+        raise ValueError(f"README has no {BEGIN_MARKER} ... {END_MARKER} section")
+    return text[start + len(BEGIN_MARKER):end].strip("\n")
+
+
+def write_readme(readme: Path = README, results_dir: Path = RESULTS_DIR) -> bool:
+    """Replace the results section of ``readme``; True if it changed."""
+    text = readme.read_text()
+    readme_section(text)  # raises without the markers
+    start, end = text.find(BEGIN_MARKER) + len(BEGIN_MARKER), text.find(END_MARKER)
+    new = text[:start] + "\n" + render_results_table(results_dir) + "\n" + text[end:]
+    if new != text:
+        readme.write_text(new)
+    return new != text
+
+
+# ---- CLI ------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
+    suite = SUITES[args.suite]
+    iterations = args.iterations or suite.paper_iterations
+    seeds = list(range(args.seeds))
+    workdir = Path(args.workdir or Path.home() / ".metarl" / "reproduce" / suite.name).expanduser().resolve()
+    use_workdir(workdir)
+    state = State.load(workdir / "state.json", suite.name)
+    config = evaluation_config(suite, eval_tasks=args.eval_tasks, eval_episodes=args.eval_episodes)
+    # fail on a bad spec before anything starts
+    for variant in suite.variants:
+        suite.job_spec(variant, seed=0, iterations=iterations, overrides=args.set)
+    workers = max(suite.job_spec(v, seed=0, iterations=iterations, overrides=args.set).resources.rollout_workers
+                  for v in suite.variants)
+    ray_ = LocalRay(num_cpus=max(args.num_cpus, workers))
+    log.info("suite %s: %d seed(s) x %d iterations, work directory %s", suite.name, len(seeds), iterations, workdir)
+    t0 = time.perf_counter()
+    try:
+        train(suite, state, seeds=seeds, iterations=iterations, overrides=args.set, ray_=ray_, console=console)
+    finally:
+        ray_.shutdown()
+    t1 = time.perf_counter()
+    evaluate_all(suite, state, seeds=seeds, iterations=iterations, overrides=args.set, config=config)
+    eval_here = time.perf_counter() - t1
+    train_seconds = sum(state.runs[run_key(v, s)].train_seconds for v in suite.variants for s in seeds)
+    eval_seconds = sum(state.evaluations[f"{v}/seed{s}/{split}"]["report"]["seconds"]
+                       for v in suite.evaluated for s in seeds for split in suite.protocol.splits)
+    log.info("training %.0f s this call, evaluation %.0f s this call", t1 - t0, eval_here)
+    command = "python benchmarks/reproduce.py " + shlex.join(sys.argv[1:])
+    result = build_result(suite, state, seeds=seeds, iterations=iterations, overrides=args.set, config=config,
+                          command=command, train_seconds=train_seconds, eval_seconds=eval_seconds)
+    out_dir = Path(args.results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"reproduce_{suite.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / f"reproduce_{suite.name}_learning.png").write_bytes(learning_png(result))
+    (out_dir / f"reproduce_{suite.name}_evaluation.png").write_bytes(evaluation_png(result))
+    log.info("wrote %s", out_dir / f"reproduce_{suite.name}.json")
+    return result
+
+
+def headline_json(result: dict[str, Any]) -> dict[str, Any]:
+    """What is printed: per estimate, the mean over seeds and its 95% interval, and the targets."""
+    return {"suite": result["suite"], "seeds": result["seeds"], "iterations": result["iterations"],
+            "summary": {v: {s: {m: [{k: p[k] for k in ("step", "mean", "low", "high")} for p in points]
+                                for m, points in by_metric.items() if m == result["evaluation"]["metric"]}
+                            for s, by_metric in by_split.items()}
+                        for v, by_split in result["summary"].items()},
+            "published": [{k: p[k] for k in ("variant", "split", "metric", "step", "value", "setting")}
+                          for p in result["published"]],
+            "targets": result["targets"], "converged": result["converged"], "stopped_early": result["stopped_early"],
+            "note": result["note"], "wall_clock_s": result["wall_clock_s"]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--suite", choices=list(SUITES), help="run (or resume) this suite")
+    mode.add_argument("--table", action="store_true", help="print the README's results section from the JSON files")
+    parser.add_argument("--write-readme", action="store_true", help="with --table: write it into README.md")
+    parser.add_argument("--iterations", type=int, default=None, help="meta-iterations (default: the suite's paper setting)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 (default 3)")
+    parser.add_argument("--workdir", default=None, help="MLflow store and state.json (default ~/.metarl/reproduce/<suite>)")
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where the JSON and PNGs go (default benchmarks/results)")
+    parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1, help="CPUs of the local Ray (default: all)")
+    parser.add_argument("--eval-tasks", type=int, default=None, help="override the suite's number of test tasks (smoke tests)")
+    parser.add_argument("--eval-episodes", type=int, default=None, help="override K, episodes per adaptation step (smoke tests)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a job-spec field, e.g. --set meta_batch_size=4 (recorded in the JSON)")
+    args = parser.parse_args(argv)
+
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    console = Console(stderr=True)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    # metarl.driver logs each iteration too; the progress line below says more (seconds, success)
+    for noisy in ("mlflow", "alembic", "urllib3", "ray", "metarl.driver"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.table:
+        if args.write_readme:
+            changed = write_readme(results_dir=Path(args.results_dir))
+            log.info("README.md %s", "updated" if changed else "already up to date")
+        sys.stdout.write(render_results_table(Path(args.results_dir)) + "\n")
+        return 0
+    if args.write_readme:
+        parser.error("--write-readme goes with --table")
+    for name in ("iterations", "seeds", "eval_tasks", "eval_episodes", "num_cpus"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    from workers.driver import JobFailed
+
+    try:
+        result = run(args, console)
+    except JobFailed as exc:
+        log.error("job failed: %s; the state is kept: run the same command again to resume", exc)
+        return 1
+    sys.stdout.write(json.dumps(headline_json(result), indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

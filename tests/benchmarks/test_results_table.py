@@ -1,0 +1,158 @@
+"""The README's results section and the reproduction script's aggregation over seeds.
+
+The section must be exactly what ``benchmarks/reproduce.py --table`` renders from the
+``benchmarks/results/reproduce_*.json`` files present (none yet is fine), so a number edited by
+hand, or a result file added without regenerating the README, fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from benchmarks import reproduce as R
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_readme_results_section_is_generated_from_the_result_files():
+    section = R.readme_section((ROOT / "README.md").read_text())
+    assert section == R.render_results_table(ROOT / "benchmarks" / "results"), (
+        "README.md's results section differs from the result files: run "
+        "`python benchmarks/reproduce.py --table --write-readme`"
+    )
+
+
+def test_no_result_files_says_so(tmp_path):
+    assert "No reproduction runs are recorded yet" in R.render_results_table(tmp_path)
+
+
+def test_seed_interval_is_the_student_t_interval_over_seeds():
+    values = [-12.0, -10.5, -13.2]
+    got = R.seed_interval(values)
+    mean = sum(values) / 3
+    low, high = stats.t.interval(0.95, df=2, loc=mean, scale=stats.sem(values))
+    assert got["mean"] == pytest.approx(mean)
+    assert (got["low"], got["high"]) == pytest.approx((low, high))
+    # by hand: t_{0.975, 2} = 4.302653, s = sample standard deviation
+    s = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+    assert got["high"] - mean == pytest.approx(4.302653 * s / math.sqrt(3), rel=1e-6)
+    assert got["seeds"] == 3 and got["values"] == values
+    one = R.seed_interval([5.0])
+    assert one["mean"] == 5.0 and one["low"] is None and one["high"] is None
+
+
+def _report(returns: list[float], successes: list[float]) -> dict:
+    """A per-seed evaluation summary with the given per-step means over tasks."""
+    return {"return": [{"mean": r, "low": r - 1, "high": r + 1} for r in returns],
+            "success": [{"mean": s, "low": None, "high": None} for s in successes]}
+
+
+def test_aggregate_takes_seeds_as_the_unit():
+    per_seed = {
+        "maml": {
+            "0": {"test": _report([-40.0, -12.0, -4.0], [0.0, 0.1, 0.2])},
+            "1": {"test": _report([-38.0, -11.0, -3.5], [0.0, 0.3, 0.2])},
+            "2": {"test": _report([-42.0, -13.0, -3.0], [0.0, 0.2, 0.5])},
+        }
+    }
+    summary = R.aggregate(per_seed)
+    curve = summary["maml"]["test"]["return"]
+    assert [p["step"] for p in curve] == [0, 1, 2]
+    for k, expected in enumerate([[-40.0, -38.0, -42.0], [-12.0, -11.0, -13.0], [-4.0, -3.5, -3.0]]):
+        low, high = stats.t.interval(0.95, df=2, loc=np.mean(expected), scale=stats.sem(expected))
+        assert curve[k]["mean"] == pytest.approx(np.mean(expected))
+        assert (curve[k]["low"], curve[k]["high"]) == pytest.approx((low, high))
+        assert curve[k]["values"] == expected  # the per-task intervals play no part
+    assert summary["maml"]["test"]["success"][2]["mean"] == pytest.approx(0.3)
+    assert R.estimate(summary, variant="maml", split="test", metric="return", step=1)["mean"] == pytest.approx(-12.0)
+    assert R.estimate(summary, variant="maml", split="train", metric="return", step=1) is None
+
+
+def test_convergence_note():
+    flat = [[-80.0 + min(i, 50) for i in range(100)] for _ in range(3)]
+    judged = R.convergence(flat, iterations=100, paper_iterations=100)
+    assert judged["converged"] and not judged["stopped_early"] and judged["plateau_delta"] == pytest.approx(0.0)
+    rising = [[float(i) for i in range(100)]]
+    assert not R.convergence(rising, iterations=100, paper_iterations=100)["converged"]
+    early = R.convergence(flat, iterations=100, paper_iterations=500)
+    assert early["stopped_early"] and not early["converged"] and "stopped early" in early["note"]
+
+
+def _result(suite: R.Suite, means: dict[int, list[float]], *, command: str = "python benchmarks/reproduce.py --suite navigation2d") -> dict:
+    """A result file as ``build_result`` writes it, reduced to what the table reads."""
+    per_seed = {"maml": {str(i): {"test": _report([means[k][i] for k in sorted(means)], [0.0] * len(means))}
+                         for i in range(len(means[0]))}}
+    summary = R.aggregate(per_seed)
+    targets = []
+    for t in suite.targets:
+        est = R.estimate(summary, variant=t.variant, split=t.split, metric=t.metric, step=t.step)
+        targets.append({**t.__dict__, "ours": est["mean"], "met": t.met(est["mean"])})
+    return {
+        "suite": suite.name, "title": suite.title, "command": command, "seeds": list(range(len(means[0]))),
+        "iterations": 100, "paper_iterations": suite.paper_iterations, "stopped_early": False, "converged": True,
+        "note": "converged", "git_commit": "0123456789abcdef", "git_dirty": False, "cpu_count": 2,
+        "wall_clock_s": {"training": 3600.0, "evaluation": 60.0}, "spec_overrides": [],
+        "evaluation": {"deviates_from_suite": False, "tasks": 40, "episodes": 40},
+        "published": [p.__dict__ for p in suite.published], "targets": targets,
+        "headlines": [h.__dict__ for h in suite.headlines], "summary": summary,
+    }
+
+
+def test_table_rows_and_a_hand_edited_number(tmp_path):
+    suite = R.SUITES["navigation2d"]
+    means = {0: [-41.0, -39.0, -40.0], 1: [-12.0, -11.0, -13.0], 2: [-4.0, -3.0, -3.5], 3: [-3.0, -3.2, -3.4]}
+    (tmp_path / "reproduce_navigation2d.json").write_text(json.dumps(_result(suite, means)))
+    table = R.render_results_table(tmp_path)
+    rows = [line for line in table.splitlines() if line.startswith("| navigation2d")]
+    assert len(rows) == 4
+    assert "| -12.00 [" in rows[1] and "| -11.68 (Finn et al. 2017, Table 4) |" in rows[1]
+    assert "yes (>= -12.85)" in rows[1] and "yes (>= -4.50)" in rows[3] and "| 3 × 100 |" in rows[0]
+    assert "`python benchmarks/reproduce.py --suite navigation2d`" in rows[0]
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Results\n\n{R.BEGIN_MARKER}\nold\n{R.END_MARKER}\n\n## Benchmarks\nkept\n")
+    assert R.write_readme(readme, tmp_path) and not R.write_readme(readme, tmp_path)
+    text = readme.read_text()
+    assert R.readme_section(text) == table and text.endswith("## Benchmarks\nkept\n") and text.startswith("# x\n")
+    readme.write_text(text.replace("-12.00", "-10.00", 1))  # a number edited by hand
+    assert R.readme_section(readme.read_text()) != R.render_results_table(tmp_path)
+
+
+def test_target_missed_and_success_formatting(tmp_path):
+    suite = R.SUITES["ml10"]
+    result = _result(suite, {0: [0.0, 0.0], 1: [0.1, 0.12]})
+    result["summary"]["maml"]["test"]["success"] = result["summary"]["maml"]["test"]["return"]
+    result["targets"] = [{**t.__dict__, "met": t.met(0.11)} for t in suite.targets]
+    rows = {row[1]: row for row in R.table_rows(result)}
+    post = rows["ML10 test success after adaptation (MAML)"]
+    assert post[2].startswith("11.0% [") and post[5] == "no (> 13.2%)"
+    assert post[4] == "13.2% (v3 envs, MAML-TRPO); 31.6% (v1 envs, garage)"  # ML45 is context only
+
+
+def test_suite_specs_are_the_papers_settings():
+    nav = R.SUITES["navigation2d"].job_spec("maml", seed=2, iterations=100)
+    assert (nav.meta_batch_size, nav.episodes_per_task, nav.seed, nav.iterations) == (20, 20, 2, 100)
+    assert nav.algorithm.inner_lr == 0.1 and nav.algorithm.outer.max_kl == 0.01 and nav.policy.hidden_sizes == (100, 100)
+    assert nav.policy.activation == "relu" and nav.register_as == "reproduce-navigation2d-maml-s2"
+    cheetah = R.SUITES["halfcheetah-dir"].job_spec("maml", seed=0, iterations=1)
+    assert cheetah.task_family.name == "halfcheetah-dir" and cheetah.meta_batch_size == 40
+    ml10 = R.SUITES["ml10"].job_spec("maml", seed=0, iterations=R.SUITES["ml10"].paper_iterations)
+    assert ml10.task_family.name == "metaworld-ml10" and ml10.task_family.env_name is None
+    horizon = 500
+    budget = ml10.iterations * (ml10.inner_steps + 1) * ml10.meta_batch_size * ml10.episodes_per_task * horizon
+    assert budget == 20_000_000
+    push = R.SUITES["ml1-push"]
+    maml, mtpg = (push.job_spec(v, seed=1, iterations=3) for v in ("maml", "multitask-pg"))
+    assert maml.task_family.env_name == "push-v3" and mtpg.algorithm.name == "multitask-pg"
+    same_budget = ("meta_batch_size", "episodes_per_task", "iterations", "inner_steps", "task_family", "seed")
+    assert all(getattr(maml, k) == getattr(mtpg, k) for k in same_budget)
+    assert mtpg.algorithm.inner_lr == maml.algorithm.inner_lr  # the same adaptation step
+    assert push.evaluated == ("maml", "multitask-pg", "random-init")
+    over = R.SUITES["navigation2d"].job_spec("maml", seed=0, iterations=2, overrides=["meta_batch_size=4"])
+    assert over.meta_batch_size == 4
