@@ -756,14 +756,17 @@ def learning_png(result: dict[str, Any]) -> bytes:
             series = [c[f"meta/{metric}_{phase}"] for c in by_seed.values()]
             mean, low, high = _band(series)
             x = list(range(len(mean)))
-            ax.plot(x, mean, style, color=colors.get(variant, "tab:gray"),
+            ax.plot(x, mean, style, color=colors.get(variant, "tab:gray"), marker="o" if len(x) < 3 else None,
                     label=f"{variant} {'before' if phase == 'pre' else 'after'} adaptation")
             ax.fill_between(x, low, high, color=colors.get(variant, "tab:gray"), alpha=0.2, linewidth=0)
     ax.set_xlabel("meta-iteration")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_ylabel("success rate (training tasks)" if metric == "success" else "average return (training tasks)")
-    ax.set_title(f"{result['title']}: {len(result['seeds'])} seed(s), mean and 95% interval", fontsize=9)
+    if metric == "success":
+        ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{len(result['seeds'])} seed(s): mean over seeds and 95% interval", fontsize=9)
     ax.legend(fontsize=8)
+    fig.suptitle(f"{result['title']}: meta-training", fontsize=10)
     fig.tight_layout()
     return _png(fig)
 
@@ -787,16 +790,22 @@ def evaluation_png(result: dict[str, Any]) -> bytes:
             err = [[p["mean"] - (p["low"] if p["low"] is not None else p["mean"]) for p in points],
                    [(p["high"] if p["high"] is not None else p["mean"]) - p["mean"] for p in points]]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=4, label=f"ours: {variant}")
-        for setting in sorted({p["setting"] for p in result["published"] if p["split"] == split and p["comparable"]}):
+        settings = sorted({p["setting"] for p in result["published"] if p["split"] == split and p["comparable"]})
+        for setting, marker in zip(settings, "sD^v*", strict=False):
             pts = sorted((p["step"], p["value"]) for p in result["published"]
                          if p["split"] == split and p["comparable"] and p["setting"] == setting)
-            ax.plot([s for s, _ in pts], [v for _, v in pts], "--", marker="s", color="black", alpha=0.6,
-                    label=f"published ({setting})")
+            ax.plot([s for s, _ in pts], [v for _, v in pts], "--", marker=marker, markersize=8, color="black",
+                    alpha=0.6, label=f"published ({setting})")
+        steps = result["evaluation"]["steps"]
+        ax.set_xticks(range(steps + 1))
+        if metric == "success":
+            ax.set_xticklabels(["before adaptation", *[f"after {k} step{'s' if k > 1 else ''}" for k in range(1, steps + 1)]])
+            ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("gradient steps at meta-test")
-        ax.set_xticks(range(result["evaluation"]["steps"] + 1))
         ax.set_ylabel("success rate" if metric == "success" else "average return")
-        ax.set_title(f"{result['title']}: {split} tasks, {len(result['seeds'])} seed(s), 95% interval", fontsize=9)
+        ax.set_title(f"{split} tasks, {len(result['seeds'])} seed(s): mean over seeds and 95% interval", fontsize=9)
         ax.legend(fontsize=8)
+    fig.suptitle(f"{result['title']}: meta-test", fontsize=10)
     fig.tight_layout()
     return _png(fig)
 

@@ -152,8 +152,10 @@ class Tracker:
 
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
-    """Every ``(step, value)`` logged for ``key`` in run ``run_id``, by step."""
-    return sorted((m.step, m.value) for m in client().get_metric_history(run_id, key))
+    """``(step, value)`` of ``key`` in run ``run_id``, by step, one per step: the latest logged,
+    since a resumed job re-runs (and logs again) the iterations after its last checkpoint."""
+    latest = {m.step: m.value for m in sorted(client().get_metric_history(run_id, key), key=lambda m: m.timestamp)}
+    return sorted(latest.items())
 
 
 def load_checkpoint(run_id: str) -> LearnerState | None:
