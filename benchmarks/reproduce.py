@@ -949,7 +949,10 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
     (out_dir / f"reproduce_{suite.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     (out_dir / f"reproduce_{suite.name}_learning.png").write_bytes(learning_png(result))
     (out_dir / f"reproduce_{suite.name}_evaluation.png").write_bytes(evaluation_png(result))
-    log.info("wrote %s", out_dir / f"reproduce_{suite.name}.json")
+    log.info("wrote %s and its two PNGs", out_dir / f"reproduce_{suite.name}.json")
+    if out_dir.resolve() == RESULTS_DIR.resolve():
+        log.info("README.md's results table is generated from these files: run "
+                 "`python benchmarks/reproduce.py --table --write-readme` (tests/benchmarks checks it)")
     return result
 
 
