@@ -277,6 +277,8 @@ def main() -> int:
     ap.add_argument("--client", choices=("aiohttp", "wrk"), default="aiohttp",
                     help="load generator: an async Python client, or wrk (Debian package `wrk`, far lighter)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "api_load.jsonl")
+    ap.add_argument("--profile", type=Path, default=None, metavar="PATH",
+                    help="record the server during the mix with py-spy (collapsed stacks written to PATH)")
     ap.add_argument("--load-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.load_worker:
@@ -308,9 +310,17 @@ def main() -> int:
             load_before = os.getloadavg()
             base = run_load(url=url, key=admin, phase="baseline", job_ids=job_ids, connections=args.connections,
                             seconds=args.seconds, server_pid=proc.pid, client=args.client)
+            spy = None
+            if args.profile is not None:
+                spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(proc.pid),
+                                        "--subprocesses", "--nonblocking", "-r", "200", "--format", "raw", "-o",
+                                        str(args.profile), "-d", str(int(WARMUP_S + args.seconds))],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             mix = run_load(url=url, key=owner_key, phase="mix", job_ids=job_ids, connections=args.connections,
                            seconds=args.seconds, server_pid=proc.pid, client=args.client)
             load_after = os.getloadavg()
+            if spy is not None:
+                spy.wait(timeout=60)
         finally:
             proc.terminate()
             proc.wait(timeout=30)

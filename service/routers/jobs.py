@@ -53,9 +53,8 @@ async def submit(spec: JobSpec, response: Response, store: StoreDep, launcher: L
 @router.get("", response_model=JobsPublic)
 async def list_(store: StoreDep, principal: PrincipalDep, status: JobStatus | None = None,
                 offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
-    rows, count = await asyncio.to_thread(jobs.list_jobs, store=store, principal=principal, status=status,
-                                          offset=offset, limit=limit)
-    return _json(JobsPublic(data=[jobs.list_item(j) for j in rows], count=count, offset=offset, limit=limit))
+    body = await asyncio.to_thread(jobs.list_page, store=store, principal=principal, status=status, offset=offset, limit=limit)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{job_id}", response_model=JobPublic)

@@ -127,3 +127,47 @@ def test_settings_come_from_the_environment_and_refuse_bad_values(monkeypatch, t
     monkeypatch.setenv("METARL_RAY_DASHBOARD", "10.0.0.5:8265")
     with pytest.raises(ValidationError, match="http"):
         Settings()
+
+
+def test_a_cached_list_page_never_outlives_a_change_made_by_another_process(tmp_path):
+    """``GET /v1/jobs`` pages are served from memory while the caller's job set is unchanged;
+    a second Store on the same file stands for another server process writing."""
+    import json
+
+    from sqlalchemy import delete, update
+
+    from service import jobs
+    from service.auth import Principal
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    here, other = Store(url), Store(url)
+    here.migrate()
+    ann = Principal(owner="ann", is_admin=False, key_id="k-ann")
+    admin = Principal(owner="admin", is_admin=True, key_id="k-admin")
+
+    def add(job_id: str, owner: str = "ann") -> None:
+        with other.session() as s:
+            s.add(Job(id=job_id, owner=owner, name=job_id, spec="{}", status="RUNNING", attempt=1, submission_id=job_id,
+                      iteration=0, iterations=10, rollout_workers=2))
+
+    def page(who: Principal = ann, **kw) -> dict:
+        args = {"status": None, "offset": 0, "limit": 20} | kw
+        return json.loads(jobs.list_page(store=here, principal=who, **args))
+
+    add("job-a")
+    first = page()
+    assert [j["id"] for j in first["data"]] == ["job-a"] and first["count"] == 1
+    assert page() == first  # served again, unchanged
+    add("job-b")  # an insert
+    assert [j["id"] for j in page()["data"]] == ["job-b", "job-a"]
+    with other.session() as s:  # an update
+        s.execute(update(Job).where(Job.id == "job-a").values(status="SUCCEEDED", iteration=10))
+    shown = {j["id"]: j for j in page()["data"]}
+    assert shown["job-a"]["status"] == "SUCCEEDED" and shown["job-a"]["progress"]["iteration"] == 10
+    assert [j["id"] for j in page(status="SUCCEEDED")["data"]] == ["job-a"]
+    with other.session() as s:  # a delete
+        s.execute(delete(Job).where(Job.id == "job-b"))
+    assert [j["id"] for j in page()["data"]] == ["job-a"] and page()["count"] == 1
+    add("job-z", owner="bob")  # another owner's job: not in ann's page, in the admin's
+    assert page()["count"] == 1 and page(admin)["count"] == 2
+    assert page(limit=1, offset=1)["data"] == []
