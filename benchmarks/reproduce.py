@@ -243,7 +243,7 @@ SUITES: dict[str, Suite] = {
             name="navigation2d",
             title="2D navigation (MAML-TRPO)",
             preset="navigation2d-maml",
-            spec={},
+            spec={"iterations": 500},  # issue 6: 500 meta-iterations (pytorch-maml-rl's 2D-navigation budget)
             protocol=Protocol(episodes=40, steps=3, tasks=40, later_lr=0.05, splits=("test",), metric="return"),
             published=_published_curve([-40.41, -11.68, -3.33, -3.23], setting="Finn et al. 2017, Table 4", citation=MAML_NAV),
             targets=(

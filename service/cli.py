@@ -612,11 +612,15 @@ def models_evaluate(
     steps: Annotated[int | None, typer.Option(help="inner policy-gradient steps [default: 1]", show_default=False)] = None,
     tasks: Annotated[int | None, typer.Option(help="held-out test tasks [default: 10]", show_default=False)] = None,
     seed: Annotated[int | None, typer.Option(help="[default: 0]", show_default=False)] = None,
+    later_lr: Annotated[float | None, typer.Option(help="step size of inner steps 2..n [default: the model's inner_lr]",
+                                                   show_default=False)] = None,
+    split: Annotated[str | None, typer.Option(help="test (held-out tasks) or train [default: test]", show_default=False)] = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="wait for the result")] = False,
 ) -> None:
     """Meta-test a version: adapt on held-out tasks, report return before/after and success."""
     client = _api(ctx)
-    body = {k: v for k, v in {"episodes": episodes, "steps": steps, "tasks": tasks, "seed": seed}.items() if v is not None}
+    body = {k: v for k, v in {"episodes": episodes, "steps": steps, "tasks": tasks, "seed": seed, "later_lr": later_lr,
+                              "split": split}.items() if v is not None}
     e = client.post(f"/v1/models/{name}/versions/{version}/evaluations", body)
     if not wait:
         console.print(f"evaluation [bold]{e['id']}[/bold] of {name} v{version}: {_status(e['status'])}")

@@ -61,7 +61,8 @@ def create_evaluation(*, store: Store, launcher: RayLauncher, view: TrackingView
     try:
         launcher.submit_evaluation(submission_id=eval_id, owner=principal.owner,
                                    model_uri=f"models:/{mv.name}/{mv.version}", episodes=request.episodes,
-                                   steps=request.steps, tasks=request.tasks, seed=request.seed)
+                                   steps=request.steps, tasks=request.tasks, seed=request.seed,
+                                   later_lr=request.later_lr, split=request.split)
     except LauncherError as exc:
         with store.session() as s:  # nothing half-created: the row goes with the failed submission
             s.delete(s.get(Evaluation, eval_id))

@@ -103,9 +103,12 @@ class RayLauncher:
         self._submit(submission_id, args, env, {"metarl_job_id": job_id, "owner": owner, "kind": "train"})
 
     def submit_evaluation(self, *, submission_id: str, owner: str, model_uri: str, episodes: int, steps: int,
-                          tasks: int, seed: int) -> None:
+                          tasks: int, seed: int, later_lr: float | None = None, split: str = "test") -> None:
         args = [self.python, "-m", "workers.evaluate", "--model", model_uri, "--episodes", str(episodes),
-                "--steps", str(steps), "--tasks", str(tasks), "--seed", str(seed), "--evaluation-id", submission_id]
+                "--steps", str(steps), "--tasks", str(tasks), "--seed", str(seed), "--split", split,
+                "--evaluation-id", submission_id]
+        if later_lr is not None:
+            args += ["--later-lr", repr(float(later_lr))]
         self._submit(submission_id, args, {"METARL_OWNER": owner}, {"owner": owner, "kind": "evaluation"})
 
     def _submit(self, submission_id: str, args: list[str], env: dict[str, str], metadata: dict[str, str]) -> None:

@@ -147,6 +147,10 @@ class EvaluationCreate(_In):
     steps: int = Field(1, ge=1, le=10, description="n: inner policy-gradient steps")
     tasks: int = Field(10, ge=1, le=500, description="held-out test tasks")
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    later_lr: float | None = Field(None, gt=0, le=10.0, description=(
+        "step size of inner steps 2..n (default: the model's inner_lr); the MAML paper's meta-test uses 0.05"))
+    split: Literal["test", "train"] = Field("test", description=(
+        "tasks to adapt on: the family's held-out test tasks, or its training tasks (Meta-World's train goals/classes)"))
 
 
 class EvaluationPublic(_Out):

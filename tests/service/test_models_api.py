@@ -174,11 +174,12 @@ def test_evaluation_runs_on_ray_and_reports_pre_and_post_return(live_service, tr
 
     assert (evaluations.EXPERIMENT, evaluations.EVALUATION_ID_TAG) == (evaluate.EXPERIMENT, evaluate.EVALUATION_ID_TAG)
     with live_service.client() as c:
-        r = c.post(f"/v1/models/{MODEL}/versions/1/evaluations", json={"episodes": 2, "steps": 1, "tasks": 2, "seed": 3})
+        asked = {"episodes": 2, "steps": 2, "tasks": 2, "seed": 3, "later_lr": 0.05, "split": "test"}
+        r = c.post(f"/v1/models/{MODEL}/versions/1/evaluations", json=asked)
         assert r.status_code == 201, r.text
         created = r.json()
         assert created["id"].startswith("eval-") and created["status"] == "PENDING"
-        assert created["request"] == {"episodes": 2, "steps": 1, "tasks": 2, "seed": 3}
+        assert created["request"] == asked
         assert r.headers["location"] == f"/v1/evaluations/{created['id']}"
 
         def finished() -> dict | None:
@@ -194,6 +195,10 @@ def test_evaluation_runs_on_ray_and_reports_pre_and_post_return(live_service, tr
     assert report["tasks"] == 2 and report["model_name"] == MODEL and report["model_version"] == 1
     assert report["return_post"]["mean"] == pytest.approx(done["return_post"])
     assert report["seed"] == 3 and report["run_id"] == done["run_id"]
+    # the same code path as benchmarks/reproduce.py: the curve over inner steps, the later step size
+    assert report["steps"] == 2 and report["later_lr"] == 0.05 and report["split"] == "test"
+    curve = [p["mean"] for p in report["return_steps"]]  # after k = 0, 1, 2 inner steps
+    assert len(curve) == 3 and curve[0] == pytest.approx(done["return_pre"]) and curve[-1] == pytest.approx(done["return_post"])
     assert [e["id"] for e in listed["data"]] == [created["id"]] and listed["count"] == 1
 
     run = mlflow.MlflowClient(live_service.env["MLFLOW_TRACKING_URI"]).get_run(done["run_id"])
