@@ -153,16 +153,7 @@ def log_meta_policy(
             f"the learner state is for algorithm {state.algorithm!r} but the job spec says "
             f"{spec.algorithm.name!r}; pass the spec the state was trained with"
         )
-    policy = MetaPolicy(
-        spec=spec,
-        policy_spec=state.policy_spec,
-        params=state.params,
-        algorithm=state.algorithm,
-        inner_lr=float(state.config.inner_lr),
-        advantage=state.config.advantage,
-        iteration=state.iteration,
-        source=f"runs:/{run.info.run_id}/{ARTIFACT_NAME}",
-    )
+    policy = MetaPolicy.from_learner_state(spec, state, source=f"runs:/{run.info.run_id}/{ARTIFACT_NAME}")
     ps = state.policy_spec
     example_in = np.zeros((1, ps.obs_dim), np.float32)
     signature = infer_signature(example_in, policy.act(example_in))
@@ -431,18 +422,24 @@ class MetaPolicy:
             raise TypeError(f"task family {tf.name!r} has action space {space}; policies take Box or Discrete")
         policy_spec = spec.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete)
         state = make_learner(spec.algorithm.name, policy_spec, spec.learner_config(), seed=spec.seed).state_dict()
-        out = cls(
+        out = cls.from_learner_state(spec, state, source=f"initial:{spec.name}:seed{spec.seed}")
+        out._family = family
+        return out
+
+    @classmethod
+    def from_learner_state(cls, spec: JobSpec, state: Any, *, source: str) -> MetaPolicy:
+        """The meta-policy held by a learner's ``state_dict()`` (its parameters, inner step and
+        advantage settings), trained with ``spec``."""
+        return cls(
             spec=spec,
-            policy_spec=policy_spec,
+            policy_spec=state.policy_spec,
             params=state.params,
             algorithm=state.algorithm,
             inner_lr=float(state.config.inner_lr),
             advantage=state.config.advantage,
             iteration=state.iteration,
-            source=f"initial:{spec.name}:seed{spec.seed}",
+            source=source,
         )
-        out._family = family
-        return out
 
     def save(self, directory: Path, *, run_id: str | None = None) -> tuple[Path, Path]:
         """Write ``params.pt`` and ``policy.json`` into ``directory``; returns their paths."""
