@@ -168,9 +168,11 @@ class _ListPages:
     host (the API runs as one replica with ``METARL_WORKERS`` processes), so a later write never
     carries an earlier time unless the clock is stepped back."""
 
-    SIZE = 1024
+    #: bound on the serialized pages kept (a page of 500 jobs is ~0.5 MB), least recently used first out
+    MAX_BYTES = 64 * 2**20
 
     def __init__(self) -> None:
+        self._bytes = 0
         self._pages: OrderedDict[tuple[int, str | None, str | None, int, int], tuple[tuple[int, Any], bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -202,10 +204,13 @@ class _ListPages:
               version: tuple[int, Any]) -> bytes:
         rows, total = list_jobs(store=store, principal=principal, status=status, offset=offset, limit=limit)
         body = JobsPublic(data=[list_item(j) for j in rows], count=total, offset=offset, limit=limit).model_dump_json().encode()
+        key = self._key(store, principal, status, offset, limit)
         with self._lock:
-            self._pages[self._key(store, principal, status, offset, limit)] = (version, body)
-            while len(self._pages) > self.SIZE:
-                self._pages.popitem(last=False)
+            old = self._pages.pop(key, None)
+            self._bytes += len(body) - (len(old[1]) if old else 0)
+            self._pages[key] = (version, body)
+            while self._bytes > self.MAX_BYTES and self._pages:
+                self._bytes -= len(self._pages.popitem(last=False)[1][1])
         return body
 
 

@@ -171,3 +171,24 @@ def test_a_cached_list_page_never_outlives_a_change_made_by_another_process(tmp_
     add("job-z", owner="bob")  # another owner's job: not in ann's page, in the admin's
     assert page()["count"] == 1 and page(admin)["count"] == 2
     assert page(limit=1, offset=1)["data"] == []
+
+
+def test_cached_list_pages_stay_within_their_byte_budget(tmp_path, monkeypatch):
+    from service import jobs
+    from service.auth import Principal
+
+    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.migrate()
+    with store.session() as s:
+        for i in range(30):
+            s.add(Job(id=f"job-{i:02d}", owner="ann", name="n", spec="{}", status="RUNNING", attempt=1,
+                      submission_id=f"job-{i:02d}", iteration=0, iterations=10, rollout_workers=2))
+    pages = jobs._ListPages()
+    ann = Principal(owner="ann", is_admin=False, key_id="k")
+    version = pages.version(store, ann)
+    one = pages.build(store=store, principal=ann, status=None, offset=0, limit=5, version=version)
+    monkeypatch.setattr(jobs._ListPages, "MAX_BYTES", 3 * len(one))
+    for offset in range(10):  # pages of 5 jobs each about the same size: at most 3 stay
+        pages.build(store=store, principal=ann, status=None, offset=offset, limit=5, version=version)
+    kept = [k for k in range(10) if pages.cached(store=store, principal=ann, status=None, offset=k, limit=5, version=version)]
+    assert kept == [7, 8, 9] and pages._bytes <= 3 * len(one)
