@@ -27,7 +27,11 @@ Prints one JSON line (and appends it to ``benchmarks/results/api_load.jsonl``): 
 the server's CPU time per request, the baseline's figures, the ratios, the machine's cores and
 its load average (before the seeding, and around the load).
 
-    python benchmarks/api_load.py [--seconds 30] [--connections 50] [--jobs 100] [--out PATH]
+    python benchmarks/api_load.py [--seconds 30] [--connections 50] [--jobs 100] [--server-workers N]
+                                  [--client aiohttp|wrk] [--profile PATH] [--out PATH]
+
+``--profile PATH`` records the server during the mix with py-spy (collapsed stacks, every
+worker process): where a request's time goes.
 """
 
 from __future__ import annotations
