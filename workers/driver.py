@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import ray
 from pydantic import ValidationError
 
@@ -64,14 +63,6 @@ class JobResult:
     nodes: list[str] = field(default_factory=list)
 
 
-def _spaces(family: Any) -> tuple[int, int, bool]:
-    obs_dim = int(family.observation_space.shape[0])
-    space = family.action_space
-    if isinstance(space, gym.spaces.Discrete):
-        return obs_dim, int(space.n), True
-    return obs_dim, int(space.shape[0]), False
-
-
 def run_job(
     spec: JobSpec,
     *,
@@ -86,7 +77,7 @@ def run_job(
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, logging_level=logging.WARNING)
     family = make_family(spec.task_family.name, seed=spec.seed, **spec.task_family.family_kwargs())
-    obs_dim, act_dim, discrete = _spaces(family)
+    obs_dim, act_dim, discrete = family.policy_dims()
     policy_spec = spec.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete)
     tracker = tracking.Tracker.start(
         run_name=spec.name, job_id=job_id, params=spec.flat_params(), resume_run_id=resume_run_id

@@ -412,14 +412,7 @@ class MetaPolicy:
 
         tf = spec.task_family
         family = make_family(tf.name, seed=spec.seed, **tf.family_kwargs())
-        obs_dim = int(family.observation_space.shape[0])
-        space = family.action_space
-        if isinstance(space, gym.spaces.Discrete):
-            act_dim, discrete = int(space.n), True
-        elif isinstance(space, gym.spaces.Box):
-            act_dim, discrete = int(space.shape[0]), False
-        else:
-            raise TypeError(f"task family {tf.name!r} has action space {space}; policies take Box or Discrete")
+        obs_dim, act_dim, discrete = family.policy_dims()
         policy_spec = spec.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete)
         state = make_learner(spec.algorithm.name, policy_spec, spec.learner_config(), seed=spec.seed).state_dict()
         out = cls.from_learner_state(spec, state, source=f"initial:{spec.name}:seed{spec.seed}")

@@ -92,6 +92,16 @@ class TaskFamily(abc.ABC):
     def action_space(self) -> gym.spaces.Space: ...
 
     # --- tasks --------------------------------------------------------------------------
+    def policy_dims(self) -> tuple[int, int, bool]:
+        """``(obs_dim, act_dim, discrete)``: what a policy for this family takes and outputs."""
+        obs_dim = int(self.observation_space.shape[0])
+        space = self.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            return obs_dim, int(space.n), True
+        if isinstance(space, gym.spaces.Box):
+            return obs_dim, int(space.shape[0]), False
+        raise TypeError(f"task family {self.name!r} has action space {space}; policies take Box or Discrete")
+
     @abc.abstractmethod
     def sample_tasks(self, n: int, rng: np.random.Generator, *, split: Split = "train") -> list[Task]:
         """Draw ``n`` tasks of ``split``; deterministic given ``rng``'s state."""
