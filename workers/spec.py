@@ -113,6 +113,13 @@ class TaskFamilySpec(_Model):
         if bad:
             valid = sorted(set(accepted) - {"env_name", "max_episode_steps"})
             raise ValueError(f"unknown parameter(s) {bad} for task family {self.name!r}; valid: {valid}")
+        if not self.name.startswith("metaworld"):  # cheap to build: check the values too
+            from workers.envs import TaskFamilyError, make_family
+
+            try:
+                make_family(self.name, **self.family_kwargs())
+            except TaskFamilyError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     def family_kwargs(self) -> dict[str, Any]:

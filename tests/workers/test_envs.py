@@ -71,7 +71,9 @@ def _rollout(env: gym.Env, actions: list) -> list[tuple]:
 def test_registry_lists_every_family() -> None:
     assert family_names() == sorted(ALL_FAMILIES)
     assert set(FAMILIES) == set(ALL_FAMILIES)
-    assert family_parameters("navigation2d") == {"max_episode_steps": 100, "low": -0.5, "high": 0.5}
+    assert family_parameters("navigation2d") == {
+        "max_episode_steps": 100, "low": -0.5, "high": 0.5, "action_bound": 0.1
+    }
 
 
 def test_unknown_family_names_the_valid_ones() -> None:
@@ -281,6 +283,61 @@ def test_navigation2d_vector_env_matches_single_envs() -> None:
     assert not np.array_equal(vec.goals, goals)  # set_tasks takes effect at the next reset
     vec.reset()
     np.testing.assert_array_equal(vec.goals, goals)
+
+
+def test_navigation2d_normalised_actions_scale_to_the_same_velocity() -> None:
+    """``action_bound = 1`` (rllab's ``normalize``, the paper's setting): the policy acts in
+    [-1, 1] and the robot moves a tenth of it, so the episode is the one of the env-unit action."""
+    unit = make_family("navigation2d", max_episode_steps=20, action_bound=1.0)
+    env_units = make_family("navigation2d", max_episode_steps=20)
+    np.testing.assert_array_equal(unit.action_space.low, [-1.0, -1.0])
+    np.testing.assert_array_equal(unit.action_space.high, [1.0, 1.0])
+    np.testing.assert_allclose(env_units.action_space.high, [0.1, 0.1])
+    assert unit.describe()["action_bound"] == 1.0
+
+    task = Task("navigation2d", "train", 0, {"goal_x": 0.25, "goal_y": 0.0})
+    env = unit.make_env(task)
+    np.testing.assert_array_equal(env.action_space.high, [1.0, 1.0])
+    env.reset()
+    obs, reward, *_ = env.step(np.array([1.0, 0.0], np.float32))
+    assert obs == pytest.approx([0.1, 0.0]) and reward == pytest.approx(-0.15)
+    obs, reward, *_ = env.step(np.array([7.0, -0.5], np.float32))  # clipped to 1, then 0.1 * a
+    assert obs == pytest.approx([0.2, -0.05]) and reward == pytest.approx(-np.hypot(0.05, 0.05))
+
+    # the same trajectory in both units, and the vector env agrees with the single env
+    rng = np.random.default_rng(3)
+    tasks = unit.sample_tasks(3, rng)
+    a = rng.uniform(-1.2, 1.2, size=(20, 3, 2)).astype(np.float32)
+    vec_unit, vec_env = unit.make_vector_env(tasks, 1), env_units.make_vector_env(tasks, 1)
+    assert vec_unit.single_action_space.high.tolist() == [1.0, 1.0]
+    singles = [unit.make_env(t) for t in tasks]
+    vec_unit.reset(), vec_env.reset(), [e.reset() for e in singles]
+    for t in range(20):
+        obs_u, rew_u, term_u, *_ = vec_unit.step(a[t])
+        obs_e, rew_e, term_e, *_ = vec_env.step(np.clip(a[t], -1, 1) * np.float32(0.1))
+        np.testing.assert_allclose(obs_u, obs_e, atol=1e-6)
+        np.testing.assert_allclose(rew_u, rew_e, atol=1e-6)
+        single = [e.step(a[t, i]) for i, e in enumerate(singles)]
+        np.testing.assert_array_equal(obs_u, np.stack([r[0] for r in single]))
+        np.testing.assert_array_equal(rew_u, [r[1] for r in single])
+
+    for bad in (0.0, -1.0, float("nan"), "1"):
+        with pytest.raises(TaskFamilyError, match="action_bound"):
+            make_family("navigation2d", action_bound=bad)
+
+
+def test_navigation2d_action_bound_is_a_job_spec_parameter() -> None:
+    from pydantic import ValidationError
+
+    from workers.spec import JobSpec
+
+    base = {"name": "n", "algorithm": {"name": "maml"}, "iterations": 1}
+    spec = JobSpec.model_validate(
+        {**base, "task_family": {"name": "navigation2d", "params": {"action_bound": 1.0}}}
+    )
+    assert spec.task_family.family_kwargs()["action_bound"] == 1.0
+    with pytest.raises(ValidationError, match="action_bound"):
+        JobSpec.model_validate({**base, "task_family": {"name": "navigation2d", "params": {"action_bound": 0.0}}})
 
 
 def test_navigation2d_vector_env_reset_mask() -> None:

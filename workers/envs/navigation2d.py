@@ -2,9 +2,17 @@
 
 The robot starts at the origin of the plane; a task is a goal position drawn uniformly from
 ``[low, high]^2`` (default ``[-0.5, 0.5]^2``).  The observation is the current position, the
-action a velocity command clipped to ``[-0.1, 0.1]`` per coordinate, the reward the negative
-Euclidean distance of the *new* position to the goal, and the episode terminates when that
-distance is below 0.01 or is truncated after ``max_episode_steps`` (H = 100 in the paper).
+action a velocity command of at most 0.1 per coordinate, the reward the negative Euclidean
+distance of the *new* position to the goal, and the episode terminates when that distance is
+below 0.01 or is truncated after ``max_episode_steps`` (H = 100 in the paper).
+
+``action_bound`` is the bound ``b`` of the action the *policy* emits: the action space is
+``[-b, b]^2`` and the robot moves by ``0.1 * clip(a, -b, b) / b``.  The default ``b = 0.1`` is
+the env's own units (the velocity itself); ``b = 1`` is the paper's setting, where rllab's
+``normalize`` wrapper lets the policy act in ``[-1, 1]`` (so a unit-variance initial policy spans
+the range instead of ten times it, and an inner step of size 0.1 moves the mean by a tenth of
+the range).  The reproduce suite and the presets use ``b = 1``; models trained with the default
+keep their meaning because the family's parameters are stored with the model's spec.
 
 The paper gives no train/test split: the test split draws from the same distribution.
 
@@ -25,7 +33,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from workers.envs.base import Split, Task, TaskFamily, TaskFamilyError
-from workers.envs.common import EpisodicTaskEnv, check_int, check_interval, task_param
+from workers.envs.common import EpisodicTaskEnv, check_float, check_int, check_interval, task_param
 
 NAME = "navigation2d"
 #: Per-coordinate bound of the velocity command (MAML App. C.2).
@@ -37,13 +45,32 @@ OBSERVATION_SPACE = gym.spaces.Box(low=-np.inf, high=np.inf, shape=(2,), dtype=n
 ACTION_SPACE = gym.spaces.Box(low=-MAX_SPEED, high=MAX_SPEED, shape=(2,), dtype=np.float32)
 
 
+def _check_bound(bound: Any) -> float:
+    bound = check_float(NAME, "action_bound", bound)
+    if not 0.0 < bound <= 1000.0:
+        raise TaskFamilyError(f"{NAME}: action_bound must be in (0, 1000], got {bound!r}")
+    return bound
+
+
 def _goal_of(task: Task) -> tuple[float, float]:
     return task_param(task, "goal_x", NAME), task_param(task, "goal_y", NAME)
 
 
-def _move(pos: np.ndarray, action: Any) -> np.ndarray:
-    """The new position(s): ``pos + clip(action, -0.1, 0.1)``; works on ``(2,)`` and ``(n, 2)``."""
-    return pos + np.clip(action, -MAX_SPEED, MAX_SPEED)
+def _action_space(bound: float) -> gym.spaces.Box:
+    if bound == MAX_SPEED:
+        return ACTION_SPACE
+    return gym.spaces.Box(low=-bound, high=bound, shape=(2,), dtype=np.float32)
+
+
+def _move(pos: np.ndarray, action: Any, bound: float = MAX_SPEED) -> np.ndarray:
+    """The new position(s): ``pos + 0.1 * clip(action, -b, b) / b``; works on ``(2,)`` and ``(n, 2)``.
+
+    With the default ``b = 0.1`` this is ``pos + clip(action, -0.1, 0.1)``, bit for bit.
+    """
+    velocity = np.clip(action, -bound, bound)
+    if bound != MAX_SPEED:
+        velocity = velocity * (MAX_SPEED / bound)
+    return pos + velocity
 
 
 def _distance(pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
@@ -57,10 +84,11 @@ class Navigation2DEnv(EpisodicTaskEnv):
 
     family_name = NAME
 
-    def __init__(self, task: Task, *, max_episode_steps: int = 100) -> None:
+    def __init__(self, task: Task, *, max_episode_steps: int = 100, action_bound: float = MAX_SPEED) -> None:
         super().__init__(task, max_episode_steps=max_episode_steps)
+        self.action_bound = _check_bound(action_bound)
         self.observation_space = copy.deepcopy(OBSERVATION_SPACE)
-        self.action_space = copy.deepcopy(ACTION_SPACE)
+        self.action_space = copy.deepcopy(_action_space(self.action_bound))
         self._goal = np.array(_goal_of(task), dtype=np.float64)
         self._pos = np.zeros(2, dtype=np.float64)
 
@@ -85,7 +113,7 @@ class Navigation2DEnv(EpisodicTaskEnv):
         action = np.asarray(action)
         if action.shape != (2,):
             raise ValueError(f"{NAME}: action must have shape (2,), got {action.shape}")
-        self._pos = _move(self._pos, action)
+        self._pos = _move(self._pos, action, self.action_bound)
         dist = float(_distance(self._pos, self._goal))
         return self._pos.astype(np.float32), -dist, dist < GOAL_RADIUS, False, {}
 
@@ -101,19 +129,25 @@ class Navigation2DVectorEnv(gym.vector.VectorEnv):
     """
 
     def __init__(
-        self, tasks: Sequence[Task], envs_per_task: int, *, max_episode_steps: int = 100
+        self,
+        tasks: Sequence[Task],
+        envs_per_task: int,
+        *,
+        max_episode_steps: int = 100,
+        action_bound: float = MAX_SPEED,
     ) -> None:
         super().__init__()
         envs_per_task = check_int(NAME, "envs_per_task", envs_per_task)
+        self.action_bound = _check_bound(action_bound)
         if len(tasks) == 0:
             raise TaskFamilyError(f"{NAME}: a vector env needs at least one task")
         self.max_episode_steps = check_int(NAME, "max_episode_steps", max_episode_steps)
         self.num_envs = len(tasks) * envs_per_task
         self.metadata = {"autoreset_mode": AutoresetMode.DISABLED, "render_modes": []}
         self.single_observation_space = OBSERVATION_SPACE
-        self.single_action_space = ACTION_SPACE
+        self.single_action_space = _action_space(self.action_bound)
         self.observation_space = batch_space(OBSERVATION_SPACE, self.num_envs)
-        self.action_space = batch_space(ACTION_SPACE, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
         n = self.num_envs
         self._pos = np.zeros((n, 2), dtype=np.float64)
         self._goal = np.zeros((n, 2), dtype=np.float64)
@@ -198,7 +232,7 @@ class Navigation2DVectorEnv(gym.vector.VectorEnv):
                 f"{NAME}: actions must have shape ({self.num_envs}, 2), got {actions.shape}"
             )
         active = ~(self._terminated | self._truncated)
-        self._pos = np.where(active[:, None], _move(self._pos, actions), self._pos)
+        self._pos = np.where(active[:, None], _move(self._pos, actions, self.action_bound), self._pos)
         dist = _distance(self._pos, self._goal)
         rewards = np.where(active, -dist, 0.0)
         self._elapsed += active
@@ -217,15 +251,22 @@ class Navigation2DFamily(TaskFamily):
     """Goals uniform in ``[low, high]^2``; task params ``{"goal_x": .., "goal_y": ..}``.
 
     The test split draws from the same distribution as the train split (the paper has no split).
+    ``action_bound`` is the bound of the policy's action (see the module docstring).
     """
 
     name = NAME
 
     def __init__(
-        self, *, max_episode_steps: int = 100, low: float = -0.5, high: float = 0.5
+        self,
+        *,
+        max_episode_steps: int = 100,
+        low: float = -0.5,
+        high: float = 0.5,
+        action_bound: float = MAX_SPEED,
     ) -> None:
         super().__init__(max_episode_steps=check_int(NAME, "max_episode_steps", max_episode_steps))
         self.low, self.high = check_interval(NAME, ("low", "high"), low, high)
+        self.action_bound = _check_bound(action_bound)
 
     @property
     def observation_space(self) -> gym.spaces.Box:
@@ -233,7 +274,7 @@ class Navigation2DFamily(TaskFamily):
 
     @property
     def action_space(self) -> gym.spaces.Box:
-        return ACTION_SPACE
+        return _action_space(self.action_bound)
 
     def sample_tasks(
         self, n: int, rng: np.random.Generator, *, split: Split = "train"
@@ -247,10 +288,12 @@ class Navigation2DFamily(TaskFamily):
         ]
 
     def make_env(self, task: Task) -> Navigation2DEnv:
-        return Navigation2DEnv(task, max_episode_steps=self.max_episode_steps)
+        return Navigation2DEnv(task, max_episode_steps=self.max_episode_steps, action_bound=self.action_bound)
 
     def make_vector_env(self, tasks: Sequence[Task], envs_per_task: int) -> Navigation2DVectorEnv:
-        return Navigation2DVectorEnv(tasks, envs_per_task, max_episode_steps=self.max_episode_steps)
+        return Navigation2DVectorEnv(
+            tasks, envs_per_task, max_episode_steps=self.max_episode_steps, action_bound=self.action_bound
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "low": self.low, "high": self.high}
+        return {**super().describe(), "low": self.low, "high": self.high, "action_bound": self.action_bound}
