@@ -147,6 +147,9 @@ class Protocol:
         later_lr: step size of steps 2..n (None: the model's inner_lr).
         splits: task splits evaluated (``train`` only where the benchmark has its own).
         metric: what the suite reports: return (per step) or success (pre/post).
+        sensitivity_later_lrs: other step sizes of steps 2..n to meta-test the same MAML models
+            with, reported beside the protocol's (variant ``maml-later-lr-<lr>``), never as the
+            paper's number.
     """
 
     episodes: int
@@ -155,6 +158,12 @@ class Protocol:
     later_lr: float | None
     splits: tuple[str, ...]
     metric: Metric
+    sensitivity_later_lrs: tuple[float, ...] = ()
+
+
+def sensitivity_variant(later_lr: float) -> str:
+    """The evaluated variant name of the MAML models meta-tested with ``later_lr``."""
+    return f"maml-later-lr-{later_lr:g}"
 
 
 @dataclass(frozen=True)
@@ -190,7 +199,17 @@ class Suite:
 
     @property
     def evaluated(self) -> tuple[str, ...]:
-        return (*self.variants, "random-init") if self.baselines else self.variants
+        """Evaluated variants: the trained ones, ``random-init`` with baselines, and the MAML
+        models again under each sensitivity step size."""
+        out = (*self.variants, "random-init") if self.baselines else self.variants
+        return (*out, *(sensitivity_variant(lr) for lr in self.protocol.sensitivity_later_lrs))
+
+    def later_lr(self, variant: str) -> float | None:
+        """Step size of inner steps 2..n when meta-testing ``variant``."""
+        for lr in self.protocol.sensitivity_later_lrs:
+            if variant == sensitivity_variant(lr):
+                return lr
+        return self.protocol.later_lr
 
     @property
     def paper_iterations(self) -> int:
@@ -213,9 +232,13 @@ class Suite:
         return JobSpec.model_validate(apply_overrides(spec, list(overrides)))
 
 
-def _nav_curve(label: str) -> tuple[Headline, ...]:
-    return tuple(Headline("maml", "test", "return", k, f"{label}, return after {k} gradient step{'s' if k != 1 else ''}")
-                 for k in range(4))
+def _nav_curve(label: str, sensitivity_later_lrs: Sequence[float] = ()) -> tuple[Headline, ...]:
+    rows = [Headline("maml", "test", "return", k, f"{label}, return after {k} gradient step{'s' if k != 1 else ''}")
+            for k in range(4)]
+    rows += [Headline(sensitivity_variant(lr), "test", "return", k,
+                      f"{label}, return after {k} gradient steps, later α = {lr:g} (sensitivity, not the paper's protocol)")
+             for lr in sensitivity_later_lrs for k in (2, 3)]
+    return tuple(rows)
 
 
 def _published_curve(values: Sequence[float], *, setting: str, citation: str) -> tuple[Published, ...]:
@@ -244,13 +267,15 @@ SUITES: dict[str, Suite] = {
             title="2D navigation (MAML-TRPO)",
             preset="navigation2d-maml",
             spec={"iterations": 500},  # issue 6: 500 meta-iterations (pytorch-maml-rl's 2D-navigation budget)
-            protocol=Protocol(episodes=40, steps=3, tasks=40, later_lr=0.05, splits=("test",), metric="return"),
+            # beside the paper's protocol, later α = 0.025: with 0.05 our models overshoot on steps 2-3 (README)
+            protocol=Protocol(episodes=40, steps=3, tasks=40, later_lr=0.05, splits=("test",), metric="return",
+                              sensitivity_later_lrs=(0.025,)),
             published=_published_curve([-40.41, -11.68, -3.33, -3.23], setting="Finn et al. 2017, Table 4", citation=MAML_NAV),
             targets=(
                 Target("maml", "test", "return", 1, ">=", -12.85),
                 Target("maml", "test", "return", 3, ">=", -4.5),
             ),
-            headlines=_nav_curve("2D navigation"),
+            headlines=_nav_curve("2D navigation", (0.025,)),
         ),
         Suite(
             name="halfcheetah-dir",
@@ -528,20 +553,22 @@ def evaluate_all(suite: Suite, state: State, *, seeds: Sequence[int], iterations
                     MetaPolicy.initial(spec).save(directory)
                 uri = str(directory)
             else:
-                entry = state.runs.get(run_key(variant, seed))
+                trained = variant if variant in suite.variants else "maml"  # sensitivity: the MAML model
+                entry = state.runs.get(run_key(trained, seed))
                 if entry is None or not entry.finished or entry.model_uri is None:
-                    raise SystemExit(f"{variant} seed {seed} has no trained model to evaluate")
+                    raise SystemExit(f"{trained} seed {seed} has no trained model to evaluate")
                 uri = entry.model_uri
             for split in suite.protocol.splits:
                 key = f"{variant}/seed{seed}/{split}"
-                wanted = {**config, "seed": seed + EVAL_SEED_OFFSET, "split": split, "model_uri": uri}
+                wanted = {**config, "later_lr": suite.later_lr(variant), "seed": seed + EVAL_SEED_OFFSET,
+                          "split": split, "model_uri": uri}
                 done = state.evaluations.get(key)
                 if done is not None and done.get("config") == wanted:
                     log.info("%s: evaluated earlier, skipped", key)
                     continue
                 log.info("%s: meta-testing %s on %d %s tasks", key, uri, config["tasks"], split)
                 report = evaluate(uri, episodes=config["episodes"], steps=config["steps"], tasks=config["tasks"],
-                                  seed=seed + EVAL_SEED_OFFSET, later_lr=config["later_lr"], split=split)
+                                  seed=seed + EVAL_SEED_OFFSET, later_lr=wanted["later_lr"], split=split)
                 state.evaluations[key] = {"config": wanted, "report": report_summary(report)}
                 state.save()
 
@@ -707,6 +734,7 @@ def build_result(suite: Suite, state: State, *, seeds: Sequence[int], iterations
         "baseline_specs": {v: json.loads(suite.job_spec(v, seed=seeds[0], iterations=iterations, overrides=overrides)
                                          .model_dump_json()) for v in suite.variants if v != "maml"},
         "evaluation": {**config, "splits": list(suite.protocol.splits), "metric": suite.protocol.metric,
+                       "sensitivity_later_lrs": list(suite.protocol.sensitivity_later_lrs),
                        "eval_seed": f"training seed + {EVAL_SEED_OFFSET}",
                        "protocol": MAML_META_TEST if suite.protocol.metric == "return" else
                        "Meta-World metalearning_evaluation: adaptation episodes, one inner step, then 3 deterministic "

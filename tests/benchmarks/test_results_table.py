@@ -110,7 +110,9 @@ def test_table_rows_and_a_hand_edited_number(tmp_path):
     (tmp_path / "reproduce_navigation2d.json").write_text(json.dumps(_result(suite, means)))
     table = R.render_results_table(tmp_path)
     rows = [line for line in table.splitlines() if line.startswith("| navigation2d")]
-    assert len(rows) == 4
+    assert len(rows) == 6  # steps 0-3 under the paper's protocol, steps 2-3 under the sensitivity step size
+    sensitivity = [r for r in rows if "later α = 0.025" in r]
+    assert len(sensitivity) == 2 and all("| — | — |" in r for r in sensitivity)  # no paper number, no target
     assert "| -12.00 [" in rows[1] and "| -11.68 (Finn et al. 2017, Table 4) |" in rows[1]
     assert "yes (>= -12.85)" in rows[1] and "yes (>= -4.50)" in rows[3] and "| 3 × 100 |" in rows[0]
     assert "`python benchmarks/reproduce.py --suite navigation2d`" in rows[0]
@@ -154,5 +156,9 @@ def test_suite_specs_are_the_papers_settings():
     assert all(getattr(maml, k) == getattr(mtpg, k) for k in same_budget)
     assert mtpg.algorithm.inner_lr == maml.algorithm.inner_lr  # the same adaptation step
     assert push.evaluated == ("maml", "multitask-pg", "random-init")
+    navigation = R.SUITES["navigation2d"]
+    assert navigation.evaluated == ("maml", "maml-later-lr-0.025")
+    assert (navigation.later_lr("maml"), navigation.later_lr("maml-later-lr-0.025")) == (0.05, 0.025)
+    assert nav.task_family.params == {"action_bound": 1.0}  # rllab's normalize: the policy acts in [-1, 1]
     over = R.SUITES["navigation2d"].job_spec("maml", seed=0, iterations=2, overrides=["meta_batch_size=4"])
     assert over.meta_batch_size == 4
