@@ -267,6 +267,7 @@ class Navigation2DFamily(TaskFamily):
         super().__init__(max_episode_steps=check_int(NAME, "max_episode_steps", max_episode_steps))
         self.low, self.high = check_interval(NAME, ("low", "high"), low, high)
         self.action_bound = _check_bound(action_bound)
+        self._action_space = _action_space(self.action_bound)
 
     @property
     def observation_space(self) -> gym.spaces.Box:
@@ -274,7 +275,7 @@ class Navigation2DFamily(TaskFamily):
 
     @property
     def action_space(self) -> gym.spaces.Box:
-        return _action_space(self.action_bound)
+        return self._action_space
 
     def sample_tasks(
         self, n: int, rng: np.random.Generator, *, split: Split = "train"
