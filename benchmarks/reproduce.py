@@ -54,6 +54,10 @@ BEGIN_MARKER = "<!-- results:begin -->"
 END_MARKER = "<!-- results:end -->"
 #: Evaluation seed = training seed + this (fresh tasks, resets and action noise; DESIGN habit 8).
 EVAL_SEED_OFFSET = 10_000
+#: validation tasks of checkpoint selection are drawn with seed ``training seed + SELECTION_SEED_OFFSET``
+SELECTION_SEED_OFFSET = 20_000
+#: the evaluated variant of the MAML checkpoint chosen on validation tasks
+SELECTED = "maml-selected"
 VERSIONED_PACKAGES = ("torch", "ray", "mlflow", "gymnasium", "metaworld", "numpy")
 
 log = logging.getLogger("metarl.reproduce")
@@ -137,6 +141,45 @@ class Headline:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """Early stopping on validation tasks, chosen before any test task is seen.
+
+    The MAML checkpoints of every ``every`` iterations (and the last one) are meta-tested with
+    the suite's protocol on ``tasks`` validation tasks: the ``train`` split drawn with seed
+    ``training seed + SELECTION_SEED_OFFSET``, never the test tasks.  The checkpoint with the best
+    mean return after 1..n inner steps (the earliest on a tie) is then meta-tested on the test
+    tasks as the variant ``maml-selected``, beside the final model (``maml``).
+    """
+
+    every: int
+    tasks: int
+
+
+def selection_score(report: dict[str, Any]) -> float:
+    """What checkpoint selection maximises: the mean over k = 1..n of the return after k inner
+    steps (an evaluation summary's per-step means over tasks)."""
+    after = [p["mean"] for p in report["return"][1:]]
+    if not after:
+        raise ValueError("checkpoint selection needs an evaluation with at least one inner step")
+    return sum(after) / len(after)
+
+
+def choose_checkpoint(scores: dict[int, float]) -> int:
+    """The iteration with the highest score; the earliest of equal ones."""
+    if not scores:
+        raise ValueError("no checkpoint to choose from")
+    return max(sorted(scores), key=lambda it: scores[it])
+
+
+def selection_candidates(available: Sequence[int], every: int) -> list[int]:
+    """The checkpoints meta-tested for selection: multiples of ``every`` and the last one."""
+    if not available:
+        return []
+    last = max(available)
+    return sorted({it for it in available if it > 0 and (it % every == 0 or it == last)})
+
+
+@dataclass(frozen=True)
 class Protocol:
     """The meta-test protocol of a suite.
 
@@ -150,6 +193,7 @@ class Protocol:
         sensitivity_later_lrs: other step sizes of steps 2..n to meta-test the same MAML models
             with, reported beside the protocol's (variant ``maml-later-lr-<lr>``), never as the
             paper's number.
+        selection: early stopping on validation tasks (variant ``maml-selected``), or None.
     """
 
     episodes: int
@@ -159,6 +203,7 @@ class Protocol:
     splits: tuple[str, ...]
     metric: Metric
     sensitivity_later_lrs: tuple[float, ...] = ()
+    selection: Selection | None = None
 
 
 def sensitivity_variant(later_lr: float) -> str:
@@ -199,9 +244,13 @@ class Suite:
 
     @property
     def evaluated(self) -> tuple[str, ...]:
-        """Evaluated variants: the trained ones, ``random-init`` with baselines, and the MAML
-        models again under each sensitivity step size."""
-        out = (*self.variants, "random-init") if self.baselines else self.variants
+        """Evaluated variants: the trained ones, the MAML checkpoint chosen on validation tasks
+        (with a selection), ``random-init`` with baselines, and the final MAML models again under
+        each sensitivity step size."""
+        out: tuple[str, ...] = ("maml", SELECTED) if self.protocol.selection else ("maml",)
+        out = (*out, *self.variants[1:])
+        if self.baselines:
+            out = (*out, "random-init")
         return (*out, *(sensitivity_variant(lr) for lr in self.protocol.sensitivity_later_lrs))
 
     def later_lr(self, variant: str) -> float | None:
@@ -232,13 +281,25 @@ class Suite:
         return JobSpec.model_validate(apply_overrides(spec, list(overrides)))
 
 
-def _nav_curve(label: str, sensitivity_later_lrs: Sequence[float] = ()) -> tuple[Headline, ...]:
-    rows = [Headline("maml", "test", "return", k, f"{label}, return after {k} gradient step{'s' if k != 1 else ''}")
-            for k in range(4)]
+def _nav_curve(label: str, sensitivity_later_lrs: Sequence[float] = (), *, selection: bool = False) -> tuple[Headline, ...]:
+    def steps(k: int) -> str:
+        return f"{k} gradient step{'s' if k != 1 else ''}"
+
+    rows = []
+    if selection:
+        rows += [Headline(SELECTED, "test", "return", k,
+                          f"{label}, return after {steps(k)}, checkpoint chosen on validation tasks") for k in range(4)]
+    rows += [Headline("maml", "test", "return", k,
+                      f"{label}, return after {steps(k)}{', final iteration' if selection else ''}") for k in range(4)]
     rows += [Headline(sensitivity_variant(lr), "test", "return", k,
                       f"{label}, return after {k} gradient steps, later α = {lr:g} (sensitivity, not the paper's protocol)")
              for lr in sensitivity_later_lrs for k in (2, 3)]
     return tuple(rows)
+
+
+def paper_variant(variant: str) -> str:
+    """The variant a paper's number is compared with: the chosen checkpoint is a MAML model."""
+    return "maml" if variant == SELECTED else variant
 
 
 def _published_curve(values: Sequence[float], *, setting: str, citation: str) -> tuple[Published, ...]:
@@ -268,14 +329,14 @@ SUITES: dict[str, Suite] = {
             preset="navigation2d-maml",
             spec={"iterations": 500},  # issue 6: 500 meta-iterations (pytorch-maml-rl's 2D-navigation budget)
             # beside the paper's protocol, later α = 0.025: with 0.05 our models overshoot on steps 2-3 (README)
+            # early stopping: the outer loss only scores the first inner step, and with more
+            # iterations the policy's std shrinks and steps 2-3 overshoot (README, Results)
             protocol=Protocol(episodes=40, steps=3, tasks=40, later_lr=0.05, splits=("test",), metric="return",
-                              sensitivity_later_lrs=(0.025,)),
+                              sensitivity_later_lrs=(0.025,), selection=Selection(every=10, tasks=40)),
             published=_published_curve([-40.41, -11.68, -3.33, -3.23], setting="Finn et al. 2017, Table 4", citation=MAML_NAV),
-            targets=(
-                Target("maml", "test", "return", 1, ">=", -12.85),
-                Target("maml", "test", "return", 3, ">=", -4.5),
-            ),
-            headlines=_nav_curve("2D navigation", (0.025,)),
+            targets=tuple(Target(v, "test", "return", k, ">=", value) for v in (SELECTED, "maml")
+                          for k, value in ((1, -12.85), (3, -4.5))),
+            headlines=_nav_curve("2D navigation", (0.025,), selection=True),
         ),
         Suite(
             name="halfcheetah-dir",
@@ -537,9 +598,63 @@ def evaluation_config(suite: Suite, *, eval_tasks: int | None, eval_episodes: in
             "later_lr": p.later_lr}
 
 
+def select_checkpoints(suite: Suite, state: State, *, seeds: Sequence[int], config: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Per seed, meta-test the candidate MAML checkpoints on validation tasks (skipping what
+    ``state`` has) and choose one (:class:`Selection`): ``{seed: {"iteration", "model_uri",
+    "candidates": [{"iteration", "score", "return"}]}}``; empty without a selection."""
+    from workers import tracking
+    from workers.evaluate import evaluate
+    from workers.model import MetaPolicy
+    from workers.spec import JobSpec
+
+    selection = suite.protocol.selection
+    if selection is None:
+        return {}
+    workdir = state.path.parent
+    out: dict[int, dict[str, Any]] = {}
+    for seed in seeds:
+        entry = state.runs.get(run_key("maml", seed))
+        if entry is None or not entry.finished or entry.run_id is None:
+            raise SystemExit(f"maml seed {seed} has no finished training run to choose a checkpoint of")
+        candidates = selection_candidates(tracking.checkpoint_iterations(entry.run_id), selection.every)
+        if not candidates:
+            raise SystemExit(f"maml seed {seed}: run {entry.run_id} has no checkpoints to choose from")
+        spec = JobSpec.model_validate(entry.spec)
+        scores: dict[int, float] = {}
+        rows = []
+        for it in candidates:
+            directory = workdir / "checkpoints" / f"seed{seed}" / f"it{it:06d}"
+            key = f"selection/seed{seed}/it{it:06d}"
+            wanted = {**config, "tasks": selection.tasks, "later_lr": suite.protocol.later_lr, "split": "train",
+                      "seed": seed + SELECTION_SEED_OFFSET, "run_id": entry.run_id, "iteration": it}
+            done = state.evaluations.get(key)
+            if done is None or done.get("config") != wanted:
+                if not (directory / "policy.json").is_file():
+                    checkpoint = tracking.load_checkpoint(entry.run_id, it)
+                    assert checkpoint is not None  # listed just now
+                    source = f"runs:/{entry.run_id}/{tracking.CHECKPOINT_DIR}/{tracking.checkpoint_name(it)}"
+                    MetaPolicy.from_learner_state(spec, checkpoint, source=source).save(directory)
+                log.info("seed %d: meta-testing checkpoint %d on %d validation tasks", seed, it, selection.tasks)
+                report = evaluate(str(directory), episodes=config["episodes"], steps=config["steps"],
+                                  tasks=selection.tasks, seed=wanted["seed"], later_lr=wanted["later_lr"],
+                                  split="train", log_to_mlflow=False)
+                state.evaluations[key] = done = {"config": wanted, "report": report_summary(report)}
+                state.save()
+            scores[it] = selection_score(done["report"])
+            rows.append({"iteration": it, "score": scores[it], "return": [p["mean"] for p in done["report"]["return"]],
+                         "seconds": done["report"]["seconds"]})
+        chosen = choose_checkpoint(scores)
+        log.info("seed %d: checkpoint %d chosen (validation score %.2f; final %d: %.2f)", seed, chosen,
+                 scores[chosen], candidates[-1], scores[candidates[-1]])
+        out[seed] = {"iteration": chosen, "model_uri": str(workdir / "checkpoints" / f"seed{seed}" / f"it{chosen:06d}"),
+                     "candidates": rows}
+    return out
+
+
 def evaluate_all(suite: Suite, state: State, *, seeds: Sequence[int], iterations: int, overrides: Sequence[str],
-                 config: dict[str, Any]) -> None:
-    """Meta-test every variant of every seed on each split (skipping what ``state`` has)."""
+                 config: dict[str, Any], selected: dict[int, dict[str, Any]] | None = None) -> None:
+    """Meta-test every variant of every seed on each split (skipping what ``state`` has);
+    ``selected`` holds the chosen checkpoints of :func:`select_checkpoints`."""
     from workers.evaluate import evaluate
     from workers.model import MetaPolicy
 
@@ -552,6 +667,10 @@ def evaluate_all(suite: Suite, state: State, *, seeds: Sequence[int], iterations
                 if not (directory / "policy.json").is_file():
                     MetaPolicy.initial(spec).save(directory)
                 uri = str(directory)
+            elif variant == SELECTED:
+                if not selected or seed not in selected:
+                    raise SystemExit(f"no checkpoint was chosen for seed {seed}")
+                uri = selected[seed]["model_uri"]
             else:
                 trained = variant if variant in suite.variants else "maml"  # sensitivity: the MAML model
                 entry = state.runs.get(run_key(trained, seed))
@@ -690,7 +809,8 @@ def learning_curves(suite: Suite, state: State, *, seeds: Sequence[int]) -> dict
 
 
 def build_result(suite: Suite, state: State, *, seeds: Sequence[int], iterations: int, overrides: Sequence[str],
-                 config: dict[str, Any], command: str, train_seconds: float, eval_seconds: float) -> dict[str, Any]:
+                 config: dict[str, Any], command: str, train_seconds: float, eval_seconds: float,
+                 selected: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Everything the JSON file holds (see the module docstring)."""
     curves = learning_curves(suite, state, seeds=seeds)
     per_seed: dict[str, dict[str, dict[str, Any]]] = {}
@@ -740,6 +860,11 @@ def build_result(suite: Suite, state: State, *, seeds: Sequence[int], iterations
                        "Meta-World metalearning_evaluation: adaptation episodes, one inner step, then 3 deterministic "
                        "evaluation episodes per goal; success if success == 1 at any step",
                        "deviates_from_suite": config != evaluation_config(suite, eval_tasks=None, eval_episodes=None)},
+        "selection": None if suite.protocol.selection is None else {
+            **asdict(suite.protocol.selection), "split": "train", "seed": f"training seed + {SELECTION_SEED_OFFSET}",
+            "criterion": "mean return after 1..n inner steps on the validation tasks (the earliest checkpoint on a tie)",
+            "per_seed": {str(seed): chosen for seed, chosen in (selected or {}).items()},
+        },
         "published": [asdict(p) for p in suite.published],
         "targets": targets,
         "headlines": [asdict(h) for h in suite.headlines],
@@ -777,7 +902,9 @@ def learning_png(result: dict[str, Any]) -> bytes:
     from matplotlib.ticker import MaxNLocator
 
     metric = result["evaluation"]["metric"]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    chosen = (result.get("selection") or {}).get("per_seed") or {}
+    fig, axes = plt.subplots(1, 2 if chosen else 1, figsize=(13 if chosen else 7, 4.2), squeeze=False)
+    ax = axes[0][0]
     colors = {"maml": "tab:blue", "multitask-pg": "tab:orange"}
     for variant, by_seed in result["learning_curves"].items():
         for phase, style in (("pre", ":"), ("post", "-")):
@@ -794,9 +921,29 @@ def learning_png(result: dict[str, Any]) -> bytes:
         ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"{len(result['seeds'])} seed(s): mean over seeds and 95% interval", fontsize=9)
     ax.legend(fontsize=8)
+    if chosen:
+        _selection_panel(axes[0][1], result["selection"], steps=result["evaluation"]["steps"])
     fig.suptitle(f"{result['title']}: meta-training", fontsize=10)
     fig.tight_layout()
     return _png(fig)
+
+
+def _selection_panel(ax: Any, selection: dict[str, Any], *, steps: int) -> None:
+    """Validation return after k inner steps against the checkpoint's iteration (mean over
+    seeds, on the iterations every seed has), the chosen checkpoints marked."""
+    per_seed = list(selection["per_seed"].values())
+    common = sorted(set.intersection(*({c["iteration"] for c in s["candidates"]} for s in per_seed)))
+    for k in range(steps + 1):
+        series = [[next(c["return"][k] for c in s["candidates"] if c["iteration"] == it) for it in common] for s in per_seed]
+        mean, low, high = _band(series)
+        line, = ax.plot(common, mean, marker="." if k else None, label=f"after {k} step{'s' if k != 1 else ''}")
+        ax.fill_between(common, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+    for i, s in enumerate(per_seed):
+        ax.axvline(s["iteration"], color="black", linestyle="--", alpha=0.5, label="chosen checkpoints" if i == 0 else None)
+    ax.set_xlabel("meta-iteration of the checkpoint")
+    ax.set_ylabel(f"average return ({selection['tasks']} validation tasks)")
+    ax.set_title("checkpoint selection: validation tasks, mean over seeds and 95% interval", fontsize=9)
+    ax.legend(fontsize=8)
 
 
 def evaluation_png(result: dict[str, Any]) -> bytes:
@@ -875,7 +1022,8 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
         est = estimate(result["summary"], variant=h["variant"], split=h["split"], metric=metric, step=h["step"])
         published = "; ".join(
             f"{_fmt(p['value'], metric)} ({p['setting']})" for p in result["published"]
-            if p["comparable"] and (p["variant"], p["split"], p["metric"], p["step"]) == (h["variant"], h["split"], metric, h["step"])
+            if p["comparable"] and (p["variant"], p["split"], p["metric"], p["step"])
+            == (paper_variant(h["variant"]), h["split"], metric, h["step"])
         ) or "—"
         met = [t for t in result["targets"]
                if (t["variant"], t["split"], t["metric"], t["step"]) == (h["variant"], h["split"], metric, h["step"])]
@@ -883,7 +1031,11 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
             f"{'yes' if t['met'] else 'no' if t['met'] is False else '—'} ({t['op']} {_fmt(t['value'], metric)})" for t in met
         ) or "—"
         command = f"`{result['command']}`" if i == 0 else ""
-        rows.append([result["suite"], h["label"], _cell(est, metric), budget, published, target, command])
+        cell = budget
+        chosen = (result.get("selection") or {}).get("per_seed") or {}
+        if h["variant"] == SELECTED and chosen:
+            cell += f", checkpoints {'/'.join(str(c['iteration']) for _, c in sorted(chosen.items()))}"
+        rows.append([result["suite"], h["label"], _cell(est, metric), cell, published, target, command])
     return rows
 
 
@@ -913,6 +1065,10 @@ def render_results_table(results_dir: Path = RESULTS_DIR) -> str:
             e = result["evaluation"]
             deviations.append(f"evaluation off-protocol ({e['tasks']} tasks, K = {e['episodes']})")
         deviation = f"; NOT the paper setting: {'; '.join(deviations)}" if deviations else ""
+        sel = result.get("selection")
+        if sel and sel.get("per_seed"):
+            deviation += (f"; checkpoint chosen per seed among every {sel['every']}th iteration by the "
+                          f"{sel['criterion']} ({sel['tasks']} tasks of the {sel['split']} split, seed {sel['seed']})")
         notes.append(f"- `{result['suite']}`: {result['note']}{deviation}; commit {commit}, {result['cpu_count']} cores, "
                      f"training {result['wall_clock_s']['training'] / 3600:.2f} h, evaluation "
                      f"{result['wall_clock_s']['evaluation'] / 60:.1f} min "
@@ -963,15 +1119,17 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
     finally:
         ray_.shutdown()
     t1 = time.perf_counter()
-    evaluate_all(suite, state, seeds=seeds, iterations=iterations, overrides=args.set, config=config)
+    selected = select_checkpoints(suite, state, seeds=seeds, config=config)
+    evaluate_all(suite, state, seeds=seeds, iterations=iterations, overrides=args.set, config=config, selected=selected)
     eval_here = time.perf_counter() - t1
     train_seconds = sum(state.runs[run_key(v, s)].train_seconds for v in suite.variants for s in seeds)
     eval_seconds = sum(state.evaluations[f"{v}/seed{s}/{split}"]["report"]["seconds"]
                        for v in suite.evaluated for s in seeds for split in suite.protocol.splits)
+    eval_seconds += sum(c["seconds"] for chosen in selected.values() for c in chosen["candidates"])
     log.info("training %.0f s this call, evaluation %.0f s this call", t1 - t0, eval_here)
     command = "python benchmarks/reproduce.py " + shlex.join(sys.argv[1:])
     result = build_result(suite, state, seeds=seeds, iterations=iterations, overrides=args.set, config=config,
-                          command=command, train_seconds=train_seconds, eval_seconds=eval_seconds)
+                          command=command, train_seconds=train_seconds, eval_seconds=eval_seconds, selected=selected)
     out_dir = Path(args.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"reproduce_{suite.name}.json").write_text(json.dumps(result, indent=1) + "\n")

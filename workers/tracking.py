@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,7 @@ class Tracker:
     def log_checkpoint(self, state: LearnerState) -> str:
         """Upload ``ckpt-<iteration>.pt``, then point ``latest.json`` at it (so a crash while
         uploading never replaces the last good checkpoint)."""
-        name = f"ckpt-{state.iteration:06d}.pt"
+        name = checkpoint_name(state.iteration)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             torch.save(_state_to_dict(state), path)
@@ -158,15 +159,37 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted(latest.items())
 
 
-def load_checkpoint(run_id: str) -> LearnerState | None:
-    """The run's latest checkpoint, or None if it has none."""
+def checkpoint_name(iteration: int) -> str:
+    return f"ckpt-{iteration:06d}.pt"
+
+
+_CHECKPOINT_FILE = re.compile(r"ckpt-(\d{6,})\.pt")
+
+
+def checkpoint_iterations(run_id: str) -> list[int]:
+    """The iterations the run has a checkpoint of, ascending (empty if none)."""
+    found = []
+    for info in client().list_artifacts(run_id, CHECKPOINT_DIR):
+        m = _CHECKPOINT_FILE.fullmatch(Path(info.path).name)
+        if m is not None and not info.is_dir:
+            found.append(int(m.group(1)))
+    return sorted(found)
+
+
+def load_checkpoint(run_id: str, iteration: int | None = None) -> LearnerState | None:
+    """The run's checkpoint of ``iteration`` (default: its latest), or None if it has none."""
     c = client()
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            latest = c.download_artifacts(run_id, f"{CHECKPOINT_DIR}/latest.json", tmp)
-        except Exception:  # noqa: BLE001 - no checkpoint logged yet
+        if iteration is None:
+            try:
+                latest = c.download_artifacts(run_id, f"{CHECKPOINT_DIR}/latest.json", tmp)
+            except Exception:  # noqa: BLE001 - no checkpoint logged yet
+                return None
+            name = json.loads(Path(latest).read_text())["file"]
+        elif iteration in checkpoint_iterations(run_id):
+            name = checkpoint_name(iteration)
+        else:
             return None
-        name = json.loads(Path(latest).read_text())["file"]
         path = c.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{name}", tmp)
         return _state_from_dict(torch.load(path, map_location="cpu", weights_only=False))
 

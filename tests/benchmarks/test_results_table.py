@@ -84,10 +84,15 @@ def test_convergence_note():
     assert early["stopped_early"] and not early["converged"] and "stopped early" in early["note"]
 
 
-def _result(suite: R.Suite, means: dict[int, list[float]], *, command: str = "python benchmarks/reproduce.py --suite navigation2d") -> dict:
-    """A result file as ``build_result`` writes it, reduced to what the table reads."""
-    per_seed = {"maml": {str(i): {"test": _report([means[k][i] for k in sorted(means)], [0.0] * len(means))}
-                         for i in range(len(means[0]))}}
+def _result(suite: R.Suite, means: dict[int, list[float]], *, command: str = "python benchmarks/reproduce.py --suite navigation2d",
+            variants: dict[str, float] | None = None) -> dict:
+    """A result file as ``build_result`` writes it, reduced to what the table reads; ``variants``
+    adds other evaluated variants, their per-seed means shifted by the given amount."""
+    def seeds(shift: float) -> dict:
+        return {str(i): {"test": _report([means[k][i] + shift for k in sorted(means)], [0.0] * len(means))}
+                for i in range(len(means[0]))}
+
+    per_seed = {"maml": seeds(0.0), **{v: seeds(shift) for v, shift in (variants or {}).items()}}
     summary = R.aggregate(per_seed)
     targets = []
     for t in suite.targets:
@@ -100,22 +105,32 @@ def _result(suite: R.Suite, means: dict[int, list[float]], *, command: str = "py
         "wall_clock_s": {"training": 3600.0, "evaluation": 60.0}, "spec_overrides": [],
         "evaluation": {"deviates_from_suite": False, "tasks": 40, "episodes": 40},
         "published": [p.__dict__ for p in suite.published], "targets": targets,
-        "headlines": [h.__dict__ for h in suite.headlines], "summary": summary,
+        "headlines": [h.__dict__ for h in suite.headlines], "summary": summary, "selection": None,
     }
 
 
 def test_table_rows_and_a_hand_edited_number(tmp_path):
     suite = R.SUITES["navigation2d"]
     means = {0: [-41.0, -39.0, -40.0], 1: [-12.0, -11.0, -13.0], 2: [-4.0, -3.0, -3.5], 3: [-3.0, -3.2, -3.4]}
-    (tmp_path / "reproduce_navigation2d.json").write_text(json.dumps(_result(suite, means)))
+    result = _result(suite, means, variants={R.SELECTED: 0.5, "maml-later-lr-0.025": -1.0})
+    result["selection"] = {"every": 10, "tasks": 40, "split": "train", "seed": "training seed + 20000",
+                           "criterion": "mean return after 1..n inner steps",
+                           "per_seed": {"0": {"iteration": 50}, "1": {"iteration": 70}, "2": {"iteration": 40}}}
+    (tmp_path / "reproduce_navigation2d.json").write_text(json.dumps(result))
     table = R.render_results_table(tmp_path)
     rows = [line for line in table.splitlines() if line.startswith("| navigation2d")]
-    assert len(rows) == 6  # steps 0-3 under the paper's protocol, steps 2-3 under the sensitivity step size
-    sensitivity = [r for r in rows if "later α = 0.025" in r]
-    assert len(sensitivity) == 2 and all("| — | — |" in r for r in sensitivity)  # no paper number, no target
-    assert "| -12.00 [" in rows[1] and "| -11.68 (Finn et al. 2017, Table 4) |" in rows[1]
-    assert "yes (>= -12.85)" in rows[1] and "yes (>= -4.50)" in rows[3] and "| 3 × 100 |" in rows[0]
+    # steps 0-3 of the chosen checkpoint and of the final model, steps 2-3 under the sensitivity step size
+    assert len(rows) == 10
+    selected, final, sensitivity = rows[:4], rows[4:8], rows[8:]
+    assert all("checkpoint chosen on validation tasks" in r and "| 3 × 100, checkpoints 50/70/40 |" in r for r in selected)
+    assert "| -11.50 [" in selected[1] and "yes (>= -12.85)" in selected[1] and "yes (>= -4.50)" in selected[3]
+    assert all("final iteration" in r and "| 3 × 100 |" in r for r in final)
+    assert all("later α = 0.025" in r and "| — | — |" in r for r in sensitivity)  # no paper number, no target
+    assert "| -12.00 [" in final[1] and "| -11.68 (Finn et al. 2017, Table 4) |" in final[1]
+    assert "| -11.68 (Finn et al. 2017, Table 4) |" in selected[1]  # the paper's number beside both MAML models
+    assert "yes (>= -12.85)" in final[1] and "yes (>= -4.50)" in final[3]
     assert "`python benchmarks/reproduce.py --suite navigation2d`" in rows[0]
+    assert "checkpoint chosen per seed among every 10th iteration" in table
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n## Results\n\n{R.BEGIN_MARKER}\nold\n{R.END_MARKER}\n\n## Benchmarks\nkept\n")
@@ -157,8 +172,31 @@ def test_suite_specs_are_the_papers_settings():
     assert mtpg.algorithm.inner_lr == maml.algorithm.inner_lr  # the same adaptation step
     assert push.evaluated == ("maml", "multitask-pg", "random-init")
     navigation = R.SUITES["navigation2d"]
-    assert navigation.evaluated == ("maml", "maml-later-lr-0.025")
+    assert navigation.evaluated == ("maml", R.SELECTED, "maml-later-lr-0.025")
     assert (navigation.later_lr("maml"), navigation.later_lr("maml-later-lr-0.025")) == (0.05, 0.025)
+    assert navigation.later_lr(R.SELECTED) == 0.05 and navigation.protocol.selection == R.Selection(every=10, tasks=40)
+    assert R.SUITES["halfcheetah-dir"].evaluated == ("maml",)
     assert nav.task_family.params == {"action_bound": 1.0}  # rllab's normalize: the policy acts in [-1, 1]
     over = R.SUITES["navigation2d"].job_spec("maml", seed=0, iterations=2, overrides=["meta_batch_size=4"])
     assert over.meta_batch_size == 4
+
+
+def test_checkpoint_selection_rule():
+    """The chosen checkpoint maximises the mean return after 1..n steps; ties go to the earliest;
+    the return before adaptation plays no part."""
+    def report(curve: list[float]) -> dict:
+        return _report(curve, [0.0] * len(curve))
+
+    assert R.selection_score(report([-40.0, -12.0, -4.0, -5.0])) == pytest.approx(-7.0)
+    assert R.selection_score(report([-10.0, -30.0])) == pytest.approx(-30.0)
+    with pytest.raises(ValueError, match="at least one inner step"):
+        R.selection_score(report([-40.0]))
+    scores = {10: R.selection_score(report([-50.0, -13.0, -8.0, -7.0])),
+              50: R.selection_score(report([-38.0, -11.7, -4.0, -4.1])),
+              500: R.selection_score(report([-37.0, -12.1, -9.2, -10.5]))}
+    assert R.choose_checkpoint(scores) == 50
+    assert R.choose_checkpoint({30: -5.0, 20: -5.0, 40: -6.0}) == 20
+    with pytest.raises(ValueError):
+        R.choose_checkpoint({})
+    assert R.selection_candidates([10, 20, 25, 30, 35], every=10) == [10, 20, 30, 35]  # and the last one
+    assert R.selection_candidates([0, 10], every=10) == [10] and R.selection_candidates([], every=10) == []
