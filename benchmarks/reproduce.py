@@ -1,6 +1,7 @@
 """Reproduce the published meta-RL results through the real engine (issue 6).
 
     python benchmarks/reproduce.py --suite navigation2d [--iterations N] [--seeds K] [--workdir DIR]
+                                   [--train-hours H]
     python benchmarks/reproduce.py --table [--write-readme]
 
 A suite is the paper's setting for one task family (the job spec, built from
@@ -11,12 +12,19 @@ A suite is the paper's setting for one task family (the job spec, built from
    and :func:`workers.driver.run_job` runs the job.  The work directory keeps ``state.json``
    (seed → MLflow run, finished or not): re-running the same command skips finished seeds and
    resumes unfinished ones from their last checkpoint (``checkpoint_every`` of the spec).
-2. **meta-test** on fresh test tasks with :func:`workers.evaluate.evaluate`, the code path of
+   ``--train-hours H`` bounds the training of one call: once spent, the running job stops at its
+   next checkpoint, the latest checkpoints are meta-tested and written as a *partial* result
+   (said so in the JSON and the table), and the same command goes on later.
+2. **choose a checkpoint** (suites with a :class:`Selection`, 2D navigation): the MAML
+   checkpoints are meta-tested on validation tasks (train split, their own seed) and the best by
+   mean return after 1..n inner steps is meta-tested on the test tasks as ``maml-selected``,
+   beside the final model; the choice never sees a test task.
+3. **meta-test** on fresh test tasks with :func:`workers.evaluate.evaluate`, the code path of
    ``python -m workers.evaluate`` and of the service's evaluation endpoint: the return after
    ``k = 0..n`` inner steps (2D navigation and locomotion, Finn et al. 2017), or Meta-World's
    protocol (adaptation episodes, then 3 deterministic evaluation episodes per goal; success if
    ``success`` was 1 at any step) on the test and the train split.
-3. For ML1 suites the same for two baselines: the multi-task policy-gradient policy (non-meta)
+4. For ML1 suites the same for two baselines: the multi-task policy-gradient policy (non-meta)
    trained with the same env-step budget and fine-tuned with the same adaptation budget, and the
    randomly initialised policy (:meth:`workers.model.MetaPolicy.initial`).
 
@@ -42,7 +50,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -510,6 +518,9 @@ class _Progress:
     success: bool
     progress: Any
     bar: Any
+    driver: Any = None
+    budget_spent: Callable[[], bool] | None = None
+    checkpoint_every: int = 1
     clock: float = field(default_factory=time.perf_counter)
 
     def charge(self) -> None:
@@ -531,11 +542,21 @@ class _Progress:
         log.info("%s (%.1f s)", line, m["time/iteration_s"])
         self.progress.update(self.bar, completed=it + 1,
                              status=f"post {m['meta/return_post']:.2f}, {m['time/iteration_s']:.1f} s/it")
+        if (self.budget_spent is not None and self.driver is not None and self.driver.stop_after_iteration is None
+                and self.budget_spent()):
+            # stop right after the next checkpoint, so nothing trained is lost
+            self.driver.stop_after_iteration = -(-(it + 1) // self.checkpoint_every) * self.checkpoint_every
+            log.info("%s: training budget spent, stopping after the checkpoint of iteration %d", self.label,
+                     self.driver.stop_after_iteration)
 
 
 def train(suite: Suite, state: State, *, seeds: Sequence[int], iterations: int, overrides: Sequence[str],
-          ray_: LocalRay, console: Any) -> None:
-    """Train every (variant, seed) not finished yet; resume unfinished ones from their checkpoint."""
+          ray_: LocalRay, console: Any, budget_spent: Callable[[], bool] | None = None) -> None:
+    """Train every (variant, seed) not finished yet; resume unfinished ones from their checkpoint.
+
+    Once ``budget_spent()`` is true (asked before each run and after each iteration), the running
+    job stops at its next checkpoint and no further run starts: the next call with the same
+    arguments goes on from there."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from workers import tracking
@@ -564,6 +585,9 @@ def train(suite: Suite, state: State, *, seeds: Sequence[int], iterations: int, 
                TextColumn("{task.fields[status]}"))
     with Progress(*columns, console=console) as progress:
         for variant, seed, spec in todo:
+            if budget_spent is not None and budget_spent():
+                log.info("training budget spent: %s seed %d not started; run the same command to go on", variant, seed)
+                break
             entry = state.runs.setdefault(run_key(variant, seed), RunState(spec=json.loads(spec.model_dump_json())))
             checkpoint = tracking.load_checkpoint(entry.run_id) if entry.run_id else None
             if entry.run_id and checkpoint is None:
@@ -575,18 +599,23 @@ def train(suite: Suite, state: State, *, seeds: Sequence[int], iterations: int, 
                 log.info("%s seed %d: resuming run %s from iteration %d", variant, seed, resume, start)
             bar = progress.add_task(f"{variant} seed {seed}", total=spec.iterations, completed=start,
                                     status="resuming" if resume else "starting")
+            driver_hooks = DriverHooks()
             hooks = _Progress(state=state, entry=entry, job_id=f"reproduce-{suite.name}-{variant}-s{seed}",
                               label=f"{variant} seed {seed}", total=spec.iterations,
-                              success=suite.protocol.metric == "success", progress=progress, bar=bar)
+                              success=suite.protocol.metric == "success", progress=progress, bar=bar,
+                              driver=driver_hooks, budget_spent=budget_spent, checkpoint_every=spec.checkpoint_every)
+            driver_hooks.on_start, driver_hooks.on_iteration = hooks.started, hooks.iterated
             try:
-                result = run_job(spec, job_id=hooks.job_id, resume_run_id=resume,
-                                 hooks=DriverHooks(on_start=hooks.started, on_iteration=hooks.iterated))
+                result = run_job(spec, job_id=hooks.job_id, resume_run_id=resume, hooks=driver_hooks)
             finally:
                 hooks.charge()
             entry.finished = result.status == "SUCCEEDED"
             entry.model_uri = result.model_uri
             state.save()
             progress.update(bar, status=result.status.lower())
+            if not entry.finished:
+                log.info("%s seed %d stopped at iteration %d of %d (training budget); run the same command to go on",
+                         variant, seed, result.iterations, spec.iterations)
 
 
 # ---- evaluation -------------------------------------------------------------------------------
@@ -598,19 +627,60 @@ def evaluation_config(suite: Suite, *, eval_tasks: int | None, eval_episodes: in
             "later_lr": p.later_lr}
 
 
+def checkpoint_model(state: State, variant: str, seed: int, iteration: int) -> str:
+    """The directory of a model made from checkpoint ``iteration`` of ``variant``'s run for
+    ``seed`` (written on first use)."""
+    from workers import tracking
+    from workers.model import MetaPolicy
+    from workers.spec import JobSpec
+
+    entry = state.runs[run_key(variant, seed)]
+    assert entry.run_id is not None
+    directory = state.path.parent / "checkpoints" / (f"seed{seed}" if variant == "maml" else f"{variant}-seed{seed}") / f"it{iteration:06d}"
+    if not (directory / "policy.json").is_file():
+        checkpoint = tracking.load_checkpoint(entry.run_id, iteration)
+        if checkpoint is None:
+            raise SystemExit(f"{variant} seed {seed}: run {entry.run_id} has no checkpoint of iteration {iteration}")
+        source = f"runs:/{entry.run_id}/{tracking.CHECKPOINT_DIR}/{tracking.checkpoint_name(iteration)}"
+        MetaPolicy.from_learner_state(JobSpec.model_validate(entry.spec), checkpoint, source=source).save(directory)
+    return str(directory)
+
+
+def trained_models(suite: Suite, state: State, *, seeds: Sequence[int]) -> dict[tuple[str, int], tuple[str, int]]:
+    """``(variant, seed) -> (model URI, iteration)`` of every trained variant: the registered
+    model of a finished run, the latest checkpoint of an unfinished one; seeds where some variant
+    has neither are left out."""
+    from workers import tracking
+
+    out: dict[tuple[str, int], tuple[str, int]] = {}
+    for seed in seeds:
+        found = {}
+        for variant in suite.variants:
+            entry = state.runs.get(run_key(variant, seed))
+            if entry is None or entry.run_id is None:
+                break
+            if entry.finished and entry.model_uri is not None:
+                found[variant] = (entry.model_uri, int(entry.spec["iterations"]))
+                continue
+            done = tracking.checkpoint_iterations(entry.run_id)
+            if not done:
+                break
+            found[variant] = (checkpoint_model(state, variant, seed, done[-1]), done[-1])
+        else:
+            out.update({(variant, seed): model for variant, model in found.items()})
+    return out
+
+
 def select_checkpoints(suite: Suite, state: State, *, seeds: Sequence[int], config: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """Per seed, meta-test the candidate MAML checkpoints on validation tasks (skipping what
     ``state`` has) and choose one (:class:`Selection`): ``{seed: {"iteration", "model_uri",
     "candidates": [{"iteration", "score", "return"}]}}``; empty without a selection."""
     from workers import tracking
     from workers.evaluate import evaluate
-    from workers.model import MetaPolicy
-    from workers.spec import JobSpec
 
     selection = suite.protocol.selection
     if selection is None:
         return {}
-    workdir = state.path.parent
     out: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         entry = state.runs.get(run_key("maml", seed))
@@ -619,23 +689,17 @@ def select_checkpoints(suite: Suite, state: State, *, seeds: Sequence[int], conf
         candidates = selection_candidates(tracking.checkpoint_iterations(entry.run_id), selection.every)
         if not candidates:
             raise SystemExit(f"maml seed {seed}: run {entry.run_id} has no checkpoints to choose from")
-        spec = JobSpec.model_validate(entry.spec)
         scores: dict[int, float] = {}
         rows = []
         for it in candidates:
-            directory = workdir / "checkpoints" / f"seed{seed}" / f"it{it:06d}"
             key = f"selection/seed{seed}/it{it:06d}"
             wanted = {**config, "tasks": selection.tasks, "later_lr": suite.protocol.later_lr, "split": "train",
                       "seed": seed + SELECTION_SEED_OFFSET, "run_id": entry.run_id, "iteration": it}
             done = state.evaluations.get(key)
             if done is None or done.get("config") != wanted:
-                if not (directory / "policy.json").is_file():
-                    checkpoint = tracking.load_checkpoint(entry.run_id, it)
-                    assert checkpoint is not None  # listed just now
-                    source = f"runs:/{entry.run_id}/{tracking.CHECKPOINT_DIR}/{tracking.checkpoint_name(it)}"
-                    MetaPolicy.from_learner_state(spec, checkpoint, source=source).save(directory)
+                directory = checkpoint_model(state, "maml", seed, it)
                 log.info("seed %d: meta-testing checkpoint %d on %d validation tasks", seed, it, selection.tasks)
-                report = evaluate(str(directory), episodes=config["episodes"], steps=config["steps"],
+                report = evaluate(directory, episodes=config["episodes"], steps=config["steps"],
                                   tasks=selection.tasks, seed=wanted["seed"], later_lr=wanted["later_lr"],
                                   split="train", log_to_mlflow=False)
                 state.evaluations[key] = done = {"config": wanted, "report": report_summary(report)}
@@ -646,20 +710,21 @@ def select_checkpoints(suite: Suite, state: State, *, seeds: Sequence[int], conf
         chosen = choose_checkpoint(scores)
         log.info("seed %d: checkpoint %d chosen (validation score %.2f; final %d: %.2f)", seed, chosen,
                  scores[chosen], candidates[-1], scores[candidates[-1]])
-        out[seed] = {"iteration": chosen, "model_uri": str(workdir / "checkpoints" / f"seed{seed}" / f"it{chosen:06d}"),
-                     "candidates": rows}
+        out[seed] = {"iteration": chosen, "model_uri": checkpoint_model(state, "maml", seed, chosen), "candidates": rows}
     return out
 
 
 def evaluate_all(suite: Suite, state: State, *, seeds: Sequence[int], iterations: int, overrides: Sequence[str],
-                 config: dict[str, Any], selected: dict[int, dict[str, Any]] | None = None) -> None:
-    """Meta-test every variant of every seed on each split (skipping what ``state`` has);
-    ``selected`` holds the chosen checkpoints of :func:`select_checkpoints`."""
+                 config: dict[str, Any], models: dict[tuple[str, int], tuple[str, int]],
+                 evaluated: Sequence[str] | None = None, selected: dict[int, dict[str, Any]] | None = None) -> None:
+    """Meta-test every variant (default ``suite.evaluated``) of every seed on each split (skipping
+    what ``state`` has); ``models`` holds the trained models (:func:`trained_models`) and
+    ``selected`` the chosen checkpoints (:func:`select_checkpoints`)."""
     from workers.evaluate import evaluate
     from workers.model import MetaPolicy
 
     workdir = state.path.parent
-    for variant in suite.evaluated:
+    for variant in evaluated or suite.evaluated:
         for seed in seeds:
             if variant == "random-init":
                 spec = suite.job_spec("maml", seed=seed, iterations=iterations, overrides=overrides)
@@ -673,10 +738,9 @@ def evaluate_all(suite: Suite, state: State, *, seeds: Sequence[int], iterations
                 uri = selected[seed]["model_uri"]
             else:
                 trained = variant if variant in suite.variants else "maml"  # sensitivity: the MAML model
-                entry = state.runs.get(run_key(trained, seed))
-                if entry is None or not entry.finished or entry.model_uri is None:
+                if (trained, seed) not in models:
                     raise SystemExit(f"{trained} seed {seed} has no trained model to evaluate")
-                uri = entry.model_uri
+                uri = models[(trained, seed)][0]
             for split in suite.protocol.splits:
                 key = f"{variant}/seed{seed}/{split}"
                 wanted = {**config, "later_lr": suite.later_lr(variant), "seed": seed + EVAL_SEED_OFFSET,
@@ -810,11 +874,13 @@ def learning_curves(suite: Suite, state: State, *, seeds: Sequence[int]) -> dict
 
 def build_result(suite: Suite, state: State, *, seeds: Sequence[int], iterations: int, overrides: Sequence[str],
                  config: dict[str, Any], command: str, train_seconds: float, eval_seconds: float,
-                 selected: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Everything the JSON file holds (see the module docstring)."""
+                 selected: dict[int, dict[str, Any]] | None = None, evaluated: Sequence[str] | None = None,
+                 done: dict[tuple[str, int], int] | None = None) -> dict[str, Any]:
+    """Everything the JSON file holds (see the module docstring); ``done`` holds the iterations
+    reached by each run of a partial result (training budget spent before ``iterations``)."""
     curves = learning_curves(suite, state, seeds=seeds)
     per_seed: dict[str, dict[str, dict[str, Any]]] = {}
-    for variant in suite.evaluated:
+    for variant in evaluated or suite.evaluated:
         for seed in seeds:
             per_seed.setdefault(variant, {})[str(seed)] = {
                 split: state.evaluations[f"{variant}/seed{seed}/{split}"]["report"] for split in suite.protocol.splits
@@ -834,6 +900,7 @@ def build_result(suite: Suite, state: State, *, seeds: Sequence[int], iterations
             c = curves[variant][f"seed{seed}"]
             runs[f"{variant}/seed{seed}"] = {
                 "run_id": entry.run_id, "model_uri": entry.model_uri, "train_seconds": entry.train_seconds,
+                "finished": entry.finished, "iterations_done": done[(variant, seed)] if done else iterations,
                 "env_steps_total": (c["perf/env_steps_total"] or [None])[-1],
                 "seconds_per_iteration": (sum(c["time/iteration_s"]) / len(c["time/iteration_s"])
                                           if c["time/iteration_s"] else None),
@@ -848,6 +915,11 @@ def build_result(suite: Suite, state: State, *, seeds: Sequence[int], iterations
         "wall_clock_s": {"training": train_seconds, "evaluation": eval_seconds},
         "iterations": iterations,
         "paper_iterations": suite.paper_iterations,
+        "partial": None if not done else {
+            "iterations_done": min(done.values()),
+            "note": (f"training budget spent before {iterations} iterations; the latest checkpoint of each run is "
+                     "meta-tested; the same command goes on training from the checkpoints"),
+        },
         "seeds": list(seeds),
         "spec": json.loads(spec.model_dump_json()),
         "spec_overrides": list(overrides),
@@ -872,7 +944,8 @@ def build_result(suite: Suite, state: State, *, seeds: Sequence[int], iterations
         "per_seed": per_seed,
         "runs": runs,
         "learning_curves": curves,
-        **convergence(maml_curves, iterations=iterations, paper_iterations=suite.paper_iterations),
+        **convergence(maml_curves, iterations=min(done.values()) if done else iterations,
+                      paper_iterations=suite.paper_iterations),
     }
 
 
@@ -1015,7 +1088,9 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
     """The results-table rows of one result file (one per headline)."""
     rows = []
     budget = f"{len(result['seeds'])} × {result['iterations']}"
-    if result.get("stopped_early"):
+    if result.get("partial"):
+        budget = f"{len(result['seeds'])} × {result['partial']['iterations_done']} of {result['iterations']} (partial run)"
+    elif result.get("stopped_early"):
         budget += f" (of {result['paper_iterations']})"
     for i, h in enumerate(result["headlines"]):
         metric = h["metric"]
@@ -1114,22 +1189,36 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
     ray_ = LocalRay(num_cpus=max(args.num_cpus, workers))
     log.info("suite %s: %d seed(s) x %d iterations, work directory %s", suite.name, len(seeds), iterations, workdir)
     t0 = time.perf_counter()
+    deadline = None if args.train_hours is None else time.monotonic() + args.train_hours * 3600
     try:
-        train(suite, state, seeds=seeds, iterations=iterations, overrides=args.set, ray_=ray_, console=console)
+        train(suite, state, seeds=seeds, iterations=iterations, overrides=args.set, ray_=ray_, console=console,
+              budget_spent=None if deadline is None else lambda: time.monotonic() >= deadline)
     finally:
         ray_.shutdown()
     t1 = time.perf_counter()
-    selected = select_checkpoints(suite, state, seeds=seeds, config=config)
-    evaluate_all(suite, state, seeds=seeds, iterations=iterations, overrides=args.set, config=config, selected=selected)
+    models = trained_models(suite, state, seeds=seeds)
+    reported = [s for s in seeds if all((v, s) in models for v in suite.variants)]
+    if not reported:
+        raise SystemExit("no seed has a checkpoint yet (training budget too short?): run the same command to go on")
+    partial = len(reported) < len(seeds) or any(not state.runs[run_key(v, s)].finished for v in suite.variants for s in reported)
+    if partial:
+        log.info("partial result: %s; the same command goes on training", ", ".join(
+            f"{v} seed {s} at iteration {models[(v, s)][1]}" for s in reported for v in suite.variants))
+    # choosing a checkpoint needs the whole run
+    evaluated = tuple(v for v in suite.evaluated if not (partial and v == SELECTED))
+    selected = {} if partial else select_checkpoints(suite, state, seeds=seeds, config=config)
+    evaluate_all(suite, state, seeds=reported, iterations=iterations, overrides=args.set, config=config, models=models,
+                 evaluated=evaluated, selected=selected)
     eval_here = time.perf_counter() - t1
-    train_seconds = sum(state.runs[run_key(v, s)].train_seconds for v in suite.variants for s in seeds)
+    train_seconds = sum(state.runs[run_key(v, s)].train_seconds for v in suite.variants for s in reported)
     eval_seconds = sum(state.evaluations[f"{v}/seed{s}/{split}"]["report"]["seconds"]
-                       for v in suite.evaluated for s in seeds for split in suite.protocol.splits)
+                       for v in evaluated for s in reported for split in suite.protocol.splits)
     eval_seconds += sum(c["seconds"] for chosen in selected.values() for c in chosen["candidates"])
     log.info("training %.0f s this call, evaluation %.0f s this call", t1 - t0, eval_here)
     command = "python benchmarks/reproduce.py " + shlex.join(sys.argv[1:])
-    result = build_result(suite, state, seeds=seeds, iterations=iterations, overrides=args.set, config=config,
-                          command=command, train_seconds=train_seconds, eval_seconds=eval_seconds, selected=selected)
+    result = build_result(suite, state, seeds=reported, iterations=iterations, overrides=args.set, config=config,
+                          command=command, train_seconds=train_seconds, eval_seconds=eval_seconds, selected=selected,
+                          evaluated=evaluated, done={k: it for k, (_, it) in models.items()} if partial else None)
     out_dir = Path(args.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"reproduce_{suite.name}.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -1169,6 +1258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1, help="CPUs of the local Ray (default: all)")
     parser.add_argument("--eval-tasks", type=int, default=None, help="override the suite's number of test tasks (smoke tests)")
     parser.add_argument("--eval-episodes", type=int, default=None, help="override K, episodes per adaptation step (smoke tests)")
+    parser.add_argument("--train-hours", type=float, default=None,
+                        help="training budget of this call: runs stop at their next checkpoint once it is spent, the "
+                             "latest checkpoints are meta-tested (a partial result), and the same command goes on")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a job-spec field, e.g. --set meta_batch_size=4 (recorded in the JSON)")
     args = parser.parse_args(argv)
@@ -1193,6 +1285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.train_hours is not None and not (math.isfinite(args.train_hours) and args.train_hours > 0):
+        parser.error(f"--train-hours must be a positive number of hours, got {args.train_hours}")
     from workers.driver import JobFailed
 
     try:
