@@ -1140,6 +1140,8 @@ def render_results_table(results_dir: Path = RESULTS_DIR) -> str:
             e = result["evaluation"]
             deviations.append(f"evaluation off-protocol ({e['tasks']} tasks, K = {e['episodes']})")
         deviation = f"; NOT the paper setting: {'; '.join(deviations)}" if deviations else ""
+        if result.get("partial"):
+            deviation += f"; PARTIAL RUN: {result['partial']['note']}"
         sel = result.get("selection")
         if sel and sel.get("per_seed"):
             deviation += (f"; checkpoint chosen per seed among every {sel['every']}th iteration by the "
