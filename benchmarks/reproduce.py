@@ -681,6 +681,8 @@ def select_checkpoints(suite: Suite, state: State, *, seeds: Sequence[int], conf
     selection = suite.protocol.selection
     if selection is None:
         return {}
+    # a smoke run's --eval-tasks shrinks the validation tasks too
+    tasks = selection.tasks if config["tasks"] == suite.protocol.tasks else config["tasks"]
     out: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         entry = state.runs.get(run_key("maml", seed))
@@ -693,14 +695,14 @@ def select_checkpoints(suite: Suite, state: State, *, seeds: Sequence[int], conf
         rows = []
         for it in candidates:
             key = f"selection/seed{seed}/it{it:06d}"
-            wanted = {**config, "tasks": selection.tasks, "later_lr": suite.protocol.later_lr, "split": "train",
+            wanted = {**config, "tasks": tasks, "later_lr": suite.protocol.later_lr, "split": "train",
                       "seed": seed + SELECTION_SEED_OFFSET, "run_id": entry.run_id, "iteration": it}
             done = state.evaluations.get(key)
             if done is None or done.get("config") != wanted:
                 directory = checkpoint_model(state, "maml", seed, it)
-                log.info("seed %d: meta-testing checkpoint %d on %d validation tasks", seed, it, selection.tasks)
+                log.info("seed %d: meta-testing checkpoint %d on %d validation tasks", seed, it, tasks)
                 report = evaluate(directory, episodes=config["episodes"], steps=config["steps"],
-                                  tasks=selection.tasks, seed=wanted["seed"], later_lr=wanted["later_lr"],
+                                  tasks=tasks, seed=wanted["seed"], later_lr=wanted["later_lr"],
                                   split="train", log_to_mlflow=False)
                 state.evaluations[key] = done = {"config": wanted, "report": report_summary(report)}
                 state.save()
@@ -710,7 +712,8 @@ def select_checkpoints(suite: Suite, state: State, *, seeds: Sequence[int], conf
         chosen = choose_checkpoint(scores)
         log.info("seed %d: checkpoint %d chosen (validation score %.2f; final %d: %.2f)", seed, chosen,
                  scores[chosen], candidates[-1], scores[candidates[-1]])
-        out[seed] = {"iteration": chosen, "model_uri": checkpoint_model(state, "maml", seed, chosen), "candidates": rows}
+        out[seed] = {"iteration": chosen, "model_uri": checkpoint_model(state, "maml", seed, chosen), "tasks": tasks,
+                     "candidates": rows}
     return out
 
 
@@ -996,7 +999,7 @@ def learning_png(result: dict[str, Any]) -> bytes:
     ax.legend(fontsize=8)
     if chosen:
         _selection_panel(axes[0][1], result["selection"], steps=result["evaluation"]["steps"])
-    fig.suptitle(f"{result['title']}: meta-training", fontsize=10)
+    fig.suptitle(f"{result['title']}: meta-training{_partial_suffix(result)}", fontsize=10)
     fig.tight_layout()
     return _png(fig)
 
@@ -1053,9 +1056,14 @@ def evaluation_png(result: dict[str, Any]) -> bytes:
         ax.set_ylabel("success rate" if metric == "success" else "average return")
         ax.set_title(f"{split} tasks, {len(result['seeds'])} seed(s): mean over seeds and 95% interval", fontsize=9)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{result['title']}: meta-test", fontsize=10)
+    fig.suptitle(f"{result['title']}: meta-test{_partial_suffix(result)}", fontsize=10)
     fig.tight_layout()
     return _png(fig)
+
+
+def _partial_suffix(result: dict[str, Any]) -> str:
+    partial = result.get("partial")
+    return f" (partial run: iteration {partial['iterations_done']} of {result['iterations']})" if partial else ""
 
 
 def _png(fig: Any) -> bytes:

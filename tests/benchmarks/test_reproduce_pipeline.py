@@ -41,6 +41,7 @@ def test_budget_partial_result_resume_and_checkpoint_selection(ray_session, mlfl
     assert partial["partial"]["iterations_done"] == 2 and partial["runs"]["maml/seed0"]["finished"] is False
     assert partial["learning_curves"]["maml"]["seed0"]["iteration"] == [0, 1]
     assert R.table_rows(partial)[0][3] == "1 × 2 of 4 (partial run)"
+    assert R.learning_png(partial)[:4] == b"\x89PNG" and R._partial_suffix(partial) == " (partial run: iteration 2 of 4)"
     assert len(partial["summary"]["maml"]["test"]["return"]) == 4  # after 0..3 inner steps
 
     # the same call goes on from the checkpoint to the end
@@ -57,6 +58,7 @@ def test_budget_partial_result_resume_and_checkpoint_selection(ray_session, mlfl
     for c in chosen["candidates"]:
         report = state.evaluations[f"selection/seed0/it{c['iteration']:06d}"]
         assert report["config"]["split"] == "train" and report["config"]["seed"] == R.SELECTION_SEED_OFFSET
+        assert report["config"]["tasks"] == 2 == chosen["tasks"]  # --eval-tasks shrinks the validation tasks too
         assert c["score"] == R.selection_score(report["report"]) and len(c["return"]) == 4
     assert MetaPolicy.load(chosen["model_uri"]).iteration == chosen["iteration"]
     assert R.select_checkpoints(suite, state, seeds=[0], config=CONFIG) == selected  # kept in the state
