@@ -185,12 +185,12 @@ def load_checkpoint(run_id: str, iteration: int | None = None) -> LearnerState |
                 latest = c.download_artifacts(run_id, f"{CHECKPOINT_DIR}/latest.json", tmp)
             except Exception:  # noqa: BLE001 - no checkpoint logged yet
                 return None
-            name = json.loads(Path(latest).read_text())["file"]
-        elif iteration in checkpoint_iterations(run_id):
-            name = checkpoint_name(iteration)
+            path = c.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{json.loads(Path(latest).read_text())['file']}", tmp)
         else:
-            return None
-        path = c.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{name}", tmp)
+            try:
+                path = c.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{checkpoint_name(iteration)}", tmp)
+            except Exception:  # noqa: BLE001 - no checkpoint of that iteration
+                return None
         return _state_from_dict(torch.load(path, map_location="cpu", weights_only=False))
 
 
