@@ -180,16 +180,22 @@ def load_checkpoint(run_id: str, iteration: int | None = None) -> LearnerState |
     """The run's checkpoint of ``iteration`` (default: its latest), or None if it has none."""
     c = client()
     with tempfile.TemporaryDirectory() as tmp:
-        if iteration is None:
+
+        def fetch(name: str) -> str | None:
             try:
-                latest = c.download_artifacts(run_id, f"{CHECKPOINT_DIR}/latest.json", tmp)
-            except Exception:  # noqa: BLE001 - no checkpoint logged yet
+                return c.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{name}", tmp)
+            except Exception:  # noqa: BLE001 - not logged (no checkpoint yet, or none of that iteration)
                 return None
+
+        if iteration is None:
+            latest = fetch("latest.json")
+            if latest is None:
+                return None
+            # latest.json names a file that must exist: a missing one is an error, not "no checkpoint"
             path = c.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{json.loads(Path(latest).read_text())['file']}", tmp)
         else:
-            try:
-                path = c.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{checkpoint_name(iteration)}", tmp)
-            except Exception:  # noqa: BLE001 - no checkpoint of that iteration
+            path = fetch(checkpoint_name(iteration))
+            if path is None:
                 return None
         return _state_from_dict(torch.load(path, map_location="cpu", weights_only=False))
 
