@@ -1122,6 +1122,11 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+# Job-spec fields an override may change without changing what is trained or measured: how often
+# the driver writes a checkpoint (nothing else reads it).
+BOOKKEEPING_FIELDS = frozenset({"checkpoint_every"})
+
+
 def render_results_table(results_dir: Path = RESULTS_DIR) -> str:
     """The README's results section (between the markers) from ``reproduce_*.json`` in
     ``results_dir``; a line saying that none are recorded when there are none."""
@@ -1141,13 +1146,17 @@ def render_results_table(results_dir: Path = RESULTS_DIR) -> str:
     notes = []
     for result in results:
         commit = (result.get("git_commit") or "?")[:10] + (" (dirty)" if result.get("git_dirty") else "")
-        deviations = []
-        if result["spec_overrides"]:
-            deviations.append("spec overrides " + ", ".join(f"`{o}`" for o in result["spec_overrides"]))
+        deviations, bookkeeping = [], []
+        for override in result["spec_overrides"]:
+            (bookkeeping if override.split("=", 1)[0].strip() in BOOKKEEPING_FIELDS else deviations).append(f"`{override}`")
+        if deviations:
+            deviations = ["spec overrides " + ", ".join(deviations)]
         if result["evaluation"]["deviates_from_suite"]:
             e = result["evaluation"]
             deviations.append(f"evaluation off-protocol ({e['tasks']} tasks, K = {e['episodes']})")
         deviation = f"; NOT the paper setting: {'; '.join(deviations)}" if deviations else ""
+        if bookkeeping:
+            deviation += f"; set without changing the training: {', '.join(bookkeeping)}"
         if result.get("partial"):
             deviation += f"; PARTIAL RUN: {result['partial']['note']}"
         sel = result.get("selection")

@@ -200,3 +200,17 @@ def test_checkpoint_selection_rule():
         R.choose_checkpoint({})
     assert R.selection_candidates([10, 20, 25, 30, 35], every=10) == [10, 20, 30, 35]  # and the last one
     assert R.selection_candidates([0, 10], every=10) == [10] and R.selection_candidates([], every=10) == []
+
+
+def test_overrides_that_change_training_are_flagged_and_bookkeeping_ones_are_not(tmp_path):
+    suite = R.SUITES["ml10"]
+    result = _result(suite, {0: [0.05], 1: [0.22]})
+    result["spec_overrides"] = ["checkpoint_every=5"]
+    (tmp_path / "reproduce_ml10.json").write_text(json.dumps(result))
+    note = [line for line in R.render_results_table(tmp_path).splitlines() if line.startswith("- `ml10`")][0]
+    assert "NOT the paper setting" not in note and "set without changing the training: `checkpoint_every=5`" in note
+    result["spec_overrides"] = ["checkpoint_every=5", "meta_batch_size=4"]
+    (tmp_path / "reproduce_ml10.json").write_text(json.dumps(result))
+    note = [line for line in R.render_results_table(tmp_path).splitlines() if line.startswith("- `ml10`")][0]
+    assert "NOT the paper setting: spec overrides `meta_batch_size=4`" in note
+    assert "set without changing the training: `checkpoint_every=5`" in note
