@@ -11,7 +11,7 @@ meta-iterations.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -133,8 +133,7 @@ class TaskFamily(abc.ABC):
         """
         from workers.envs.vector import LeanVectorEnv
 
-        thunks = [_EnvThunk(self, task) for task in tasks for _ in range(envs_per_task)]
-        return LeanVectorEnv(thunks, info_keys=("success",) if self.has_success else ())
+        return LeanVectorEnv(env_thunks(self, tasks, envs_per_task), info_keys=("success",) if self.has_success else ())
 
     def describe(self) -> dict[str, Any]:
         """What this family is, for logs and run params."""
@@ -164,6 +163,11 @@ def set_vector_tasks(vec: gym.vector.VectorEnv, tasks: Sequence[Task], envs_per_
         )
     for i, env in enumerate(envs):
         env.get_wrapper_attr("set_task")(tasks[i // envs_per_task])
+
+
+def env_thunks(family: TaskFamily, tasks: Sequence[Task], envs_per_task: int) -> list[Callable[[], gym.Env]]:
+    """Picklable factories of a vector env's sub-envs: ``envs_per_task`` per task, grouped by task."""
+    return [_EnvThunk(family, task) for task in tasks for _ in range(envs_per_task)]
 
 
 @dataclass(frozen=True)

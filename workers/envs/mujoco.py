@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import copy
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -33,7 +34,7 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
-from workers.envs.base import Split, Task, TaskFamily, TaskFamilyError
+from workers.envs.base import Split, Task, TaskFamily, TaskFamilyError, env_thunks
 from workers.envs.common import (
     EpisodicTaskEnv,
     check_float,
@@ -77,6 +78,16 @@ def velocity_reward(info: dict[str, Any], velocity: float) -> float:
 def direction_reward(info: dict[str, Any], direction: float) -> float:
     """``direction * x_velocity + reward_ctrl``."""
     return direction * float(info["x_velocity"]) + float(info["reward_ctrl"])
+
+
+def velocity_reward_batch(x_velocity: np.ndarray, ctrl_reward: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+    """:func:`velocity_reward` of a batch of steps (the same float64 operations)."""
+    return -np.abs(x_velocity - velocity) + ctrl_reward
+
+
+def direction_reward_batch(x_velocity: np.ndarray, ctrl_reward: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """:func:`direction_reward` of a batch of steps (the same float64 operations)."""
+    return direction * x_velocity + ctrl_reward
 
 
 def ant_direction_reward(info: dict[str, Any], direction: float) -> float:
@@ -199,15 +210,32 @@ class MujocoFamily(TaskFamily):
         """The task reward of one step from the inner env's ``info``."""
 
 
-class HalfCheetahVelFamily(MujocoFamily):
+class _CheetahFamily(MujocoFamily):
+    """The half-cheetah families: their vector env steps the simulators directly
+    (:class:`~workers.envs.mujoco_vector.CheetahVectorEnv`, the single env's results bit for bit)."""
+
+    robot = "half_cheetah"
+
+    @staticmethod
+    @abc.abstractmethod
+    def batch_task_reward(x_velocity: np.ndarray, ctrl_reward: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """The task reward of a batch of steps (``values``: each sub-env's task parameter)."""
+
+    def make_vector_env(self, tasks: Sequence[Task], envs_per_task: int) -> gym.vector.VectorEnv:
+        from workers.envs.mujoco_vector import CheetahVectorEnv
+
+        return CheetahVectorEnv(env_thunks(self, tasks, envs_per_task), batch_reward=self.batch_task_reward)
+
+
+class HalfCheetahVelFamily(_CheetahFamily):
     """HalfCheetah-v5 running at a goal velocity uniform in ``[velocity_low, velocity_high]``.
 
     Task params ``{"velocity": v}``; the test split draws from the same distribution.
     """
 
     name = "halfcheetah-vel"
-    robot = "half_cheetah"
     param = "velocity"
+    batch_task_reward = staticmethod(velocity_reward_batch)
 
     def __init__(
         self,
@@ -251,11 +279,11 @@ class _DirectionFamily(MujocoFamily):
             raise TaskFamilyError(f"{self.name}: direction must be -1.0 or 1.0, got {value}")
 
 
-class HalfCheetahDirFamily(_DirectionFamily):
+class HalfCheetahDirFamily(_DirectionFamily, _CheetahFamily):
     """HalfCheetah-v5 running forward (``direction=1``) or backward (``-1``)."""
 
     name = "halfcheetah-dir"
-    robot = "half_cheetah"
+    batch_task_reward = staticmethod(direction_reward_batch)
 
     def task_reward(self, info: dict[str, Any], value: float) -> float:
         return direction_reward(info, value)
