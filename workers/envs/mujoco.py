@@ -216,9 +216,8 @@ class _CheetahFamily(MujocoFamily):
 
     robot = "half_cheetah"
 
-    @staticmethod
     @abc.abstractmethod
-    def batch_task_reward(x_velocity: np.ndarray, ctrl_reward: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def batch_task_reward(self, x_velocity: np.ndarray, ctrl_reward: np.ndarray, values: np.ndarray) -> np.ndarray:
         """The task reward of a batch of steps (``values``: each sub-env's task parameter)."""
 
     def make_vector_env(self, tasks: Sequence[Task], envs_per_task: int) -> gym.vector.VectorEnv:
@@ -235,7 +234,6 @@ class HalfCheetahVelFamily(_CheetahFamily):
 
     name = "halfcheetah-vel"
     param = "velocity"
-    batch_task_reward = staticmethod(velocity_reward_batch)
 
     def __init__(
         self,
@@ -257,6 +255,9 @@ class HalfCheetahVelFamily(_CheetahFamily):
 
     def task_reward(self, info: dict[str, Any], value: float) -> float:
         return velocity_reward(info, value)
+
+    def batch_task_reward(self, x_velocity: np.ndarray, ctrl_reward: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return velocity_reward_batch(x_velocity, ctrl_reward, values)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -283,10 +284,12 @@ class HalfCheetahDirFamily(_DirectionFamily, _CheetahFamily):
     """HalfCheetah-v5 running forward (``direction=1``) or backward (``-1``)."""
 
     name = "halfcheetah-dir"
-    batch_task_reward = staticmethod(direction_reward_batch)
 
     def task_reward(self, info: dict[str, Any], value: float) -> float:
         return direction_reward(info, value)
+
+    def batch_task_reward(self, x_velocity: np.ndarray, ctrl_reward: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return direction_reward_batch(x_velocity, ctrl_reward, values)
 
 
 class AntDirFamily(_DirectionFamily):

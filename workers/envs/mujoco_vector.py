@@ -29,12 +29,17 @@ own ``step`` is not called, so their ``elapsed_steps`` stays at 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+import gymnasium as gym
 import mujoco
 import numpy as np
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
 from workers.envs.vector import LeanVectorEnv
+
+if TYPE_CHECKING:
+    from workers.envs.mujoco import MujocoTaskEnv
 
 #: ``(x_velocity [n], ctrl_reward [n], task values [n]) -> task reward [n]``
 BatchReward = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -59,16 +64,18 @@ class CheetahVectorEnv(LeanVectorEnv):
     ) -> None:
         super().__init__(env_fns, info_keys=(), copy=copy)
         self._batch_reward = batch_reward
-        inner = [env.env for env in self.envs]
+        self._task_envs = [cast("MujocoTaskEnv", env) for env in self.envs]
+        inner = [cast(HalfCheetahEnv, env.env) for env in self._task_envs]
         first = inner[0]
         self._models = [e.model for e in inner]
         self._datas = [e.data for e in inner]
         self._frame_skip = int(first.frame_skip)
         self._dt = float(first.dt)
         self._ctrl_weight = float(first._ctrl_cost_weight)
-        self._horizon = int(self.envs[0].max_episode_steps)
-        self._low = np.asarray(self.envs[0].action_space.low, dtype=np.float64)
-        self._high = np.asarray(self.envs[0].action_space.high, dtype=np.float64)
+        self._horizon = int(self._task_envs[0].max_episode_steps)
+        space = cast(gym.spaces.Box, self.single_action_space)
+        self._low = np.asarray(space.low, dtype=np.float64)
+        self._high = np.asarray(space.high, dtype=np.float64)
         n = self.num_envs
         self._nq = int(first.model.nq)
         self._qpos = np.zeros((n, self._nq), np.float64)
@@ -91,7 +98,7 @@ class CheetahVectorEnv(LeanVectorEnv):
         for i in which:
             self._qpos[i] = self._datas[i].qpos
             self._x_before[i] = self._qpos[i, 0]
-            self._values[i] = self.envs[i].task_value
+            self._values[i] = self._task_envs[i].task_value
             self._elapsed[i] = 0
         return out
 
@@ -99,10 +106,7 @@ class CheetahVectorEnv(LeanVectorEnv):
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step every running sub-env's simulator with its row of ``actions``."""
-        if not self._started:
-            raise RuntimeError("CheetahVectorEnv: call reset() before step()")
-        if len(actions) != self.num_envs:
-            raise ValueError(f"got {len(actions)} actions for {self.num_envs} sub-envs")
+        self._check_step(actions)
         a = np.minimum(np.maximum(np.asarray(actions, dtype=np.float64), self._low), self._high)
         self._rewards.fill(0.0)
         running = self._running
@@ -133,10 +137,4 @@ class CheetahVectorEnv(LeanVectorEnv):
                 for i in np.asarray(range(self.num_envs) if everyone else which)[ended].tolist():
                     running[i] = False
                 self._num_running = sum(running)
-        return (
-            self._out(self._obs),
-            self._out(self._rewards),
-            self._out(self._terminations),
-            self._out(self._truncations),
-            {},
-        )
+        return self._step_results({})

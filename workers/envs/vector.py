@@ -150,10 +150,7 @@ class LeanVectorEnv(gym.vector.VectorEnv):
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step every running sub-env with its row of ``actions``; finished sub-envs hold."""
-        if not self._started:
-            raise RuntimeError("LeanVectorEnv: call reset() before step()")
-        if len(actions) != self.num_envs:
-            raise ValueError(f"got {len(actions)} actions for {self.num_envs} sub-envs")
+        self._check_step(actions)
         envs, running = self.envs, self._running
         self._rewards.fill(0.0)
         if self._num_running == self.num_envs:  # the common case: one comprehension, no indexing
@@ -186,13 +183,7 @@ class LeanVectorEnv(gym.vector.VectorEnv):
                     if te or tr:
                         running[j if which is None else which[j]] = False
                 self._num_running = sum(running)
-        return (
-            self._out(self._obs),
-            self._out(self._rewards),
-            self._out(self._terminations),
-            self._out(self._truncations),
-            self._infos(),
-        )
+        return self._step_results(self._infos())
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
         """``name(*args, **kwargs)`` on every sub-env (or its value if not callable)."""
@@ -225,6 +216,23 @@ class LeanVectorEnv(gym.vector.VectorEnv):
             env.close()
 
     # --- internals ---------------------------------------------------------------------------
+    def _check_step(self, actions: Any) -> None:
+        if not self._started:
+            raise RuntimeError(f"{type(self).__name__}: call reset() before step()")
+        if len(actions) != self.num_envs:
+            raise ValueError(f"got {len(actions)} actions for {self.num_envs} sub-envs")
+
+    def _step_results(
+        self, infos: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        return (
+            self._out(self._obs),
+            self._out(self._rewards),
+            self._out(self._terminations),
+            self._out(self._truncations),
+            infos,
+        )
+
     def _record_info(self, i: int, info: dict[str, Any]) -> None:
         for key in self._info_keys:
             if key in info:
