@@ -36,6 +36,8 @@ class PolicySpec:
         activation: ``"tanh"`` or ``"relu"``.
         discrete: a categorical policy instead of a Gaussian one.
         init_std: initial standard deviation of the Gaussian policy.
+        output_gain: Xavier gain of the output layer (0.01 keeps the initial mean near its
+            bias; 1.0 is the plain Xavier initialisation of rllab and the MAML reference code).
     """
 
     obs_dim: int
@@ -44,6 +46,7 @@ class PolicySpec:
     activation: Literal["tanh", "relu"] = "tanh"
     discrete: bool = False
     init_std: float = 1.0
+    output_gain: float = 0.01
 
     def __post_init__(self) -> None:
         if self.obs_dim < 1 or self.act_dim < 1:
@@ -54,6 +57,8 @@ class PolicySpec:
             raise ValueError(f"PolicySpec: hidden sizes must be >= 1, got {self.hidden_sizes}")
         if not self.init_std > 0:
             raise ValueError(f"PolicySpec: init_std must be > 0, got {self.init_std}")
+        if not self.output_gain > 0:
+            raise ValueError(f"PolicySpec: output_gain must be > 0, got {self.output_gain}")
 
 
 class _MLPPolicy(nn.Module):
@@ -70,10 +75,12 @@ class _MLPPolicy(nn.Module):
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
-        # Xavier-uniform weights, zero biases (the MAML ports' initialisation); a small last layer
-        # keeps the initial policy close to its bias so the initial std sets the exploration.
+        # Xavier-uniform weights, zero biases (the MAML ports' initialisation); by default a small
+        # last layer keeps the initial policy close to its bias so the initial std sets the
+        # exploration (spec.output_gain = 1 is the ports' plain Xavier output layer).
+        gain = self.spec.output_gain
         for i, layer in enumerate(self.body):
-            nn.init.xavier_uniform_(layer.weight, gain=0.01 if i == len(self.body) - 1 else 1.0)
+            nn.init.xavier_uniform_(layer.weight, gain=gain if i == len(self.body) - 1 else 1.0)
             nn.init.zeros_(layer.bias)
 
     def _mlp(self, obs: Tensor) -> Tensor:

@@ -135,6 +135,9 @@ class PolicySpecModel(_Model):
     hidden_sizes: tuple[int, ...] = Field((100, 100), min_length=1, max_length=8)
     activation: Literal["tanh", "relu"] = "relu"
     init_std: float = Field(1.0, gt=0, le=10.0)
+    #: Xavier gain of the output layer (0.01: a near-constant initial mean; 1.0: rllab's and the
+    #: MAML reference code's plain Xavier initialisation)
+    output_gain: float = Field(0.01, gt=0, le=10.0)
 
     @field_validator("hidden_sizes")
     @classmethod
@@ -210,7 +213,8 @@ class JobSpec(_Model):
     def policy_spec(self, *, obs_dim: int, act_dim: int, discrete: bool) -> PolicySpec:
         p = self.policy
         return PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden_sizes=tuple(p.hidden_sizes),
-                          activation=p.activation, discrete=discrete, init_std=p.init_std)
+                          activation=p.activation, discrete=discrete, init_std=p.init_std,
+                          output_gain=p.output_gain)
 
     def flat_params(self) -> dict[str, str]:
         """The spec flattened to ``a.b.c -> value`` strings (MLflow params)."""

@@ -2,6 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch.distributions import Categorical, Independent, Normal, kl_divergence
 from torch.func import functional_call
@@ -56,6 +57,19 @@ def test_same_seed_same_initial_params():
     spec = PolicySpec(obs_dim=3, act_dim=2)
     a, b = make_policy(spec, seed=7).params(), make_policy(spec, seed=7).params()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_output_gain_scales_only_the_output_layer():
+    """Xavier-uniform bounds: gain * sqrt(6 / (fan_in + fan_out)); the default 0.01 keeps the
+    initial mean near its bias, 1.0 is the MAML reference code's plain Xavier output layer."""
+    small = make_policy(PolicySpec(obs_dim=17, act_dim=6), seed=3).params()
+    plain = make_policy(PolicySpec(obs_dim=17, act_dim=6, output_gain=1.0), seed=3).params()
+    bound = (6 / (100 + 6)) ** 0.5
+    assert plain["body.2.weight"].abs().max() <= bound and plain["body.2.weight"].abs().max() > 0.5 * bound
+    assert small["body.2.weight"].abs().max() <= 0.01 * bound
+    assert torch.equal(small["body.0.weight"], plain["body.0.weight"])  # hidden layers unchanged
+    with pytest.raises(ValueError, match="output_gain"):
+        PolicySpec(obs_dim=1, act_dim=1, output_gain=0.0)
 
 
 def test_algorithms_import_nothing_of_ray_mlflow_fastapi_workers_service():

@@ -44,6 +44,7 @@ def test_presets_are_valid_specs(path):
         ({"resources": {"rollout_workers": 0}}, "resources.rollout_workers"),
         ({"resources": {"runtime_env": {}}}, "resources.runtime_env"),
         ({"policy": {"hidden_sizes": [0]}}, "policy.hidden_sizes"),
+        ({"policy": {"output_gain": 0}}, "policy.output_gain"),
     ],
 )
 def test_bad_specs_name_the_field(over, field):
