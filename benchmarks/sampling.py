@@ -267,8 +267,8 @@ def _deliver(learner_self: Any, *shards: list[Any]) -> int:
 
 
 def _raw_in_actor(worker: Any, setting: Setting, steps: int, seed: int) -> float:
-    """Runs inside a rollout actor (``__ray_call__``): a raw loop of one env of the family."""
-    family = make_family(setting.family, **setting.kwargs)
+    """Runs inside a rollout actor (``__ray_call__``): a raw loop of one env of its family."""
+    family = worker.family
     env = family.make_env(family.sample_tasks(1, np.random.default_rng(seed))[0])
     raw_loop(env, 200, family.max_episode_steps, seed)
     rate = raw_loop(env, steps, family.max_episode_steps, seed)

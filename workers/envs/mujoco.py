@@ -26,7 +26,7 @@ import abc
 import copy
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -70,23 +70,17 @@ def _spaces(robot: str) -> tuple[gym.spaces.Box, gym.spaces.Box]:
         env.close()
 
 
-def velocity_reward(info: dict[str, Any], velocity: float) -> float:
-    """``-|x_velocity - velocity| + reward_ctrl`` (``reward_ctrl`` is minus the control cost)."""
-    return -abs(float(info["x_velocity"]) - velocity) + float(info["reward_ctrl"])
+#: one step's values (floats) or a batch of steps' (float64 arrays): the same operations either way
+Values = TypeVar("Values", float, np.ndarray)
 
 
-def direction_reward(info: dict[str, Any], direction: float) -> float:
-    """``direction * x_velocity + reward_ctrl``."""
-    return direction * float(info["x_velocity"]) + float(info["reward_ctrl"])
+def velocity_reward(x_velocity: Values, ctrl_reward: Values, velocity: Values) -> Values:
+    """``-|x_velocity - velocity| + ctrl_reward`` (``ctrl_reward`` is minus the control cost)."""
+    return -abs(x_velocity - velocity) + ctrl_reward
 
 
-def velocity_reward_batch(x_velocity: np.ndarray, ctrl_reward: np.ndarray, velocity: np.ndarray) -> np.ndarray:
-    """:func:`velocity_reward` of a batch of steps (the same float64 operations)."""
-    return -np.abs(x_velocity - velocity) + ctrl_reward
-
-
-def direction_reward_batch(x_velocity: np.ndarray, ctrl_reward: np.ndarray, direction: np.ndarray) -> np.ndarray:
-    """:func:`direction_reward` of a batch of steps (the same float64 operations)."""
+def direction_reward(x_velocity: Values, ctrl_reward: Values, direction: Values) -> Values:
+    """``direction * x_velocity + ctrl_reward``."""
     return direction * x_velocity + ctrl_reward
 
 
@@ -217,13 +211,17 @@ class _CheetahFamily(MujocoFamily):
     robot = "half_cheetah"
 
     @abc.abstractmethod
-    def batch_task_reward(self, x_velocity: np.ndarray, ctrl_reward: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """The task reward of a batch of steps (``values``: each sub-env's task parameter)."""
+    def step_reward(self, x_velocity: Values, ctrl_reward: Values, value: Values) -> Values:
+        """The task reward from the x-velocity and the control reward, of one step (the single
+        env) or of a batch of steps (the vector env; ``value``: each sub-env's task parameter)."""
+
+    def task_reward(self, info: dict[str, Any], value: float) -> float:
+        return float(self.step_reward(float(info["x_velocity"]), float(info["reward_ctrl"]), value))
 
     def make_vector_env(self, tasks: Sequence[Task], envs_per_task: int) -> gym.vector.VectorEnv:
         from workers.envs.mujoco_vector import CheetahVectorEnv
 
-        return CheetahVectorEnv(env_thunks(self, tasks, envs_per_task), batch_reward=self.batch_task_reward)
+        return CheetahVectorEnv(env_thunks(self, tasks, envs_per_task), batch_reward=self.step_reward)
 
 
 class HalfCheetahVelFamily(_CheetahFamily):
@@ -253,11 +251,8 @@ class HalfCheetahVelFamily(_CheetahFamily):
     def _check_value(self, value: float) -> None:
         check_float(self.name, "velocity", value)
 
-    def task_reward(self, info: dict[str, Any], value: float) -> float:
-        return velocity_reward(info, value)
-
-    def batch_task_reward(self, x_velocity: np.ndarray, ctrl_reward: np.ndarray, values: np.ndarray) -> np.ndarray:
-        return velocity_reward_batch(x_velocity, ctrl_reward, values)
+    def step_reward(self, x_velocity: Values, ctrl_reward: Values, value: Values) -> Values:
+        return velocity_reward(x_velocity, ctrl_reward, value)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -285,11 +280,8 @@ class HalfCheetahDirFamily(_DirectionFamily, _CheetahFamily):
 
     name = "halfcheetah-dir"
 
-    def task_reward(self, info: dict[str, Any], value: float) -> float:
-        return direction_reward(info, value)
-
-    def batch_task_reward(self, x_velocity: np.ndarray, ctrl_reward: np.ndarray, values: np.ndarray) -> np.ndarray:
-        return direction_reward_batch(x_velocity, ctrl_reward, values)
+    def step_reward(self, x_velocity: Values, ctrl_reward: Values, value: Values) -> Values:
+        return direction_reward(x_velocity, ctrl_reward, value)
 
 
 class AntDirFamily(_DirectionFamily):

@@ -80,7 +80,6 @@ class CheetahVectorEnv(LeanVectorEnv):
         self._nq = int(first.model.nq)
         self._qpos = np.zeros((n, self._nq), np.float64)
         self._qvel = np.zeros((n, int(first.model.nv)), np.float64)
-        self._x_before = np.zeros(n, np.float64)
         self._values = np.zeros(n, np.float64)
         self._elapsed = np.zeros(n, np.int64)
 
@@ -97,7 +96,6 @@ class CheetahVectorEnv(LeanVectorEnv):
         which = range(self.num_envs) if mask is None else np.flatnonzero(np.asarray(mask)).tolist()
         for i in which:
             self._qpos[i] = self._datas[i].qpos
-            self._x_before[i] = self._qpos[i, 0]
             self._values[i] = self._task_envs[i].task_value
             self._elapsed[i] = 0
         return out
@@ -112,8 +110,10 @@ class CheetahVectorEnv(LeanVectorEnv):
         running = self._running
         everyone = self._num_running == self.num_envs
         which = range(self.num_envs) if everyone else [i for i in range(self.num_envs) if running[i]]
-        if everyone or which:
+        if which:
             qpos, qvel, models, datas, nstep = self._qpos, self._qvel, self._models, self._datas, self._frame_skip
+            sel: Any = slice(None) if everyone else np.asarray(which)
+            x_before = qpos[sel, 0].copy()  # the last step's (or the reset's) root x
             step = mujoco.mj_step
             for i in which:
                 d = datas[i]
@@ -121,10 +121,7 @@ class CheetahVectorEnv(LeanVectorEnv):
                 step(models[i], d, nstep=nstep)
                 qpos[i] = d.qpos
                 qvel[i] = d.qvel
-            sel: Any = slice(None) if everyone else np.asarray(which)
-            x_after = qpos[sel, 0]
-            x_velocity = (x_after - self._x_before[sel]) / self._dt
-            self._x_before[sel] = x_after
+            x_velocity = (qpos[sel, 0] - x_before) / self._dt
             ctrl_reward = -(self._ctrl_weight * np.sum(np.square(a[sel]), axis=-1))
             self._rewards[sel] = self._batch_reward(x_velocity, ctrl_reward, self._values[sel])
             obs = self._obs
@@ -134,7 +131,7 @@ class CheetahVectorEnv(LeanVectorEnv):
             ended = self._elapsed[sel] >= self._horizon
             if ended.any():
                 self._truncations[sel] = ended
-                for i in np.asarray(range(self.num_envs) if everyone else which)[ended].tolist():
-                    running[i] = False
+                for j in np.flatnonzero(ended).tolist():
+                    running[which[j]] = False
                 self._num_running = sum(running)
         return self._step_results({})
