@@ -404,14 +404,19 @@ def test_mujoco_task_reward_matches_the_formula(name: str, params: dict) -> None
             break
 
 
-@pytest.mark.parametrize("name", ["halfcheetah-vel", "halfcheetah-dir"])
-def test_cheetah_vector_env_matches_single_envs_bit_for_bit(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "observe_position"),
+    [("halfcheetah-vel", False), ("halfcheetah-dir", False), ("halfcheetah-dir", True)],
+)
+def test_cheetah_vector_env_matches_single_envs_bit_for_bit(name: str, observe_position: bool) -> None:
     """The batched cheetah step (simulators stepped directly, rewards and observations computed
     for the batch) gives exactly what the single envs give: over the horizon and past it, after
-    a partial reset (``reset_mask``) and after a task switch."""
+    a partial reset (``reset_mask``) and after a task switch; with and without the root's x
+    position in the observation."""
     from workers.envs.mujoco_vector import CheetahVectorEnv
 
-    family = make_family(name, max_episode_steps=25)
+    family = make_family(name, max_episode_steps=25, observe_position=observe_position)
+    assert family.observation_space.shape == (18 if observe_position else 17,)
     rng = np.random.default_rng(0)
     tasks = family.sample_tasks(3, rng)
     vec = family.make_vector_env(tasks, 2)

@@ -172,6 +172,16 @@ def check_float(family: str, name: str, value: Any) -> float:
     return out
 
 
+def check_bool(family: str, name: str, value: Any) -> bool:
+    """``value`` as a bool (``True``/``False``, or ``1``/``0`` as a job spec's numbers carry it),
+    else a :class:`TaskFamilyError` naming ``name``."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | float | np.integer | np.floating) and value in (0, 1):
+        return bool(value)
+    raise TaskFamilyError(f"{family}: {name} must be true or false (or 1 / 0), got {value!r}")
+
+
 def check_interval(
     family: str, names: tuple[str, str], low: Any, high: Any, *, min_low: float | None = None
 ) -> tuple[float, float]:

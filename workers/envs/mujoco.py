@@ -37,6 +37,7 @@ from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 from workers.envs.base import Split, Task, TaskFamily, TaskFamilyError, env_thunks
 from workers.envs.common import (
     EpisodicTaskEnv,
+    check_bool,
     check_float,
     check_int,
     check_interval,
@@ -49,21 +50,23 @@ CHEETAH_CTRL_COST_WEIGHT = 0.05
 DEFAULT_HORIZON = 200
 
 
-def _make_half_cheetah() -> MujocoEnv:
-    return HalfCheetahEnv(ctrl_cost_weight=CHEETAH_CTRL_COST_WEIGHT)
+def _make_half_cheetah(observe_position: bool) -> MujocoEnv:
+    return HalfCheetahEnv(
+        ctrl_cost_weight=CHEETAH_CTRL_COST_WEIGHT, exclude_current_positions_from_observation=not observe_position
+    )
 
 
-def _make_ant() -> MujocoEnv:
-    return AntEnv()
+def _make_ant(observe_position: bool) -> MujocoEnv:
+    return AntEnv(exclude_current_positions_from_observation=not observe_position)
 
 
 _ROBOTS = {"half_cheetah": _make_half_cheetah, "ant": _make_ant}
 
 
 @functools.cache
-def _spaces(robot: str) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+def _spaces(robot: str, observe_position: bool) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     """(float32 observation space, action space) of ``robot``, read once from a prototype env."""
-    env = _ROBOTS[robot]()
+    env = _ROBOTS[robot](observe_position)
     try:
         return float32_box(env.observation_space), env.action_space  # type: ignore[return-value]
     finally:
@@ -105,8 +108,8 @@ class MujocoTaskEnv(EpisodicTaskEnv):
         self.family_name = family.name
         self._family = family
         super().__init__(task, max_episode_steps=family.max_episode_steps)
-        self.env: MujocoEnv = _ROBOTS[family.robot]()
-        obs_space, action_space = _spaces(family.robot)
+        self.env: MujocoEnv = _ROBOTS[family.robot](family.observe_position)
+        obs_space, action_space = _spaces(family.robot, family.observe_position)
         self.observation_space = copy.deepcopy(obs_space)
         self.action_space = copy.deepcopy(action_space)
         self._low = action_space.low.astype(np.float64)
@@ -158,18 +161,23 @@ class MujocoFamily(TaskFamily):
     #: the task parameter's name in ``Task.params``.
     param: str = ""
 
-    def __init__(self, *, max_episode_steps: int = DEFAULT_HORIZON) -> None:
+    def __init__(self, *, max_episode_steps: int = DEFAULT_HORIZON, observe_position: bool = False) -> None:
         super().__init__(
             max_episode_steps=check_int(self.name, "max_episode_steps", max_episode_steps)
         )
+        #: the root's horizontal position in the observation (gymnasium's v5 envs leave it out)
+        self.observe_position = check_bool(self.name, "observe_position", observe_position)
 
     @property
     def observation_space(self) -> gym.spaces.Box:
-        return _spaces(self.robot)[0]
+        return _spaces(self.robot, self.observe_position)[0]
 
     @property
     def action_space(self) -> gym.spaces.Box:
-        return _spaces(self.robot)[1]
+        return _spaces(self.robot, self.observe_position)[1]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "observe_position": self.observe_position}
 
     def sample_tasks(
         self, n: int, rng: np.random.Generator, *, split: Split = "train"
@@ -237,10 +245,11 @@ class HalfCheetahVelFamily(_CheetahFamily):
         self,
         *,
         max_episode_steps: int = DEFAULT_HORIZON,
+        observe_position: bool = False,
         velocity_low: float = 0.0,
         velocity_high: float = 2.0,
     ) -> None:
-        super().__init__(max_episode_steps=max_episode_steps)
+        super().__init__(max_episode_steps=max_episode_steps, observe_position=observe_position)
         self.velocity_low, self.velocity_high = check_interval(
             self.name, ("velocity_low", "velocity_high"), velocity_low, velocity_high
         )

@@ -17,7 +17,8 @@ steps their ``MjData`` directly:
   are not inputs of the dynamics);
 * ``x_velocity = (x_after - x_before) / dt`` and the control cost ``w * sum(a**2)`` as
   ``HalfCheetahEnv.step`` computes them, then the family's task reward on the batch;
-* the observation ``(qpos[1:], qvel)`` cast to float32, as ``MujocoTaskEnv`` returns it.
+* the observation ``(qpos[1:], qvel)`` (``(qpos, qvel)`` with ``observe_position``) cast to
+  float32, as ``MujocoTaskEnv`` returns it.
 
 The result is bit for bit the single env's (``tests/workers/test_envs.py`` steps both side by
 side), including the episode semantics of :class:`~workers.envs.vector.LeanVectorEnv`: an episode
@@ -78,6 +79,8 @@ class CheetahVectorEnv(LeanVectorEnv):
         self._high = np.asarray(space.high, dtype=np.float64)
         n = self.num_envs
         self._nq = int(first.model.nq)
+        #: the first observed qpos entry: 1 (root x left out, gymnasium's default) or 0
+        self._qpos_from = 1 if first._exclude_current_positions_from_observation else 0
         self._qpos = np.zeros((n, self._nq), np.float64)
         self._qvel = np.zeros((n, int(first.model.nv)), np.float64)
         self._values = np.zeros(n, np.float64)
@@ -125,8 +128,9 @@ class CheetahVectorEnv(LeanVectorEnv):
             ctrl_reward = -(self._ctrl_weight * np.sum(np.square(a[sel]), axis=-1))
             self._rewards[sel] = self._batch_reward(x_velocity, ctrl_reward, self._values[sel])
             obs = self._obs
-            obs[sel, : self._nq - 1] = qpos[sel, 1:]
-            obs[sel, self._nq - 1 :] = qvel[sel]
+            k = self._nq - self._qpos_from
+            obs[sel, :k] = qpos[sel, self._qpos_from :]
+            obs[sel, k:] = qvel[sel]
             self._elapsed[sel] += 1
             ended = self._elapsed[sel] >= self._horizon
             if ended.any():
