@@ -34,13 +34,13 @@ import copy
 import functools
 import pickle
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from workers.envs.base import Split, Task, TaskFamily, TaskFamilyError
+from workers.envs.base import Split, Task, TaskFamily, TaskFamilyError, env_thunks
 from workers.envs.common import EpisodicTaskEnv, check_int, float32_box
 
 #: Meta-World's episode length (``SawyerXYZEnv.max_path_length``); stepping past it raises.
@@ -272,6 +272,13 @@ class MetaWorldFamily(TaskFamily):
             )
             for i in indices
         ]
+
+    def make_vector_env(self, tasks: Sequence[Task], envs_per_task: int) -> gym.vector.VectorEnv:
+        """The batched :class:`~workers.envs.metaworld_vector.MetaWorldVectorEnv` (bit for bit
+        the single envs' results)."""
+        from workers.envs.metaworld_vector import MetaWorldVectorEnv
+
+        return MetaWorldVectorEnv(env_thunks(self, tasks, envs_per_task))
 
     def make_env(self, task: Task) -> MetaWorldTaskEnv:
         return MetaWorldTaskEnv(
