@@ -89,6 +89,8 @@ def test_unknown_family_names_the_valid_ones() -> None:
         ("navigation2d", {"goal_radius": 0.1}, ["goal_radius", "low", "high", "max_episode_steps"]),
         ("halfcheetah-vel", {"max_episode_steps": -1}, ["max_episode_steps", ">= 1"]),
         ("halfcheetah-dir", {"max_episode_steps": "10"}, ["max_episode_steps", "integer"]),
+        ("halfcheetah-dir", {"observe_position": 2}, ["observe_position", "true or false"]),
+        ("ant-dir", {"frame_skip": 0}, ["frame_skip", "[1, 50]"]),
         ("cartpole-physics", {"length_low": 2.0}, ["length_low", "length_high"]),
         ("navigation2d", {"low": float("nan")}, ["low", "finite"]),
         ("metaworld-ml1", {}, ["env_name", "missing"]),
@@ -408,14 +410,16 @@ def test_mujoco_task_reward_matches_the_formula(name: str, params: dict) -> None
     ("name", "observe_position"),
     [("halfcheetah-vel", False), ("halfcheetah-dir", False), ("halfcheetah-dir", True)],
 )
-def test_cheetah_vector_env_matches_single_envs_bit_for_bit(name: str, observe_position: bool) -> None:
+@pytest.mark.parametrize("frame_skip", [5, 1])
+def test_cheetah_vector_env_matches_single_envs_bit_for_bit(name: str, observe_position: bool, frame_skip: int) -> None:
     """The batched cheetah step (simulators stepped directly, rewards and observations computed
     for the batch) gives exactly what the single envs give: over the horizon and past it, after
     a partial reset (``reset_mask``) and after a task switch; with and without the root's x
-    position in the observation."""
+    position in the observation, with gymnasium's 5 simulator steps per env step and the MAML
+    paper's 1."""
     from workers.envs.mujoco_vector import CheetahVectorEnv
 
-    family = make_family(name, max_episode_steps=25, observe_position=observe_position)
+    family = make_family(name, max_episode_steps=25, observe_position=observe_position, frame_skip=frame_skip)
     assert family.observation_space.shape == (18 if observe_position else 17,)
     rng = np.random.default_rng(0)
     tasks = family.sample_tasks(3, rng)
@@ -437,6 +441,8 @@ def test_cheetah_vector_env_matches_single_envs_bit_for_bit(name: str, observe_p
         seeds = [10 * round_ + i for i in range(6)]
         obs, _ = vec.reset(seed=seeds)
         np.testing.assert_array_equal(obs, np.stack([env.reset(seed=s)[0] for env, s in zip(singles, seeds, strict=True)]))
+        if observe_position:  # the root's x leads the observation
+            np.testing.assert_array_equal(obs[:, 0], [np.float32(env.env.data.qpos[0]) for env in singles])
         _, rew, _, trunc, _ = run(30)  # 5 steps past the horizon: finished sub-envs hold
         assert trunc.all() and not rew.any()
         tasks = family.sample_tasks(3, rng)

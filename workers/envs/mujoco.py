@@ -48,16 +48,20 @@ from workers.envs.common import (
 #: rllab's control-cost weight for the half-cheetah tasks (MAML sec. 5.3).
 CHEETAH_CTRL_COST_WEIGHT = 0.05
 DEFAULT_HORIZON = 200
+#: gymnasium's v5 envs: 5 simulator steps of 0.01 s per env step (the MAML paper's rllab envs: 1)
+DEFAULT_FRAME_SKIP = 5
 
 
-def _make_half_cheetah(observe_position: bool) -> MujocoEnv:
+def _make_half_cheetah(observe_position: bool, frame_skip: int) -> MujocoEnv:
     return HalfCheetahEnv(
-        ctrl_cost_weight=CHEETAH_CTRL_COST_WEIGHT, exclude_current_positions_from_observation=not observe_position
+        ctrl_cost_weight=CHEETAH_CTRL_COST_WEIGHT,
+        exclude_current_positions_from_observation=not observe_position,
+        frame_skip=frame_skip,
     )
 
 
-def _make_ant(observe_position: bool) -> MujocoEnv:
-    return AntEnv(exclude_current_positions_from_observation=not observe_position)
+def _make_ant(observe_position: bool, frame_skip: int) -> MujocoEnv:
+    return AntEnv(exclude_current_positions_from_observation=not observe_position, frame_skip=frame_skip)
 
 
 _ROBOTS = {"half_cheetah": _make_half_cheetah, "ant": _make_ant}
@@ -66,7 +70,7 @@ _ROBOTS = {"half_cheetah": _make_half_cheetah, "ant": _make_ant}
 @functools.cache
 def _spaces(robot: str, observe_position: bool) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     """(float32 observation space, action space) of ``robot``, read once from a prototype env."""
-    env = _ROBOTS[robot](observe_position)
+    env = _ROBOTS[robot](observe_position, DEFAULT_FRAME_SKIP)
     try:
         return float32_box(env.observation_space), env.action_space  # type: ignore[return-value]
     finally:
@@ -108,7 +112,7 @@ class MujocoTaskEnv(EpisodicTaskEnv):
         self.family_name = family.name
         self._family = family
         super().__init__(task, max_episode_steps=family.max_episode_steps)
-        self.env: MujocoEnv = _ROBOTS[family.robot](family.observe_position)
+        self.env: MujocoEnv = _ROBOTS[family.robot](family.observe_position, family.frame_skip)
         obs_space, action_space = _spaces(family.robot, family.observe_position)
         self.observation_space = copy.deepcopy(obs_space)
         self.action_space = copy.deepcopy(action_space)
@@ -161,12 +165,20 @@ class MujocoFamily(TaskFamily):
     #: the task parameter's name in ``Task.params``.
     param: str = ""
 
-    def __init__(self, *, max_episode_steps: int = DEFAULT_HORIZON, observe_position: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        max_episode_steps: int = DEFAULT_HORIZON,
+        observe_position: bool = False,
+        frame_skip: int = DEFAULT_FRAME_SKIP,
+    ) -> None:
         super().__init__(
             max_episode_steps=check_int(self.name, "max_episode_steps", max_episode_steps)
         )
         #: the root's horizontal position in the observation (gymnasium's v5 envs leave it out)
         self.observe_position = check_bool(self.name, "observe_position", observe_position)
+        #: simulator steps (of 0.01 s) per env step
+        self.frame_skip = check_int(self.name, "frame_skip", frame_skip, low=1, high=50)
 
     @property
     def observation_space(self) -> gym.spaces.Box:
@@ -177,7 +189,7 @@ class MujocoFamily(TaskFamily):
         return _spaces(self.robot, self.observe_position)[1]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "observe_position": self.observe_position}
+        return {**super().describe(), "observe_position": self.observe_position, "frame_skip": self.frame_skip}
 
     def sample_tasks(
         self, n: int, rng: np.random.Generator, *, split: Split = "train"
@@ -246,10 +258,11 @@ class HalfCheetahVelFamily(_CheetahFamily):
         *,
         max_episode_steps: int = DEFAULT_HORIZON,
         observe_position: bool = False,
+        frame_skip: int = DEFAULT_FRAME_SKIP,
         velocity_low: float = 0.0,
         velocity_high: float = 2.0,
     ) -> None:
-        super().__init__(max_episode_steps=max_episode_steps, observe_position=observe_position)
+        super().__init__(max_episode_steps=max_episode_steps, observe_position=observe_position, frame_skip=frame_skip)
         self.velocity_low, self.velocity_high = check_interval(
             self.name, ("velocity_low", "velocity_high"), velocity_low, velocity_high
         )
