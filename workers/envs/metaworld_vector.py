@@ -3,9 +3,9 @@ tight loop, and the parts of Meta-World's ``step`` that are the same for every e
 move, the observation, its clipping) are computed once for the batch.
 
 Meta-World 3's ``SawyerXYZEnv.step`` costs about 270 µs here, of which ``mj_step`` (5 substeps)
-is about 65 µs: the rest is Python around the simulator, above all the observation (about 110 µs,
-half of it one ``scipy`` ``Rotation.from_matrix(...).as_quat()`` per step for the object's
-orientation) and the reward.  :class:`MetaWorldVectorEnv` keeps Meta-World's envs for everything
+is about 65 µs and ``mj_forward`` 12 µs: the rest is Python around the simulator, above all the
+observation (about 110 µs, half of it one ``scipy`` ``Rotation.from_matrix(...).as_quat()`` per
+step for the object's orientation) and the reward.  :class:`MetaWorldVectorEnv` keeps Meta-World's envs for everything
 but the step (construction, tasks, ``reset``), and for every running sub-env does what
 ``step`` does, in the same order and with the same floating-point operations:
 
@@ -18,15 +18,18 @@ but the step (construction, tasks, ``reset``), and for every running sub-env doe
    (zeros when partially observable), clipped to ``sawyer_observation_space``;
 4. the reward and ``success`` from the env's own ``evaluate_state``, except for the classes
    with a batched kernel (``reach-v3``), whose object pose and reward are computed for the
-   batch (``_reach_objects``, ``_reach_reward``: the same formulas, the same operations).
+   batch (one ``Rotation.from_matrix`` for the batch, ``_reach_reward``: the same formulas,
+   the same operations).
 
 The sites Meta-World re-positions after the simulation are left alone: ``mj_forward``
 recomputes every site's position right after, overwriting them.  Norms are taken with
 ``np.vecdot`` (the same dot product ``np.linalg.norm`` takes of a single vector; a sum of
 squares can differ in the last bit), and the reach reward's square with ``math.pow`` (libm's
-``pow``, which numpy uses for a scalar's ``** 2``; an array's ``** 2`` is a multiplication).  The Meta-World envs' own episode state (``curr_path_length``,
-``_prev_obs``, ``_last_stable_obs``) is kept up to date, so a later ``reset`` or single ``step``
-sees what Meta-World's own ``step`` would have left.
+``pow``, which numpy uses for a scalar's ``** 2``; an array's ``** 2`` is a multiplication).
+The Meta-World envs' own episode state (``curr_path_length``, ``_prev_obs``) is kept up to date,
+so a later ``reset`` or single ``step`` sees what Meta-World's own ``step`` would have left (but
+for ``_last_stable_obs``, which Meta-World only reads after a simulator exception, and its v3
+envs never record one).
 
 The result is bit for bit the single envs' (``tests/workers/test_envs.py`` steps both side by
 side, on ML1 reach and on ML10, whose classes take the generic path), including the episode
@@ -71,20 +74,28 @@ def _is_reach(env: Any) -> bool:
     return type(env) is SawyerReachEnvV3 and env.reward_function_version == "v2"
 
 
-class _Ids:
-    """The model indices one sub-env's observation and reward read (per Meta-World class)."""
+class _Slot:
+    """One sub-env's active Meta-World env and the views of its ``MjData`` a step touches
+    (refreshed when the sub-env is reset: a reset may switch its Meta-World class)."""
 
-    def __init__(self, model: Any, reach: bool) -> None:
-        body = model.body
-        self.hand = body("hand").id
-        self.right_claw = body("rightclaw").id
-        self.left_claw = body("leftclaw").id
-        self.nmocap = int(model.nmocap)
-        if reach:
-            self.obj = body("obj").id
-            self.obj_geom = model.geom("objGeom").id
-            self.right_ee = model.site("rightEndEffector").id
-            self.left_ee = model.site("leftEndEffector").id
+    __slots__ = ("bodies", "ctrl", "data", "frame_skip", "geom", "mocap_pos", "mocap_quat", "model", "mw",
+                 "reach", "sites", "xmat", "xpos", "site_xpos")
+
+    def __init__(self, mw: Any) -> None:
+        model, data = mw.model, mw.data
+        if int(model.nmocap) != 1:
+            raise ValueError(f"{type(mw).__name__}: expected one mocap body, the model has {model.nmocap}")
+        self.mw, self.model, self.data = mw, model, data
+        self.frame_skip = int(mw.frame_skip)
+        self.reach = _is_reach(mw)
+        self.mocap_pos, self.mocap_quat, self.ctrl = data.mocap_pos[0], data.mocap_quat[0], data.ctrl
+        self.xpos, self.xmat, self.site_xpos = data.xpos, data.geom_xmat, data.site_xpos
+        names = ["hand", "rightclaw", "leftclaw"] + (["obj"] if self.reach else [])
+        self.bodies = np.array([model.body(name).id for name in names])
+        self.geom = model.geom("objGeom").id if self.reach else -1
+        self.sites = (
+            np.array([model.site("rightEndEffector").id, model.site("leftEndEffector").id]) if self.reach else None
+        )
 
 
 class MetaWorldVectorEnv(LeanVectorEnv):
@@ -102,10 +113,7 @@ class MetaWorldVectorEnv(LeanVectorEnv):
         self._task_envs = [cast("MetaWorldTaskEnv", env) for env in self.envs]
         self._horizon = int(self._task_envs[0].max_episode_steps)
         self._elapsed = np.zeros(n, np.int64)
-        # per sub-env, refreshed when it is reset (a reset may switch its Meta-World class)
-        self._mw: list[Any] = [None] * n
-        self._ids: list[_Ids | None] = [None] * n
-        self._id_cache: dict[type, _Ids] = {}
+        self._slots: list[_Slot | None] = [None] * n
         self._scale = np.zeros(n)
         self._mocap = np.zeros((n, 3))  # the mocap body's position (Meta-World's arm has one)
         self._mocap_low = np.zeros((n, 3))
@@ -117,7 +125,13 @@ class MetaWorldVectorEnv(LeanVectorEnv):
         self._target = np.zeros((n, 3))
         self._margin = np.zeros(n)  # reach: |hand_init_pos - target|
         self._reach = np.zeros(n, np.bool_)
+        # the step that ends an episode: the horizon, or Meta-World's own (500) if that is sooner
+        self._limit = np.zeros(n, np.int64)
+        # per-step work buffers
         self._obs64 = np.zeros((n, 2 * _CURR + 3))
+        self._bodies = np.zeros((n, 4, 3))
+        self._ee = np.zeros((n, 2, 3))
+        self._xmat = np.zeros((n, 9))
         self._success = self._info_values["success"]
         self._success_present = self._info_present["success"]
 
@@ -134,16 +148,10 @@ class MetaWorldVectorEnv(LeanVectorEnv):
         which = range(self.num_envs) if mask is None else np.flatnonzero(np.asarray(mask)).tolist()
         for i in which:
             mw = self._task_envs[i].active_env
-            reach = _is_reach(mw)
-            self._mw[i] = mw
-            self._reach[i] = reach
-            key = type(mw)
-            ids = self._id_cache.get(key)
-            if ids is None:
-                ids = self._id_cache[key] = _Ids(mw.model, reach)
-            self._ids[i] = ids
-            if ids.nmocap != 1:
-                raise ValueError(f"{type(mw).__name__}: expected one mocap body, the model has {ids.nmocap}")
+            slot = self._slots[i]
+            if slot is None or slot.mw is not mw:
+                slot = self._slots[i] = _Slot(mw)
+            self._reach[i] = slot.reach
             self._mocap[i] = mw.data.mocap_pos[0]
             self._scale[i] = mw.action_scale
             self._mocap_low[i] = mw.mocap_low
@@ -151,11 +159,12 @@ class MetaWorldVectorEnv(LeanVectorEnv):
             space = mw.sawyer_observation_space
             self._obs_low[i] = space.low
             self._obs_high[i] = space.high
+            self._limit[i] = min(self._horizon, int(mw.max_path_length))
             self._prev[i] = mw._prev_obs
             target = mw._get_pos_goal()
             self._target[i] = target
             self._goal[i] = np.zeros_like(target) if mw._partially_observable else target
-            if reach:
+            if slot.reach:
                 self._margin[i] = float(np.linalg.norm(mw.hand_init_pos - target))
             self._elapsed[i] = 0
         return out
@@ -173,8 +182,9 @@ class MetaWorldVectorEnv(LeanVectorEnv):
         if not which:
             return self._step_results(self._infos())
         sel: Any = slice(None) if everyone else np.asarray(which)
+        m = len(which)
         a = actions[sel]
-        # 1. the mocap move (set_xyz_action): in the actions' own dtype, as Meta-World computes it
+        # 1. the mocap move (set_xyz_action), in the actions' own dtype as Meta-World computes it
         clipped = np.clip(a[:, :3], -1, 1)
         scales = self._scale[sel]
         if (scales == scales[0]).all():
@@ -183,78 +193,77 @@ class MetaWorldVectorEnv(LeanVectorEnv):
             delta = np.stack([row * float(s) for row, s in zip(clipped, scales, strict=True)])
         mocap = np.clip(self._mocap[sel] + delta, self._mocap_low[sel], self._mocap_high[sel])
         self._mocap[sel] = mocap
-        ctrl = np.empty((len(which), 2))
+        ctrl = np.empty((m, 2))
         ctrl[:, 0] = a[:, 3]
         ctrl[:, 1] = -a[:, 3]
-        m = len(which)
-        hand, right, left = np.empty((m, 3)), np.empty((m, 3)), np.empty((m, 3))
-        objs = np.zeros((m, _OBJ_MAX))
-        reach = self._reach[sel]
-        nr = int(reach.sum())
-        obj_xmat, right_ee, left_ee = np.empty((nr, 9)), np.empty((nr, 3)), np.empty((nr, 3))
+        # 2. the simulators, and the positions the observation and the reward read
+        bodies, ee, xmat = self._bodies, self._ee, self._xmat
         generic: list[int] = []
         step, post, forward = mujoco.mj_step, mujoco.mj_rnePostConstraint, mujoco.mj_forward
-        r = 0
         for j, i in enumerate(which):
-            mw = self._mw[i]
-            ids = cast(_Ids, self._ids[i])
-            model, data = mw.model, mw.data
-            data.mocap_pos[0] = mocap[j]
-            data.mocap_quat[0] = _MOCAP_QUAT
+            slot = cast(_Slot, self._slots[i])
+            mw, model, data = slot.mw, slot.model, slot.data
+            slot.mocap_pos[:] = mocap[j]
+            slot.mocap_quat[:] = _MOCAP_QUAT
             if mw.curr_path_length >= mw.max_path_length:
                 raise ValueError("You must reset the env manually once truncate==True")
-            data.ctrl[:] = ctrl[j]
-            step(model, data, nstep=mw.frame_skip)
+            slot.ctrl[:] = ctrl[j]
+            step(model, data, nstep=slot.frame_skip)
             post(model, data)
             mw.curr_path_length += 1
             forward(model, data)
-            xpos = data.xpos
-            hand[j] = xpos[ids.hand]
-            right[j] = xpos[ids.right_claw]
-            left[j] = xpos[ids.left_claw]
-            if reach[j]:
-                objs[j, :3] = xpos[ids.obj]
-                obj_xmat[r] = data.geom_xmat[ids.obj_geom]
-                site = data.site_xpos
-                right_ee[r] = site[ids.right_ee]
-                left_ee[r] = site[ids.left_ee]
-                r += 1
+            if slot.reach:
+                bodies[j] = slot.xpos[slot.bodies]
+                ee[j] = slot.site_xpos[slot.sites]
+                xmat[j] = slot.xmat[slot.geom]
             else:
+                bodies[j, :3] = slot.xpos[slot.bodies]
                 generic.append(j)
-                objs[j] = self._objects(mw)
-        # 2. the observation, for the batch
-        if nr:
-            objs[reach, 3:7] = Rotation.from_matrix(obj_xmat.reshape(nr, 3, 3)).as_quat()
-        gripper = np.clip(_norms(right - left) / 0.1, 0.0, 1.0)
-        curr = np.concatenate([hand, gripper[:, None], objs], axis=1)
-        obs = np.concatenate([curr, self._prev[sel], self._goal[sel]], axis=1)
+        # 3. the observation, for the batch
+        reach = self._reach[sel]
+        obs = self._obs64[:m]
+        obs[:, :3] = bodies[:m, 0]
+        diff = bodies[:m, 1] - bodies[:m, 2]
+        obs[:, 3] = np.clip(np.sqrt(np.vecdot(diff, diff)) / 0.1, 0.0, 1.0)
+        objs = obs[:, 4:_CURR]
+        if reach.all():
+            objs[:, :3] = bodies[:m, 3]
+            objs[:, 3:7] = Rotation.from_matrix(xmat[:m].reshape(m, 3, 3)).as_quat()
+            objs[:, 7:] = 0.0
+        else:
+            objs[:] = 0.0
+            if reach.any():
+                objs[reach, :3] = bodies[:m, 3][reach]
+                objs[reach, 3:7] = Rotation.from_matrix(xmat[:m][reach].reshape(-1, 3, 3)).as_quat()
+            for j in generic:
+                objs[j] = self._objects(cast(_Slot, self._slots[which[j]]).mw)
+        obs[:, _CURR : 2 * _CURR] = self._prev[sel]
+        obs[:, 2 * _CURR :] = self._goal[sel]
         np.clip(obs, self._obs_low[sel], self._obs_high[sel], out=obs)
+        curr = obs[:, :_CURR].copy()
         self._prev[sel] = curr
         for j, i in enumerate(which):
-            self._mw[i]._prev_obs = curr[j].copy()
-        # 3. reward and success
-        rewards = np.empty(m)
-        success = np.empty(m)
-        if nr:
-            rewards[reach], success[reach] = _reach_reward(
-                (right_ee + left_ee) / 2.0, self._target[sel][reach], self._margin[sel][reach]
-            )
-        for j in generic:
-            mw = self._mw[which[j]]
-            row = obs[j].copy()
-            mw._last_stable_obs = row
-            reward, info = mw.evaluate_state(row, actions[which[j]])
-            rewards[j] = float(reward)
-            success[j] = float(info.get("success", 0.0))
-        for j in np.flatnonzero(reach).tolist():
-            self._mw[which[j]]._last_stable_obs = obs[j].copy()
-        self._obs[sel] = obs
-        self._rewards[sel] = rewards
-        self._success[sel] = success
+            cast(_Slot, self._slots[i]).mw._prev_obs = curr[j]
+        # 4. reward and success
+        rewards = self._rewards
+        if reach.all():
+            tcp = (ee[:m, 0] + ee[:m, 1]) / 2.0
+            rewards[sel], self._success[sel] = _reach_reward(tcp, self._target[sel], self._margin[sel])
+        else:
+            rows = np.asarray(which)
+            if reach.any():
+                tcp = (ee[:m, 0][reach] + ee[:m, 1][reach]) / 2.0
+                r = rows[reach]
+                rewards[r], self._success[r] = _reach_reward(tcp, self._target[r], self._margin[r])
+            for j in generic:
+                i = which[j]
+                reward, info = cast(_Slot, self._slots[i]).mw.evaluate_state(obs[j].copy(), actions[i])
+                rewards[i] = float(reward)
+                self._success[i] = float(info.get("success", 0.0))
         self._success_present[sel] = True
+        self._obs[sel] = obs
         self._elapsed[sel] += 1
-        ended = self._elapsed[sel] >= self._horizon
-        ended |= np.array([self._mw[i].curr_path_length == self._mw[i].max_path_length for i in which])
+        ended = self._elapsed[sel] >= self._limit[sel]
         if ended.any():
             self._truncations[sel] = ended
             for j in np.flatnonzero(ended).tolist():
