@@ -11,8 +11,10 @@ but the step (construction, tasks, ``reset``), and for every running sub-env doe
 
 1. the mocap move: ``clip(a[:3], -1, 1) * action_scale`` added to the mocap position, the
    first mocap clipped to ``[mocap_low, mocap_high]``, the mocap orientation reset;
-2. the gripper: ``ctrl = (a[3], -a[3])``, ``mujoco.mj_step(model, data, nstep=frame_skip)`` and
-   ``mj_rnePostConstraint`` (gymnasium's ``MujocoEnv.do_simulation``), then ``mj_forward``;
+2. the gripper: ``ctrl = (a[3], -a[3])``, ``mujoco.mj_step(model, data, nstep=frame_skip)``
+   (gymnasium's ``MujocoEnv.do_simulation`` without ``mj_rnePostConstraint``, whose outputs
+   ``cacc``/``cfrc_int``/``cfrc_ext`` no Meta-World env reads), then ``mj_forward`` (which
+   Meta-World calls; it is not only a read-out: skipping it changes the next step's dynamics);
 3. the observation: hand position, gripper opening ``clip(|right - left| / 0.1, 0, 1)``, the
    objects' positions and orientations padded to 14, the previous step's 18 values, the goal
    (zeros when partially observable), clipped to ``sawyer_observation_space``;
@@ -199,7 +201,7 @@ class MetaWorldVectorEnv(LeanVectorEnv):
         # 2. the simulators, and the positions the observation and the reward read
         bodies, ee, xmat = self._bodies, self._ee, self._xmat
         generic: list[int] = []
-        step, post, forward = mujoco.mj_step, mujoco.mj_rnePostConstraint, mujoco.mj_forward
+        step, forward = mujoco.mj_step, mujoco.mj_forward
         for j, i in enumerate(which):
             slot = cast(_Slot, self._slots[i])
             mw, model, data = slot.mw, slot.model, slot.data
@@ -209,7 +211,6 @@ class MetaWorldVectorEnv(LeanVectorEnv):
                 raise ValueError("You must reset the env manually once truncate==True")
             slot.ctrl[:] = ctrl[j]
             step(model, data, nstep=slot.frame_skip)
-            post(model, data)
             mw.curr_path_length += 1
             forward(model, data)
             if slot.reach:
