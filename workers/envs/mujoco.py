@@ -15,6 +15,12 @@ Actions are clipped to the action space (``[-1, 1]``) before they reach the simu
 control cost is that of the applied action, as in rllab's normalized envs.  Observations are
 cast to float32.  Episodes are truncated at ``max_episode_steps`` (H = 200 in the paper).
 
+Two parameters bring the envs closer to the paper's rllab envs (``rllab/envs/mujoco`` in the
+MAML code): ``observe_position`` puts the root's x position in the observation (rllab's
+cheetah observes the torso's position; gymnasium's v5 envs leave it out), and ``frame_skip``
+sets the simulator steps of 0.01 s per env step (rllab's cheetah: 1, so an episode of 200 steps
+is 2 s; gymnasium's: 5).  Both default to gymnasium's behaviour.
+
 The paper gives no train/test split: ``halfcheetah-vel``'s test split draws from the same
 distribution, and the direction families draw directions uniformly from ``{-1, +1}`` in both
 splits (there are only two tasks).
