@@ -159,6 +159,8 @@ def test_suite_specs_are_the_papers_settings():
     assert nav.policy.activation == "relu" and nav.register_as == "reproduce-navigation2d-maml-s2"
     cheetah = R.SUITES["halfcheetah-dir"].job_spec("maml", seed=0, iterations=1)
     assert cheetah.task_family.name == "halfcheetah-dir" and cheetah.meta_batch_size == 40
+    # the paper's rllab cheetah: one 0.01 s simulator step per env step, the torso's position observed
+    assert cheetah.task_family.params == {"observe_position": True, "frame_skip": 1}
     ml10 = R.SUITES["ml10"].job_spec("maml", seed=0, iterations=R.SUITES["ml10"].paper_iterations)
     assert ml10.task_family.name == "metaworld-ml10" and ml10.task_family.env_name is None
     horizon = 500
@@ -214,3 +216,16 @@ def test_overrides_that_change_training_are_flagged_and_bookkeeping_ones_are_not
     note = [line for line in R.render_results_table(tmp_path).splitlines() if line.startswith("- `ml10`")][0]
     assert "NOT the paper setting: spec overrides `meta_batch_size=4`" in note
     assert "set without changing the training: `checkpoint_every=5`" in note
+
+
+def test_overrides_that_restate_the_suite_are_not_deviations(tmp_path):
+    assert R._restates_suite("halfcheetah-dir", "task_family.params.frame_skip=1")
+    assert not R._restates_suite("halfcheetah-dir", "task_family.params.frame_skip=5")
+    assert not R._restates_suite("halfcheetah-dir", "task_family.params.velocity_high=3")
+    suite = R.SUITES["ml10"]
+    result = _result(suite, {0: [0.05], 1: [0.22]})
+    result["spec_overrides"] = ["meta_batch_size=20", "iterations=7"]  # the preset's 20; not its 100
+    (tmp_path / "reproduce_ml10.json").write_text(json.dumps(result))
+    note = [line for line in R.render_results_table(tmp_path).splitlines() if line.startswith("- `ml10`")][0]
+    assert "NOT the paper setting: spec overrides `iterations=7`" in note
+    assert "set to the suite's own values (now its defaults): `meta_batch_size=20`" in note
