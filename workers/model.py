@@ -602,7 +602,7 @@ class MetaPolicy:
         policy, ps = self._policy, self._policy_spec
         space = env.action_space
         low = high = None
-        if isinstance(space, gym.spaces.Box):
+        if isinstance(space, gym.spaces.Box) and getattr(env.unwrapped, "clips_actions", True):
             low, high = np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
         horizon = self._horizon(env)
         parts = []

@@ -76,8 +76,9 @@ class Sampler:
         self._gen = torch.Generator().manual_seed(seed)
         space = family.action_space
         self._discrete = isinstance(space, gym.spaces.Discrete)
-        self._low = None if self._discrete else np.asarray(space.low, dtype=np.float32)
-        self._high = None if self._discrete else np.asarray(space.high, dtype=np.float32)
+        clip = not self._discrete and family.clips_actions
+        self._low = np.asarray(space.low, dtype=np.float32) if clip else None
+        self._high = np.asarray(space.high, dtype=np.float32) if clip else None
         self.last_stats = SampleStats(0, 0.0)
 
     def close(self) -> None:

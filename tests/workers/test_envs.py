@@ -91,6 +91,7 @@ def test_unknown_family_names_the_valid_ones() -> None:
         ("halfcheetah-dir", {"max_episode_steps": "10"}, ["max_episode_steps", "integer"]),
         ("halfcheetah-dir", {"observe_position": 2}, ["observe_position", "true or false"]),
         ("ant-dir", {"frame_skip": 0}, ["frame_skip", "[1, 50]"]),
+        ("halfcheetah-vel", {"clip_actions": "no"}, ["clip_actions", "true or false"]),
         ("cartpole-physics", {"length_low": 2.0}, ["length_low", "length_high"]),
         ("navigation2d", {"low": float("nan")}, ["low", "finite"]),
         ("metaworld-ml1", {}, ["env_name", "missing"]),
@@ -406,12 +407,38 @@ def test_mujoco_task_reward_matches_the_formula(name: str, params: dict) -> None
             break
 
 
+def test_cheetah_unclipped_actions_pay_their_control_cost() -> None:
+    """``clip_actions=False``: the simulator gets the action as it is (MuJoCo clamps the
+    controls), the control cost is the unclipped action's, and the sampler does not clip."""
+    from algorithms.policies import PolicySpec
+    from workers.sampler import Sampler
+
+    family = make_family("halfcheetah-dir", max_episode_steps=20, clip_actions=False)
+    assert not family.clips_actions and make_family("halfcheetah-dir").clips_actions
+    env = family.make_env(Task("halfcheetah-dir", "train", 0, {"direction": 1.0}))
+    inner = env.get_wrapper_attr("env")
+    env.reset(seed=0)
+    action = np.array([1.5, -2.0, 0.5, 0.0, 3.0, -0.2])
+    x_before = float(inner.data.qpos[0])
+    _, reward, _, _, _ = env.step(action)
+    np.testing.assert_array_equal(inner.data.ctrl, action)
+    x_velocity = (float(inner.data.qpos[0]) - x_before) / inner.dt
+    assert reward == pytest.approx(x_velocity - 0.05 * np.sum(action**2), abs=1e-9)
+    spec = PolicySpec(obs_dim=17, act_dim=6, hidden_sizes=(8,))
+    sampler = Sampler(family, spec, envs_per_task=1, seed=0)
+    assert sampler._low is None and sampler._high is None
+    clipped = Sampler(make_family("halfcheetah-dir", max_episode_steps=20), spec, envs_per_task=1, seed=0)
+    assert clipped._low is not None
+
+
 @pytest.mark.parametrize(
     ("name", "observe_position"),
     [("halfcheetah-vel", False), ("halfcheetah-dir", False), ("halfcheetah-dir", True)],
 )
-@pytest.mark.parametrize("frame_skip", [5, 1])
-def test_cheetah_vector_env_matches_single_envs_bit_for_bit(name: str, observe_position: bool, frame_skip: int) -> None:
+@pytest.mark.parametrize(("frame_skip", "clip_actions"), [(5, True), (1, True), (1, False)])
+def test_cheetah_vector_env_matches_single_envs_bit_for_bit(
+    name: str, observe_position: bool, frame_skip: int, clip_actions: bool
+) -> None:
     """The batched cheetah step (simulators stepped directly, rewards and observations computed
     for the batch) gives exactly what the single envs give: over the horizon and past it, after
     a partial reset (``reset_mask``) and after a task switch; with and without the root's x
@@ -419,7 +446,9 @@ def test_cheetah_vector_env_matches_single_envs_bit_for_bit(name: str, observe_p
     paper's 1."""
     from workers.envs.mujoco_vector import CheetahVectorEnv
 
-    family = make_family(name, max_episode_steps=25, observe_position=observe_position, frame_skip=frame_skip)
+    family = make_family(
+        name, max_episode_steps=25, observe_position=observe_position, frame_skip=frame_skip, clip_actions=clip_actions
+    )
     assert family.observation_space.shape == (18 if observe_position else 17,)
     rng = np.random.default_rng(0)
     tasks = family.sample_tasks(3, rng)

@@ -76,6 +76,8 @@ class TaskFamily(abc.ABC):
     name: str = ""
     #: True where episodes report ``info["success"]`` (Meta-World).
     has_success: bool = False
+    #: whether samplers clip continuous actions to ``action_space`` before stepping
+    clips_actions: bool = True
 
     def __init__(self, *, max_episode_steps: int) -> None:
         if max_episode_steps < 1:

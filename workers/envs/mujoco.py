@@ -19,7 +19,9 @@ Two parameters bring the envs closer to the paper's rllab envs (``rllab/envs/muj
 MAML code): ``observe_position`` puts the root's x position in the observation (rllab's
 cheetah observes the torso's position; gymnasium's v5 envs leave it out), and ``frame_skip``
 sets the simulator steps of 0.01 s per env step (rllab's cheetah: 1, so an episode of 200 steps
-is 2 s; gymnasium's: 5).  Both default to gymnasium's behaviour.
+is 2 s; gymnasium's: 5).  Both default to gymnasium's behaviour.  ``clip_actions=False`` leaves
+actions unclipped (MuJoCo clamps the controls to ``[-1, 1]``; the control cost is that of the
+unclipped action), as pytorch-maml-rl's cheetah envs do.
 
 The paper gives no train/test split: ``halfcheetah-vel``'s test split draws from the same
 distribution, and the direction families draw directions uniformly from ``{-1, +1}`` in both
@@ -122,14 +124,21 @@ class MujocoTaskEnv(EpisodicTaskEnv):
         obs_space, action_space = _spaces(family.robot, family.observe_position)
         self.observation_space = copy.deepcopy(obs_space)
         self.action_space = copy.deepcopy(action_space)
-        self._low = action_space.low.astype(np.float64)
-        self._high = action_space.high.astype(np.float64)
+        #: the bounds actions are clipped to before the simulator (infinite: not clipped)
+        self.clips_actions = family.clips_actions
+        self._low = action_space.low.astype(np.float64) if family.clips_actions else np.full(action_space.shape, -np.inf)
+        self._high = action_space.high.astype(np.float64) if family.clips_actions else np.full(action_space.shape, np.inf)
         self._value = family.task_value(task)
 
     @property
     def task_value(self) -> float:
         """The active task's velocity or direction."""
         return self._value
+
+    @property
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The float64 bounds actions are clipped to before the simulator (±inf when not clipped)."""
+        return self._low, self._high
 
     def _check_task(self, task: Task) -> None:
         self._family.task_value(task)
@@ -177,10 +186,15 @@ class MujocoFamily(TaskFamily):
         max_episode_steps: int = DEFAULT_HORIZON,
         observe_position: bool = False,
         frame_skip: int = DEFAULT_FRAME_SKIP,
+        clip_actions: bool = True,
     ) -> None:
         super().__init__(
             max_episode_steps=check_int(self.name, "max_episode_steps", max_episode_steps)
         )
+        #: clip actions to ``[-1, 1]`` before the simulator and the control cost (rllab's
+        #: ``normalize``); unclipped, MuJoCo clamps the controls and the control cost is that of
+        #: the policy's action, as in pytorch-maml-rl's envs
+        self.clips_actions = check_bool(self.name, "clip_actions", clip_actions)
         #: the root's horizontal position in the observation (gymnasium's v5 envs leave it out)
         self.observe_position = check_bool(self.name, "observe_position", observe_position)
         #: simulator steps (of 0.01 s) per env step
@@ -195,7 +209,12 @@ class MujocoFamily(TaskFamily):
         return _spaces(self.robot, self.observe_position)[1]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "observe_position": self.observe_position, "frame_skip": self.frame_skip}
+        return {
+            **super().describe(),
+            "observe_position": self.observe_position,
+            "frame_skip": self.frame_skip,
+            "clip_actions": self.clips_actions,
+        }
 
     def sample_tasks(
         self, n: int, rng: np.random.Generator, *, split: Split = "train"
@@ -265,10 +284,16 @@ class HalfCheetahVelFamily(_CheetahFamily):
         max_episode_steps: int = DEFAULT_HORIZON,
         observe_position: bool = False,
         frame_skip: int = DEFAULT_FRAME_SKIP,
+        clip_actions: bool = True,
         velocity_low: float = 0.0,
         velocity_high: float = 2.0,
     ) -> None:
-        super().__init__(max_episode_steps=max_episode_steps, observe_position=observe_position, frame_skip=frame_skip)
+        super().__init__(
+            max_episode_steps=max_episode_steps,
+            observe_position=observe_position,
+            frame_skip=frame_skip,
+            clip_actions=clip_actions,
+        )
         self.velocity_low, self.velocity_high = check_interval(
             self.name, ("velocity_low", "velocity_high"), velocity_low, velocity_high
         )

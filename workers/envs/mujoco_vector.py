@@ -11,7 +11,8 @@ keeps gymnasium's envs for everything but the step (construction, seeding, ``res
 noise, task switching through the package's :class:`~workers.envs.mujoco.MujocoTaskEnv`), and
 steps their ``MjData`` directly:
 
-* actions are clipped to the action space in float64, as :class:`MujocoTaskEnv` does;
+* actions are clipped to the action space in float64, as :class:`MujocoTaskEnv` does (not
+  clipped when the family's ``clip_actions`` is off);
 * ``data.ctrl[:] = a`` and ``mujoco.mj_step(model, data, nstep=frame_skip)``, exactly
   gymnasium's ``MujocoEnv._step_mujoco_simulation`` without ``mj_rnePostConstraint`` (its outputs
   are not inputs of the dynamics);
@@ -32,7 +33,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
@@ -74,9 +74,7 @@ class CheetahVectorEnv(LeanVectorEnv):
         self._dt = float(first.dt)
         self._ctrl_weight = float(first._ctrl_cost_weight)
         self._horizon = int(self._task_envs[0].max_episode_steps)
-        space = cast(gym.spaces.Box, self.single_action_space)
-        self._low = np.asarray(space.low, dtype=np.float64)
-        self._high = np.asarray(space.high, dtype=np.float64)
+        self._low, self._high = self._task_envs[0].action_bounds  # ±inf when the family does not clip
         n = self.num_envs
         self._nq = int(first.model.nq)
         #: the first observed qpos entry: 1 (root x left out, gymnasium's default) or 0
