@@ -146,9 +146,7 @@ class MetaWorldVectorEnv(LeanVectorEnv):
         """As :meth:`LeanVectorEnv.reset` (through each sub-env's own ``reset``), then read each
         reset sub-env's active Meta-World env: its constants, goal and last observation."""
         out = super().reset(seed=seed, options=options)
-        mask = (options or {}).get("reset_mask")
-        which = range(self.num_envs) if mask is None else np.flatnonzero(np.asarray(mask)).tolist()
-        for i in which:
+        for i in self._reset_indices(options):
             mw = self._task_envs[i].active_env
             slot = self._slots[i]
             if slot is None or slot.mw is not mw:
@@ -178,12 +176,9 @@ class MetaWorldVectorEnv(LeanVectorEnv):
         self._check_step(actions)
         actions = np.asarray(actions)
         self._rewards.fill(0.0)
-        running = self._running
-        everyone = self._num_running == self.num_envs
-        which = list(range(self.num_envs)) if everyone else [i for i in range(self.num_envs) if running[i]]
+        which, sel = self._running_indices()
         if not which:
             return self._step_results(self._infos())
-        sel: Any = slice(None) if everyone else np.asarray(which)
         m = len(which)
         a = actions[sel]
         # 1. the mocap move (set_xyz_action), in the actions' own dtype as Meta-World computes it
@@ -264,12 +259,7 @@ class MetaWorldVectorEnv(LeanVectorEnv):
         self._success_present[sel] = True
         self._obs[sel] = obs
         self._elapsed[sel] += 1
-        ended = self._elapsed[sel] >= self._limit[sel]
-        if ended.any():
-            self._truncations[sel] = ended
-            for j in np.flatnonzero(ended).tolist():
-                running[which[j]] = False
-            self._num_running = sum(running)
+        self._truncate(which, sel, self._elapsed[sel] >= self._limit[sel])
         return self._step_results(self._infos())
 
     @staticmethod

@@ -93,9 +93,7 @@ class CheetahVectorEnv(LeanVectorEnv):
         """As :meth:`LeanVectorEnv.reset` (through each sub-env's own ``reset``), then read the
         reset simulators' positions and the sub-envs' (possibly new) task values."""
         out = super().reset(seed=seed, options=options)
-        mask = (options or {}).get("reset_mask")
-        which = range(self.num_envs) if mask is None else np.flatnonzero(np.asarray(mask)).tolist()
-        for i in which:
+        for i in self._reset_indices(options):
             self._qpos[i] = self._datas[i].qpos
             self._values[i] = self._task_envs[i].task_value
             self._elapsed[i] = 0
@@ -108,12 +106,9 @@ class CheetahVectorEnv(LeanVectorEnv):
         self._check_step(actions)
         a = np.minimum(np.maximum(np.asarray(actions, dtype=np.float64), self._low), self._high)
         self._rewards.fill(0.0)
-        running = self._running
-        everyone = self._num_running == self.num_envs
-        which = range(self.num_envs) if everyone else [i for i in range(self.num_envs) if running[i]]
+        which, sel = self._running_indices()
         if which:
             qpos, qvel, models, datas, nstep = self._qpos, self._qvel, self._models, self._datas, self._frame_skip
-            sel: Any = slice(None) if everyone else np.asarray(which)
             x_before = qpos[sel, 0].copy()  # the last step's (or the reset's) root x
             step = mujoco.mj_step
             for i in which:
@@ -130,10 +125,5 @@ class CheetahVectorEnv(LeanVectorEnv):
             obs[sel, :k] = qpos[sel, self._qpos_from :]
             obs[sel, k:] = qvel[sel]
             self._elapsed[sel] += 1
-            ended = self._elapsed[sel] >= self._horizon
-            if ended.any():
-                self._truncations[sel] = ended
-                for j in np.flatnonzero(ended).tolist():
-                    running[which[j]] = False
-                self._num_running = sum(running)
+            self._truncate(which, sel, self._elapsed[sel] >= self._horizon)
         return self._step_results({})

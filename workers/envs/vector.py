@@ -216,6 +216,27 @@ class LeanVectorEnv(gym.vector.VectorEnv):
             env.close()
 
     # --- internals ---------------------------------------------------------------------------
+    def _reset_indices(self, options: dict[str, Any] | None) -> list[int]:
+        """The sub-envs a ``reset`` with ``options`` resets (all, or its ``reset_mask``)."""
+        mask = (options or {}).get("reset_mask")
+        return list(range(self.num_envs)) if mask is None else np.flatnonzero(np.asarray(mask)).tolist()
+
+    def _running_indices(self) -> tuple[list[int], Any]:
+        """The running sub-envs, as a list and as an index into per-sub-env arrays (a slice
+        when all run)."""
+        if self._num_running == self.num_envs:
+            return list(range(self.num_envs)), slice(None)
+        which = [i for i in range(self.num_envs) if self._running[i]]
+        return which, np.asarray(which, dtype=np.int64)
+
+    def _truncate(self, which: Sequence[int], sel: Any, ended: np.ndarray) -> None:
+        """Mark the sub-envs ``which[j]`` with ``ended[j]`` truncated and no longer running."""
+        if ended.any():
+            self._truncations[sel] = ended
+            for j in np.flatnonzero(ended).tolist():
+                self._running[which[j]] = False
+            self._num_running = sum(self._running)
+
     def _check_step(self, actions: Any) -> None:
         if not self._started:
             raise RuntimeError(f"{type(self).__name__}: call reset() before step()")
