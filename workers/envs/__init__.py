@@ -66,13 +66,16 @@ def family_parameters(name: str) -> dict[str, Any]:
     Raises:
         TaskFamilyError: ``name`` is not a registered family.
     """
-    cls = _family_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    return {
-        p.name: p.default
-        for p in params.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "seed"
-    }
+    out: dict[str, Any] = {}
+    # a constructor that passes ``**kwargs`` on takes its base class's parameters too
+    for klass in _family_class(name).__mro__:
+        params = inspect.signature(klass.__init__).parameters  # type: ignore[misc]
+        for p in params.values():
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "seed":
+                out.setdefault(p.name, p.default)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break
+    return out
 
 
 def make_family(name: str, *, seed: int = 0, **params: Any) -> TaskFamily:

@@ -114,7 +114,6 @@ class MetaWorldVectorEnv(LeanVectorEnv):
         n = self.num_envs
         self._task_envs = [cast("MetaWorldTaskEnv", env) for env in self.envs]
         self._horizon = int(self._task_envs[0].max_episode_steps)
-        self._elapsed = np.zeros(n, np.int64)
         self._slots: list[_Slot | None] = [None] * n
         self._scale = np.zeros(n)
         self._mocap = np.zeros((n, 3))  # the mocap body's position (Meta-World's arm has one)
@@ -166,7 +165,6 @@ class MetaWorldVectorEnv(LeanVectorEnv):
             self._goal[i] = np.zeros_like(target) if mw._partially_observable else target
             if slot.reach:
                 self._margin[i] = float(np.linalg.norm(mw.hand_init_pos - target))
-            self._elapsed[i] = 0
         return out
 
     def step(
@@ -195,7 +193,6 @@ class MetaWorldVectorEnv(LeanVectorEnv):
         ctrl[:, 1] = -a[:, 3]
         # 2. the simulators, and the positions the observation and the reward read
         bodies, ee, xmat = self._bodies, self._ee, self._xmat
-        generic: list[int] = []
         step, forward = mujoco.mj_step, mujoco.mj_forward
         for j, i in enumerate(which):
             slot = cast(_Slot, self._slots[i])
@@ -214,25 +211,24 @@ class MetaWorldVectorEnv(LeanVectorEnv):
                 xmat[j] = slot.xmat[slot.geom]
             else:
                 bodies[j, :3] = slot.xpos[slot.bodies]
-                generic.append(j)
-        # 3. the observation, for the batch
         reach = self._reach[sel]
+        generic = np.flatnonzero(~reach).tolist()
+        # the reach rows, within the batch (r) and within the vector env (rows): slices when all
+        r: Any = slice(None) if not generic else np.flatnonzero(reach)
+        rows: Any = sel if not generic else np.asarray(which)[r]
+        nr = m - len(generic)
+        # 3. the observation, for the batch
         obs = self._obs64[:m]
         obs[:, :3] = bodies[:m, 0]
         diff = bodies[:m, 1] - bodies[:m, 2]
-        obs[:, 3] = np.clip(np.sqrt(np.vecdot(diff, diff)) / 0.1, 0.0, 1.0)
+        obs[:, 3] = np.clip(_norms(diff) / 0.1, 0.0, 1.0)
         objs = obs[:, 4:_CURR]
-        if reach.all():
-            objs[:, :3] = bodies[:m, 3]
-            objs[:, 3:7] = Rotation.from_matrix(xmat[:m].reshape(m, 3, 3)).as_quat()
-            objs[:, 7:] = 0.0
-        else:
-            objs[:] = 0.0
-            if reach.any():
-                objs[reach, :3] = bodies[:m, 3][reach]
-                objs[reach, 3:7] = Rotation.from_matrix(xmat[:m][reach].reshape(-1, 3, 3)).as_quat()
-            for j in generic:
-                objs[j] = self._objects(cast(_Slot, self._slots[which[j]]).mw)
+        objs[:] = 0.0
+        if nr:
+            objs[r, :3] = bodies[:m, 3][r]
+            objs[r, 3:7] = Rotation.from_matrix(xmat[:m][r].reshape(nr, 3, 3)).as_quat()
+        for j in generic:
+            objs[j] = self._objects(cast(_Slot, self._slots[which[j]]).mw)
         obs[:, _CURR : 2 * _CURR] = self._prev[sel]
         obs[:, 2 * _CURR :] = self._goal[sel]
         np.clip(obs, self._obs_low[sel], self._obs_high[sel], out=obs)
@@ -242,24 +238,17 @@ class MetaWorldVectorEnv(LeanVectorEnv):
             cast(_Slot, self._slots[i]).mw._prev_obs = curr[j]
         # 4. reward and success
         rewards = self._rewards
-        if reach.all():
-            tcp = (ee[:m, 0] + ee[:m, 1]) / 2.0
-            rewards[sel], self._success[sel] = _reach_reward(tcp, self._target[sel], self._margin[sel])
-        else:
-            rows = np.asarray(which)
-            if reach.any():
-                tcp = (ee[:m, 0][reach] + ee[:m, 1][reach]) / 2.0
-                r = rows[reach]
-                rewards[r], self._success[r] = _reach_reward(tcp, self._target[r], self._margin[r])
-            for j in generic:
-                i = which[j]
-                reward, info = cast(_Slot, self._slots[i]).mw.evaluate_state(obs[j].copy(), actions[i])
-                rewards[i] = float(reward)
-                self._success[i] = float(info.get("success", 0.0))
+        if nr:
+            tcp = (ee[:m, 0][r] + ee[:m, 1][r]) / 2.0
+            rewards[rows], self._success[rows] = _reach_reward(tcp, self._target[rows], self._margin[rows])
+        for j in generic:
+            i = which[j]
+            reward, info = cast(_Slot, self._slots[i]).mw.evaluate_state(obs[j].copy(), actions[i])
+            rewards[i] = float(reward)
+            self._success[i] = float(info.get("success", 0.0))
         self._success_present[sel] = True
         self._obs[sel] = obs
-        self._elapsed[sel] += 1
-        self._truncate(which, sel, self._elapsed[sel] >= self._limit[sel])
+        self._advance(which, sel, self._limit[sel])
         return self._step_results(self._infos())
 
     @staticmethod

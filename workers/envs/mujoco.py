@@ -278,22 +278,9 @@ class HalfCheetahVelFamily(_CheetahFamily):
     name = "halfcheetah-vel"
     param = "velocity"
 
-    def __init__(
-        self,
-        *,
-        max_episode_steps: int = DEFAULT_HORIZON,
-        observe_position: bool = False,
-        frame_skip: int = DEFAULT_FRAME_SKIP,
-        clip_actions: bool = True,
-        velocity_low: float = 0.0,
-        velocity_high: float = 2.0,
-    ) -> None:
-        super().__init__(
-            max_episode_steps=max_episode_steps,
-            observe_position=observe_position,
-            frame_skip=frame_skip,
-            clip_actions=clip_actions,
-        )
+    def __init__(self, *, velocity_low: float = 0.0, velocity_high: float = 2.0, **kwargs: Any) -> None:
+        """``kwargs``: :class:`MujocoFamily`'s parameters."""
+        super().__init__(**kwargs)
         self.velocity_low, self.velocity_high = check_interval(
             self.name, ("velocity_low", "velocity_high"), velocity_low, velocity_high
         )

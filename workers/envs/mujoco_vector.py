@@ -82,7 +82,6 @@ class CheetahVectorEnv(LeanVectorEnv):
         self._qpos = np.zeros((n, self._nq), np.float64)
         self._qvel = np.zeros((n, int(first.model.nv)), np.float64)
         self._values = np.zeros(n, np.float64)
-        self._elapsed = np.zeros(n, np.int64)
 
     def reset(
         self,
@@ -96,7 +95,6 @@ class CheetahVectorEnv(LeanVectorEnv):
         for i in self._reset_indices(options):
             self._qpos[i] = self._datas[i].qpos
             self._values[i] = self._task_envs[i].task_value
-            self._elapsed[i] = 0
         return out
 
     def step(
@@ -124,6 +122,5 @@ class CheetahVectorEnv(LeanVectorEnv):
             k = self._nq - self._qpos_from
             obs[sel, :k] = qpos[sel, self._qpos_from :]
             obs[sel, k:] = qvel[sel]
-            self._elapsed[sel] += 1
-            self._truncate(which, sel, self._elapsed[sel] >= self._horizon)
+            self._advance(which, sel, self._horizon)
         return self._step_results({})

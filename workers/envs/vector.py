@@ -96,6 +96,9 @@ class LeanVectorEnv(gym.vector.VectorEnv):
         # plain Python bools: read per sub-env per step, faster than numpy scalars
         self._running = [False] * n
         self._num_running = 0
+        # steps of each sub-env's episode, for subclasses that step the simulators themselves
+        # (their sub-envs' own ``step`` is not called, so the sub-envs do not count)
+        self._elapsed = np.zeros(n, np.int64)
         self._started = False
 
     # --- gymnasium VectorEnv API ---------------------------------------------------------------
@@ -141,6 +144,7 @@ class LeanVectorEnv(gym.vector.VectorEnv):
             self._terminations[i] = False
             self._truncations[i] = False
             self._running[i] = True
+            self._elapsed[i] = 0
             self._record_info(i, info)
         self._num_running = sum(self._running)
         self._started = True
@@ -229,8 +233,11 @@ class LeanVectorEnv(gym.vector.VectorEnv):
         which = [i for i in range(self.num_envs) if self._running[i]]
         return which, np.asarray(which, dtype=np.int64)
 
-    def _truncate(self, which: Sequence[int], sel: Any, ended: np.ndarray) -> None:
-        """Mark the sub-envs ``which[j]`` with ``ended[j]`` truncated and no longer running."""
+    def _advance(self, which: Sequence[int], sel: Any, limit: int | np.ndarray) -> None:
+        """Count one step of the sub-envs ``which`` (``sel`` indexes them); those that reached
+        ``limit`` steps are truncated and no longer running."""
+        self._elapsed[sel] += 1
+        ended = self._elapsed[sel] >= limit
         if ended.any():
             self._truncations[sel] = ended
             for j in np.flatnonzero(ended).tolist():
