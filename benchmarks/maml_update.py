@@ -8,6 +8,10 @@ Prints one JSON object per setting, then (unless ``--curve-iterations 0``) train
 navigation2d with both and prints the two learning curves' summary, writing a PNG of both.
 
     python benchmarks/maml_update.py [--settings navigation2d,halfcheetah-vel] [--curve-iterations 30]
+
+With ``--device cuda`` both updates run on the GPU, and the default update is also timed on the
+CPU in the same run (``cpu_default_s``, ``cuda_vs_cpu``): the figure for a learner with
+``resources.learner_gpus``.
 """
 
 from __future__ import annotations
@@ -62,12 +66,23 @@ def spec_for(family) -> PolicySpec:  # noqa: ANN001
     )
 
 
-def time_update(setting: str, *, repeats: int) -> dict:
+def _timed(fn):  # noqa: ANN001, ANN202
+    """``fn()``'s result and wall time, the GPU's queued work included."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+def time_update(setting: str, *, repeats: int, device: str = "cpu") -> dict:
     cfg = SETTINGS[setting]
     family = make_family(setting, **cfg["family"])
     spec = spec_for(family)
     config = MAMLConfig(inner_lr=0.1, outer=TRPOConfig(max_kl=0.01))
-    learner = MAML(spec, config, seed=0)
+    learner = MAML(spec, config, seed=0, device=device)
     sampler = Sampler(family, spec, envs_per_task=10, seed=0)
     tasks = TaskSchedule(family, cfg["meta_batch"], 0).tasks(0)
     sample_s = 0.0
@@ -84,13 +99,13 @@ def time_update(setting: str, *, repeats: int) -> dict:
     valid = learner.batch(batch.valid)
     theta0 = learner.params
 
-    def run(make) -> tuple[float, UpdateMetrics]:  # noqa: ANN001
-        lrn = make(spec, config, seed=0)
-        lrn._set_params(theta0)
-        t0 = time.perf_counter()
-        m = lrn.trpo_step(train, valid)
-        return time.perf_counter() - t0, m
+    def run(make, on: str = device, tr=train, va=valid) -> tuple[float, UpdateMetrics]:  # noqa: ANN001
+        lrn = make(spec, config, seed=0, device=on)
+        lrn._set_params({k: v.to(on) for k, v in theta0.items()})
+        m, seconds = _timed(lambda: lrn.trpo_step(tr, va))
+        return seconds, m
 
+    run(MAML)  # warm-up (CUDA context, kernels, allocator)
     default_times, ref_times = [], []
     for _ in range(repeats):
         t, m_def = run(MAML)
@@ -98,7 +113,14 @@ def time_update(setting: str, *, repeats: int) -> dict:
         t, m_ref = run(ReferenceMAML)
         ref_times.append(t)
     ref_s, def_s = statistics.median(ref_times), statistics.median(default_times)
+    extra = {}
+    if device != "cpu":
+        train_cpu, valid_cpu = [b.to("cpu") for b in train], valid.to("cpu")
+        cpu_s = statistics.median(run(MAML, "cpu", train_cpu, valid_cpu)[0] for _ in range(repeats))
+        extra = {"cpu_default_s": round(cpu_s, 3), "cuda_vs_cpu": round(cpu_s / def_s, 2),
+                 "gpu": torch.cuda.get_device_name(0)}
     return {
+        "device": device,
         "setting": setting,
         "meta_batch": cfg["meta_batch"],
         "episodes_per_task": cfg["episodes"],
@@ -113,6 +135,7 @@ def time_update(setting: str, *, repeats: int) -> dict:
         "repeats": repeats,
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
+        **extra,
     }
 
 
@@ -176,10 +199,11 @@ def main() -> None:
     parser.add_argument("--curve-iterations", type=int, default=30)
     parser.add_argument("--curve-seeds", default="0,1", help="seeds of the learning-curve runs")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where the learner runs: cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for setting in args.settings.split(","):
-        print(json.dumps(time_update(setting, repeats=args.repeats)), flush=True)
+        print(json.dumps(time_update(setting, repeats=args.repeats, device=args.device)), flush=True)
     if args.curve_iterations > 0:
         summary = learning_curves(args.curve_iterations, [int(x) for x in args.curve_seeds.split(",")])
         summary["machine"] = platform.machine()

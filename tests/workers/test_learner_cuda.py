@@ -1,0 +1,78 @@
+"""The learner on CUDA (skipped without a GPU), without Ray: :class:`workers.learner.Learner`, the
+class the learner actor wraps, asked for a GPU, holds its policy there, and its inner and outer
+updates on a real sampled navigation2d meta-batch agree with the same learner on the CPU.
+
+The Ray-level check (a whole job whose learner actor lands on the GPU) is
+``tests/workers/test_driver.py::test_learner_runs_on_cuda``; this one also runs where Ray is not
+installed (the GPU machine of ``benchmarks/README``'s device figures).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from algorithms.maml import MAMLConfig, TRPOConfig
+from algorithms.policies import PolicySpec
+from workers.envs import make_family
+from workers.learner import Learner
+from workers.loop import TaskSchedule, collect_meta_batch
+from workers.sampler import Sampler
+
+pytestmark = pytest.mark.gpu
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+@pytest.fixture(scope="module")
+def problem():
+    family = make_family("navigation2d")
+    spec = PolicySpec(obs_dim=2, act_dim=2, hidden_sizes=(100, 100), activation="relu")
+    config = MAMLConfig(inner_lr=0.1, outer=TRPOConfig(max_kl=0.01, curvature_subsample=1.0))
+    cpu = Learner("maml", spec, config, seed=0, gpus=0)
+    sampler = Sampler(family, spec, envs_per_task=20, seed=0)
+    try:
+        batch = collect_meta_batch(cpu.learner, lambda t, p: sampler.sample(t, p, episodes_per_task=20),
+                                   TaskSchedule(family, 8, 0).tasks(0), inner_steps=1)
+    finally:
+        sampler.close()
+    return spec, config, batch
+
+
+def test_learner_asked_for_a_gpu_holds_its_policy_on_cuda_and_hands_cpu_params(problem):
+    spec, config, _ = problem
+    gpu = Learner("maml", spec, config, seed=0, gpus=1)
+    assert gpu.device.type == "cuda"
+    assert all(p.device.type == "cuda" for p in gpu.learner.policy.parameters())
+    assert all(v.device.type == "cpu" for v in gpu.params().values())  # what rollout workers get
+
+
+def test_adaptation_and_trpo_update_on_cuda_match_the_cpu(problem):
+    spec, config, batch = problem
+    cpu = Learner("maml", spec, config, seed=0, gpus=0)
+    gpu = Learner("maml", spec, config, seed=0, gpus=1)
+    theta = cpu.params()
+    for k, v in gpu.params().items():
+        assert torch.equal(v, theta[k])  # same seed, same initial policy
+
+    adapted_cpu = cpu.adapt(theta, batch.train[0])
+    adapted_gpu = gpu.adapt(theta, batch.train[0])
+    for a, b in zip(adapted_gpu, adapted_cpu, strict=True):
+        step = torch.cat([(b[k] - theta[k]).flatten() for k in theta])
+        diff = torch.cat([(a[k] - b[k]).flatten() for k in theta])
+        assert step.norm() > 0
+        assert float(diff.norm() / step.norm()) < 1e-3
+
+    layout = (len(batch.train[0]), len(batch.valid))
+    shards = [[e] for e in batch.train[0]] + [[e] for e in batch.valid]
+    m_cpu = cpu.step(layout, *shards)
+    m_gpu = gpu.step(layout, *shards)
+    assert m_cpu["trpo/accepted"] == m_gpu["trpo/accepted"] == 1.0
+    delta_cpu = torch.cat([(v - theta[k]).flatten() for k, v in cpu.params().items()])
+    delta_gpu = torch.cat([(v - theta[k]).flatten() for k, v in gpu.params().items()])
+    assert delta_cpu.norm() > 0
+    assert rel_err(delta_gpu, delta_cpu) < 1e-2
+    assert m_gpu["meta/kl"] == pytest.approx(m_cpu["meta/kl"], rel=1e-2)
+    assert m_gpu["meta/kl"] <= config.outer.max_kl
