@@ -188,6 +188,28 @@ def selection_candidates(available: Sequence[int], every: int) -> list[int]:
 
 
 @dataclass(frozen=True)
+class Departure:
+    """A job-spec field the suite sets to something other than the paper's value."""
+
+    field: str  # dotted job-spec path, as in ``--set``
+    value: Any
+    paper: str  # what the paper has there
+    why: str
+
+    def applies_to(self, spec: dict[str, Any] | None) -> bool:
+        """Whether a run trained with ``spec`` (a result's ``spec``) has this departure."""
+        node: Any = spec
+        for part in self.field.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return bool(node == self.value)
+
+    def describe(self) -> str:
+        return f"`{self.field}={self.value}` where the paper has {self.paper} ({self.why})"
+
+
+@dataclass(frozen=True)
 class Protocol:
     """The meta-test protocol of a suite.
 
@@ -233,6 +255,8 @@ class Suite:
         published: the papers' numbers.
         targets: acceptance targets.
         headlines: rows of the results table.
+        departures: where the suite's own spec departs from the paper's setting, and why; the
+            results table's note states each one a result's run was trained with.
     """
 
     name: str
@@ -244,6 +268,7 @@ class Suite:
     published: tuple[Published, ...] = ()
     targets: tuple[Target, ...] = ()
     headlines: tuple[Headline, ...] = ()
+    departures: tuple[Departure, ...] = ()
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -351,12 +376,21 @@ SUITES: dict[str, Suite] = {
             title="HalfCheetah forward/backward (MAML-TRPO)",
             preset="halfcheetah-vel-maml",
             # the paper's rllab cheetah: 0.01 s per env step (200 steps = 2 s) and the torso's
-            # position observed; gymnasium's defaults (0.05 s, no position) learned less (README)
-            spec={"task_family": {"name": "halfcheetah-dir", "params": {"observe_position": True, "frame_skip": 1}}},
+            # position observed; gymnasium's defaults (0.05 s, no position) learned less (README).
+            # tanh hidden layers, not the paper's ReLU: see `departures`
+            spec={"task_family": {"name": "halfcheetah-dir", "params": {"observe_position": True, "frame_skip": 1}},
+                  "policy": {"activation": "tanh"}},
             protocol=Protocol(episodes=40, steps=3, tasks=20, later_lr=0.05, splits=("test",), metric="return"),
             published=_published_curve([-50.69, 293.19, 313.48, 315.65], setting="Finn et al. 2017, Table 5", citation=MAML_CHEETAH),
             targets=(Target("maml", "test", "return", 1, ">=", 260.0),),
             headlines=_nav_curve("HalfCheetah fwd/back"),
+            departures=(
+                Departure("policy.activation", "tanh", paper="ReLU",
+                          why="pytorch-maml-rl's halfcheetah-dir setting has tanh; with ReLU the inner step grew "
+                              "to a KL of 1.4-4 nats while most action means left the action bounds, and the "
+                              "return after 1 step stayed near 110 in 500 iterations: README, Results, and "
+                              "`benchmarks/adaptation_probe.py`"),
+            ),
         ),
         Suite(
             name="ml1-reach",
@@ -1177,6 +1211,10 @@ def render_results_table(results_dir: Path = RESULTS_DIR) -> str:
             e = result["evaluation"]
             deviations.append(f"evaluation off-protocol ({e['tasks']} tasks, K = {e['episodes']})")
         deviation = f"; NOT the paper setting: {'; '.join(deviations)}" if deviations else ""
+        suite = SUITES.get(result["suite"])
+        departed = [d.describe() for d in (suite.departures if suite else ()) if d.applies_to(result.get("spec"))]
+        if departed:
+            deviation += f"; the suite departs from the paper: {'; '.join(departed)}"
         if bookkeeping:
             deviation += f"; set without changing the training: {', '.join(bookkeeping)}"
         if restated:

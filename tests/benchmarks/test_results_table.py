@@ -161,6 +161,11 @@ def test_suite_specs_are_the_papers_settings():
     assert cheetah.task_family.name == "halfcheetah-dir" and cheetah.meta_batch_size == 40
     # the paper's rllab cheetah: one 0.01 s simulator step per env step, the torso's position observed
     assert cheetah.task_family.params == {"observe_position": True, "frame_skip": 1}
+    # its one departure from the paper (ReLU there), stated with the suite
+    assert cheetah.policy.activation == "tanh" and cheetah.policy.hidden_sizes == (100, 100)
+    (departure,) = R.SUITES["halfcheetah-dir"].departures
+    assert (departure.field, departure.value, departure.paper) == ("policy.activation", "tanh", "ReLU")
+    assert R.SUITES["navigation2d"].departures == () and R.SUITES["ml10"].departures == ()
     ml10 = R.SUITES["ml10"].job_spec("maml", seed=0, iterations=R.SUITES["ml10"].paper_iterations)
     assert ml10.task_family.name == "metaworld-ml10" and ml10.task_family.env_name is None
     horizon = 500
@@ -229,3 +234,22 @@ def test_overrides_that_restate_the_suite_are_not_deviations(tmp_path):
     note = [line for line in R.render_results_table(tmp_path).splitlines() if line.startswith("- `ml10`")][0]
     assert "NOT the paper setting: spec overrides `iterations=7`" in note
     assert "set to the suite's own values (now its defaults): `meta_batch_size=20`" in note
+
+
+def test_a_suites_departures_from_the_paper_are_in_its_note(tmp_path):
+    suite = R.SUITES["halfcheetah-dir"]
+    result = _result(suite, {0: [-55.0], 1: [280.0], 2: [300.0], 3: [305.0]})
+    result["spec_overrides"] = ["policy.activation=tanh"]  # the suite's own value: restated, not a deviation
+    result["spec"] = json.loads(suite.job_spec("maml", seed=0, iterations=100).model_dump_json())
+
+    def note() -> str:
+        (tmp_path / "reproduce_halfcheetah-dir.json").write_text(json.dumps(result))
+        return [line for line in R.render_results_table(tmp_path).splitlines() if line.startswith("- `halfcheetah-dir`")][0]
+
+    text = note()
+    assert "NOT the paper setting" not in text
+    assert "set to the suite's own values (now its defaults): `policy.activation=tanh`" in text
+    assert "the suite departs from the paper: `policy.activation=tanh` where the paper has ReLU (" in text
+    result["spec"]["policy"]["activation"] = "relu"  # a run made with the paper's ReLU departs from nothing
+    result["spec_overrides"] = []
+    assert "departs from the paper" not in note()
