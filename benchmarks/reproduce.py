@@ -377,7 +377,7 @@ SUITES: dict[str, Suite] = {
             preset="halfcheetah-vel-maml",
             # the paper's rllab cheetah: 0.01 s per env step (200 steps = 2 s) and the torso's
             # position observed; gymnasium's defaults (0.05 s, no position) learned less (README).
-            # tanh hidden layers, not the paper's ReLU: see `departures`
+            # tanh hidden layers, not the paper's ReLU: see `departures` (README, Results)
             spec={"task_family": {"name": "halfcheetah-dir", "params": {"observe_position": True, "frame_skip": 1}},
                   "policy": {"activation": "tanh"}},
             protocol=Protocol(episodes=40, steps=3, tasks=20, later_lr=0.05, splits=("test",), metric="return"),
@@ -386,9 +386,9 @@ SUITES: dict[str, Suite] = {
             headlines=_nav_curve("HalfCheetah fwd/back"),
             departures=(
                 Departure("policy.activation", "tanh", paper="ReLU",
-                          why="pytorch-maml-rl's halfcheetah-dir setting has tanh; with ReLU the inner step grew "
-                              "to a KL of 1.4-4 nats while most action means left the action bounds, and the "
-                              "return after 1 step stayed near 110 in 500 iterations: README, Results, and "
+                          why="pytorch-maml-rl's halfcheetah-dir setting has tanh; with ReLU most action means "
+                              "left the action bounds, where actions are clipped, and the return after 1 step "
+                              "stayed near 110 in 500 iterations: README, Results, and "
                               "`benchmarks/adaptation_probe.py`"),
             ),
         ),
