@@ -187,6 +187,16 @@ def selection_candidates(available: Sequence[int], every: int) -> list[int]:
     return sorted({it for it in available if it > 0 and (it % every == 0 or it == last)})
 
 
+def _holds(tree: Any, path: Sequence[str], value: Any) -> bool:
+    """Whether the nested dict ``tree`` has ``value`` at ``path``."""
+    node = tree
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return bool(node == value)
+
+
 @dataclass(frozen=True)
 class Departure:
     """A job-spec field the suite sets to something other than the paper's value."""
@@ -198,12 +208,7 @@ class Departure:
 
     def applies_to(self, spec: dict[str, Any] | None) -> bool:
         """Whether a run trained with ``spec`` (a result's ``spec``) has this departure."""
-        node: Any = spec
-        for part in self.field.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return False
-            node = node[part]
-        return bool(node == self.value)
+        return _holds(spec, self.field.split("."), self.value)
 
     def describe(self) -> str:
         return f"`{self.field}={self.value}` where the paper has {self.paper} ({self.why})"
@@ -1170,12 +1175,7 @@ def _restates_suite(suite: str, override: str) -> bool:
     if suite not in SUITES:
         return False
     path, value = parse_override(override)
-    node: Any = _merge(_preset(SUITES[suite].preset), SUITES[suite].spec)
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return bool(node == value)
+    return _holds(_merge(_preset(SUITES[suite].preset), SUITES[suite].spec), path, value)
 
 
 def render_results_table(results_dir: Path = RESULTS_DIR) -> str:
