@@ -47,3 +47,8 @@ def policy_episodes(
     ep.actions = a.numpy() if spec.discrete else a.numpy().astype(np.float32)
     ep.log_probs = lp.numpy().astype(np.float32) * ep.mask
     return ep
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``‖a − b‖ / ‖b‖``."""
+    return float((a - b).detach().norm() / b.detach().norm().clamp_min(1e-30))

@@ -10,13 +10,9 @@ from algorithms import reference
 from algorithms.base import MetaBatch
 from algorithms.maml import MAML, MAMLConfig, PPOConfig, TRPOConfig, VanillaPGConfig
 from algorithms.policies import PolicySpec
-from tests.algorithms.helpers import policy_episodes
+from tests.algorithms.helpers import policy_episodes, rel_err
 
 N_TASKS, HORIZON, EPISODES = 3, 8, 6
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).detach().norm() / b.detach().norm().clamp_min(1e-30))
 
 
 def make_problem(*, discrete=False, first_order=False, inner_steps=1, dtype=torch.float64, seed=0, outer=None,

@@ -14,16 +14,13 @@ import torch
 
 from algorithms.maml import MAMLConfig, TRPOConfig
 from algorithms.policies import PolicySpec
+from tests.algorithms.helpers import rel_err
 from workers.envs import make_family
 from workers.learner import Learner
 from workers.loop import TaskSchedule, collect_meta_batch
 from workers.sampler import Sampler
 
 pytestmark = pytest.mark.gpu
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
 @pytest.fixture(scope="module")

@@ -124,10 +124,12 @@ class MujocoTaskEnv(EpisodicTaskEnv):
         obs_space, action_space = _spaces(family.robot, family.observe_position)
         self.observation_space = copy.deepcopy(obs_space)
         self.action_space = copy.deepcopy(action_space)
-        #: the bounds actions are clipped to before the simulator (infinite: not clipped)
         self.clips_actions = family.clips_actions
-        self._low = action_space.low.astype(np.float64) if family.clips_actions else np.full(action_space.shape, -np.inf)
-        self._high = action_space.high.astype(np.float64) if family.clips_actions else np.full(action_space.shape, np.inf)
+        low, high = action_space.low.astype(np.float64), action_space.high.astype(np.float64)
+        if not family.clips_actions:  # infinite bounds: not clipped
+            low, high = np.full_like(low, -np.inf), np.full_like(high, np.inf)
+        #: the bounds actions are clipped to before the simulator
+        self._low, self._high = low, high
         self._value = family.task_value(task)
 
     @property
