@@ -1,8 +1,8 @@
-"""Reproduce the published meta-RL results through the real engine (issue 6).
+"""Reproduce the published meta-RL results through the real engine.
 
     python benchmarks/reproduce.py --suite navigation2d [--iterations N] [--seeds K] [--workdir DIR]
                                    [--train-hours H]
-    python benchmarks/reproduce.py --table [--write-readme]
+    python benchmarks/reproduce.py --table [--write-docs]
 
 A suite is the paper's setting for one task family (the job spec, built from
 ``workers/presets/*.json`` where one exists, and the paper's meta-test protocol).  For every seed:
@@ -32,8 +32,8 @@ Seeds are the unit of the reported intervals: each seed's evaluation is averaged
 the figure is the mean over seeds with a 95% Student-t interval over seeds.  The result goes to
 ``benchmarks/results/reproduce_<suite>.json`` (command, versions, commit, wall clock, spec,
 published numbers with citations, per-seed results, learning curves, targets, a convergence
-note) with two PNGs beside it; ``--table`` renders the README's "Results" section from the JSON
-files present and ``--write-readme`` writes it between the ``results`` markers of README.md.
+note) with two PNGs beside it; ``--table`` renders the results table of ``docs/results.md`` from
+the JSON files present and ``--write-docs`` writes it between that page's ``results`` markers.
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
-README = ROOT / "README.md"
+RESULTS_DOC = ROOT / "docs" / "results.md"
 BEGIN_MARKER = "<!-- results:begin -->"
 END_MARKER = "<!-- results:end -->"
-#: Evaluation seed = training seed + this (fresh tasks, resets and action noise; DESIGN habit 8).
+#: Evaluation seed = training seed + this (fresh tasks, resets and action noise: an evaluation never reuses the training seeds).
 EVAL_SEED_OFFSET = 10_000
 #: validation tasks of checkpoint selection are drawn with seed ``training seed + SELECTION_SEED_OFFSET``
 SELECTION_SEED_OFFSET = 20_000
@@ -126,7 +126,7 @@ class Target:
     step: int
     op: Literal[">=", ">"]
     value: float
-    source: str = "issue 6 acceptance"
+    source: str = "acceptance target"
 
     def met(self, mean: float | None) -> bool | None:
         if mean is None or not math.isfinite(mean):
@@ -365,10 +365,10 @@ SUITES: dict[str, Suite] = {
             name="navigation2d",
             title="2D navigation (MAML-TRPO)",
             preset="navigation2d-maml",
-            spec={"iterations": 500},  # issue 6: 500 meta-iterations (pytorch-maml-rl's 2D-navigation budget)
-            # beside the paper's protocol, later α = 0.025: with 0.05 our models overshoot on steps 2-3 (README)
+            spec={"iterations": 500},  # 500 meta-iterations (pytorch-maml-rl's 2D-navigation budget)
+            # beside the paper's protocol, later α = 0.025: with 0.05 our models overshoot on steps 2-3 (docs/results.md)
             # early stopping: the outer loss only scores the first inner step, and with more
-            # iterations the policy's std shrinks and steps 2-3 overshoot (README, Results)
+            # iterations the policy's std shrinks and steps 2-3 overshoot (docs/results.md)
             protocol=Protocol(episodes=40, steps=3, tasks=40, later_lr=0.05, splits=("test",), metric="return",
                               sensitivity_later_lrs=(0.025,), selection=Selection(every=10, tasks=40)),
             published=_published_curve([-40.41, -11.68, -3.33, -3.23], setting="Finn et al. 2017, Table 4", citation=MAML_NAV),
@@ -381,8 +381,8 @@ SUITES: dict[str, Suite] = {
             title="HalfCheetah forward/backward (MAML-TRPO)",
             preset="halfcheetah-vel-maml",
             # the paper's rllab cheetah: 0.01 s per env step (200 steps = 2 s) and the torso's
-            # position observed; gymnasium's defaults (0.05 s, no position) learned less (README).
-            # tanh hidden layers, not the paper's ReLU: see `departures` (README, Results)
+            # position observed; gymnasium's defaults (0.05 s, no position) learned less (docs/results.md).
+            # tanh hidden layers, not the paper's ReLU: see `departures` (docs/results.md)
             spec={"task_family": {"name": "halfcheetah-dir", "params": {"observe_position": True, "frame_skip": 1}},
                   "policy": {"activation": "tanh"}},
             protocol=Protocol(episodes=40, steps=3, tasks=20, later_lr=0.05, splits=("test",), metric="return"),
@@ -393,7 +393,7 @@ SUITES: dict[str, Suite] = {
                 Departure("policy.activation", "tanh", paper="ReLU",
                           why="pytorch-maml-rl's halfcheetah-dir setting has tanh; with ReLU most action means "
                               "left the action bounds, where actions are clipped, and the return after 1 step "
-                              "stayed near 110 in 500 iterations: README, Results, and "
+                              "stayed near 110 in 500 iterations: docs/results.md and "
                               "`benchmarks/adaptation_probe.py`"),
             ),
         ),
@@ -1116,7 +1116,7 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-# ---- the README's results table -------------------------------------------------------------------
+# ---- the results table of docs/results.md ---------------------------------------------------------
 
 
 def _fmt(value: float | None, metric: str) -> str:
@@ -1179,13 +1179,13 @@ def _restates_suite(suite: str, override: str) -> bool:
 
 
 def render_results_table(results_dir: Path = RESULTS_DIR) -> str:
-    """The README's results section (between the markers) from ``reproduce_*.json`` in
+    """The results section of docs/results.md (between the markers) from ``reproduce_*.json`` in
     ``results_dir``; a line saying that none are recorded when there are none."""
     files = sorted(results_dir.glob("reproduce_*.json"))
     if not files:
         return ("No reproduction runs are recorded yet (no `benchmarks/results/reproduce_*.json`). Run "
                 "`python benchmarks/reproduce.py --suite SUITE`, then "
-                "`python benchmarks/reproduce.py --table --write-readme`.")
+                "`python benchmarks/reproduce.py --table --write-docs`.")
     order = list(SUITES)
     results = sorted((json.loads(f.read_text()) for f in files),
                      key=lambda r: (order.index(r["suite"]) if r["suite"] in order else len(order), r["suite"]))
@@ -1218,7 +1218,7 @@ def render_results_table(results_dir: Path = RESULTS_DIR) -> str:
         if bookkeeping:
             deviation += f"; set without changing the training: {', '.join(bookkeeping)}"
         if restated:
-            deviation += f"; set to the suite's own values (now its defaults): {', '.join(restated)}"
+            deviation += f"; set to the suite's own values (its defaults): {', '.join(restated)}"
         if result.get("partial"):
             deviation += f"; PARTIAL RUN: {result['partial']['note']}"
         sel = result.get("selection")
@@ -1232,22 +1232,22 @@ def render_results_table(results_dir: Path = RESULTS_DIR) -> str:
     return "\n".join([*lines, "", *notes])
 
 
-def readme_section(text: str) -> str:
-    """The text between the results markers of a README."""
+def results_section(text: str) -> str:
+    """The text between the results markers of a page."""
     start, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
     if start < 0 or end < start:
-        raise ValueError(f"README has no {BEGIN_MARKER} ... {END_MARKER} section")
+        raise ValueError(f"no {BEGIN_MARKER} ... {END_MARKER} section")
     return text[start + len(BEGIN_MARKER):end].strip("\n")
 
 
-def write_readme(readme: Path = README, results_dir: Path = RESULTS_DIR) -> bool:
-    """Replace the results section of ``readme``; True if it changed."""
-    text = readme.read_text()
-    readme_section(text)  # raises without the markers
+def write_docs(page: Path = RESULTS_DOC, results_dir: Path = RESULTS_DIR) -> bool:
+    """Replace the results section of ``page`` (docs/results.md); True if it changed."""
+    text = page.read_text()
+    results_section(text)  # raises without the markers
     start, end = text.find(BEGIN_MARKER) + len(BEGIN_MARKER), text.find(END_MARKER)
     new = text[:start] + "\n" + render_results_table(results_dir) + "\n" + text[end:]
     if new != text:
-        readme.write_text(new)
+        page.write_text(new)
     return new != text
 
 
@@ -1307,8 +1307,8 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
     (out_dir / f"reproduce_{suite.name}_evaluation.png").write_bytes(evaluation_png(result))
     log.info("wrote %s and its two PNGs", out_dir / f"reproduce_{suite.name}.json")
     if out_dir.resolve() == RESULTS_DIR.resolve():
-        log.info("README.md's results table is generated from these files: run "
-                 "`python benchmarks/reproduce.py --table --write-readme` (tests/benchmarks checks it)")
+        log.info("docs/results.md's results table is generated from these files: run "
+                 "`python benchmarks/reproduce.py --table --write-docs` (tests/benchmarks checks it)")
     return result
 
 
@@ -1330,8 +1330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--suite", choices=list(SUITES), help="run (or resume) this suite")
-    mode.add_argument("--table", action="store_true", help="print the README's results section from the JSON files")
-    parser.add_argument("--write-readme", action="store_true", help="with --table: write it into README.md")
+    mode.add_argument("--table", action="store_true", help="print the results table of docs/results.md from the JSON files")
+    parser.add_argument("--write-docs", action="store_true", help="with --table: write it into docs/results.md")
+    parser.add_argument("--write-readme", dest="write_docs", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--iterations", type=int, default=None, help="meta-iterations (default: the suite's paper setting)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 (default 3)")
     parser.add_argument("--workdir", default=None, help="MLflow store and state.json (default ~/.metarl/reproduce/<suite>)")
@@ -1355,13 +1356,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("mlflow", "alembic", "urllib3", "ray", "metarl.driver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.table:
-        if args.write_readme:
-            changed = write_readme(results_dir=Path(args.results_dir))
-            log.info("README.md %s", "updated" if changed else "already up to date")
+        if args.write_docs:
+            changed = write_docs(results_dir=Path(args.results_dir))
+            log.info("docs/results.md %s", "updated" if changed else "already up to date")
         sys.stdout.write(render_results_table(Path(args.results_dir)) + "\n")
         return 0
-    if args.write_readme:
-        parser.error("--write-readme goes with --table")
+    if args.write_docs:
+        parser.error("--write-docs goes with --table")
     for name in ("iterations", "seeds", "eval_tasks", "eval_episodes", "num_cpus"):
         value = getattr(args, name)
         if value is not None and value < 1:

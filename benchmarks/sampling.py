@@ -22,6 +22,9 @@ hypervisor's steal time (``steal_frac``).
 
     python benchmarks/sampling.py [--envs halfcheetah-vel,reach-v3,navigation2d] [--workers 1,2]
                                   [--calls 3] [--no-rllib] [--out PATH]
+
+The RLlib peer needs the ``rllib`` extra (``make bench`` installs it and runs this script);
+without it every other figure is measured and each row says ``"rllib": "skipped: ..."``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import functools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import statistics  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -428,6 +432,21 @@ def _spread(values: list[float]) -> dict[str, float]:
 LOAD_KEYS = ("foreign_cpu_frac", "own_cpu_frac", "steal_frac", "loadavg_1m_start")
 
 
+def _rllib_missing() -> str | None:
+    """Why the RLlib peer cannot run here, or None when it can (the ``rllib`` extra installed)."""
+    import importlib.util
+
+    for module in ("tree", "ray.rllib"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            return (f"skipped: RLlib is not installed (no module {module!r}); `make bench` installs the rllib extra "
+                    "(pip install -e '.[rllib]') and runs this benchmark with it")
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envs", default="halfcheetah-vel,reach-v3,navigation2d")
@@ -441,6 +460,11 @@ def main() -> None:
     parser.add_argument("--retry-wait", type=float, default=20.0)
     parser.add_argument("--out", default=str(RESULTS / "sampling.jsonl"))
     args = parser.parse_args()
+    skipped = None if args.no_rllib else _rllib_missing()
+    if args.no_rllib:
+        skipped = "skipped: --no-rllib"
+    if skipped:
+        print(f"RLlib peer {skipped}", file=sys.stderr, flush=True)
     names = [n for n in args.envs.split(",") if n]
     worker_counts = [int(w) for w in args.workers.split(",") if w]
     torch.set_num_threads(1)
@@ -487,7 +511,7 @@ def main() -> None:
             peers: dict[int, dict[str, Any]] = {}
             for w in worker_counts:
                 ours[w] = quiet(f"system-{w}", functools.partial(measure_system, setting, family, w, args.calls, learner, probe))
-                if not args.no_rllib:
+                if skipped is None:
                     peers[w] = quiet(f"rllib-{w}", functools.partial(measure_rllib, setting, w, args.rllib_iterations, probe))
             ray.kill(learner)
             probe.close()
@@ -538,6 +562,8 @@ def main() -> None:
                 if w in peers:
                     row["rllib_steps_per_s"] = round(peers[w]["lifetime_throughput"], 1)
                     row["ratio_vs_rllib"] = round(r["system"] / peers[w]["lifetime_throughput"], 2)
+                else:
+                    row["rllib"] = skipped
                 emit(row)
             for w, p in peers.items():
                 raw = probe.rate(p["phase"])

@@ -50,8 +50,21 @@ from service.client import (
     local_admin_key,
 )
 
-console = Console()
-err_console = Console(stderr=True)
+#: Width of output that is not a terminal (a pipe, a file, CI logs), where rich would assume 80
+#: columns and cut table cells; ``COLUMNS`` overrides it.
+PIPE_WIDTH = 200
+
+
+def _make_console(*, stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    columns = os.environ.get("COLUMNS", "")
+    width = None if tty else int(columns) if columns.isdigit() else PIPE_WIDTH
+    return Console(stderr=stderr, width=width)
+
+
+console = _make_console()
+err_console = _make_console(stderr=True)
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 STATUS_STYLE = {"PENDING": "yellow", "RUNNING": "cyan", "SUCCEEDED": "green", "FAILED": "red", "STOPPED": "magenta"}
@@ -219,7 +232,7 @@ def presets_cmd(name: Annotated[str | None, typer.Argument(help="show this prese
         return
     t = _table("job presets (metarl jobs submit --preset NAME [--set key=value ...])")
     for col in ("name", "algorithm", "task family", "meta-batch × episodes", "iterations", "workers × envs", "registers as"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for p in presets.presets():
         s = p.spec
         alg = s.get("algorithm", {})
@@ -390,10 +403,11 @@ def _summary(state: _Watch) -> None:
         if sps:
             rows.append(("env steps/s (mean)", f"{sum(sps) / len(sps):,.0f}"))
     rows.append(("MLflow run", job.get("run_id") or "-"))
-    rows.append(("model", job.get("model_uri") or "-"))
     console.print(_kv_table(rows, title="summary"))
     if job.get("model_uri"):
         console.print(f"model URI: [bold green]{job['model_uri']}[/bold green]", soft_wrap=True)
+    else:
+        console.print("model: -", style="dim")
 
 
 def _finish(state: _Watch) -> None:
@@ -712,8 +726,8 @@ def _say(msg: str) -> None:
     console.print(msg, style="dim", soft_wrap=True)
 
 
-def _up(cfg: Config, *, num_cpus: int | None, port: int, dashboard_port: int, ray_port: int, workers: int = 0,
-        cpus_per_worker: int = 2) -> str:
+def _up(cfg: Config, *, num_cpus: int | None, port: int | None, dashboard_port: int | None, ray_port: int | None,
+        workers: int = 0, cpus_per_worker: int = 2) -> list[local.Component]:
     if num_cpus is None:  # with worker nodes the head keeps no CPUs: rollouts go to the workers
         num_cpus = 0 if workers else os.cpu_count() or 1
     comps = local.up(cfg.home, num_cpus=num_cpus, port=port, dashboard_port=dashboard_port,
@@ -722,21 +736,25 @@ def _up(cfg: Config, *, num_cpus: int | None, port: int, dashboard_port: int, ra
     _components_notes(comps)
     console.print(f"API key: {cfg.home / 'admin.key'} (the CLI reads it on this machine)\n"
                   f"stop everything: {_me(cfg)} down", soft_wrap=True)
-    return comps[1].address
+    return comps
 
 
-_PortOpt = Annotated[int, typer.Option("--port", min=1, max=65535, help="API port")]
-_DashOpt = Annotated[int, typer.Option("--dashboard-port", min=1, max=65535, help="Ray dashboard / job server port")]
-_RayOpt = Annotated[int, typer.Option("--ray-port", min=1, max=65535, help="Ray GCS port (a free one if busy)")]
+_PortOpt = Annotated[int | None, typer.Option("--port", min=1, max=65535, show_default=False,
+                                               help="API port [default: 8000, or a free port when 8000 is busy]")]
+_DashOpt = Annotated[int | None, typer.Option("--dashboard-port", min=1, max=65535, show_default=False,
+                                              help="Ray dashboard / job server port [default: 8265, or a free port when busy]")]
+_RayOpt = Annotated[int | None, typer.Option("--ray-port", min=1, max=65535, show_default=False,
+                                             help="Ray GCS port [default: 6379, or a free port when busy]")]
 _CpuOpt = Annotated[int | None, typer.Option("--num-cpus", min=0, help="CPUs the Ray head may use [default: all; 0 with --workers]", show_default=False)]
 _WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Ray worker nodes to start beside the head (separate `ray start` processes on 127.0.0.1)")]
 _WorkerCpuOpt = Annotated[int, typer.Option("--cpus-per-worker", min=1, help="logical CPUs of each worker node")]
 
 
 @app.command("up")
-def up(ctx: typer.Context, num_cpus: _CpuOpt = None, port: _PortOpt = 8000, dashboard_port: _DashOpt = 8265,
-       ray_port: _RayOpt = 6379, workers: _WorkersOpt = 0, cpus_per_worker: _WorkerCpuOpt = 2) -> None:
-    """Start a local Ray head (job server on 127.0.0.1, token auth), optional worker nodes and the API, detached."""
+def up(ctx: typer.Context, num_cpus: _CpuOpt = None, port: _PortOpt = None, dashboard_port: _DashOpt = None,
+       ray_port: _RayOpt = None, workers: _WorkersOpt = 0, cpus_per_worker: _WorkerCpuOpt = 2) -> None:
+    """Start a local Ray head (job server on 127.0.0.1, token auth), optional worker nodes and the API, detached
+    (in sessions of their own: they keep running when this terminal closes; `metarl down` stops them)."""
     _up(_cfg(ctx), num_cpus=num_cpus, port=port, dashboard_port=dashboard_port, ray_port=ray_port, workers=workers,
         cpus_per_worker=cpus_per_worker)
 
@@ -754,12 +772,13 @@ def demo(
     ctx: typer.Context,
     preset: Annotated[str, typer.Option("--preset", help="the job to run")] = DEMO_PRESET,
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="override a field: KEY=VALUE")] = None,
-    num_cpus: _CpuOpt = None, port: _PortOpt = 8000, dashboard_port: _DashOpt = 8265, ray_port: _RayOpt = 6379,
+    num_cpus: _CpuOpt = None, port: _PortOpt = None, dashboard_port: _DashOpt = None, ray_port: _RayOpt = None,
 ) -> None:
     """`make run`: metarl up, submit the demo job, watch it live, print how to load the model."""
     cfg = _cfg(ctx)
     spec = _load_spec(None, preset, set_ or [])
-    url = _up(cfg, num_cpus=num_cpus, port=port, dashboard_port=dashboard_port, ray_port=ray_port)
+    comps = _up(cfg, num_cpus=num_cpus, port=port, dashboard_port=dashboard_port, ray_port=ray_port)
+    url, store = comps[1].address, comps[2].address
     if cfg.api is None:
         cfg.api = url
     client = cfg.client()
@@ -771,22 +790,33 @@ def demo(
     if final["status"] != "SUCCEEDED" or not final.get("model_uri"):
         raise CliError(f"the demo job {final['id']} ended {final['status']}" + (f": {final['message']}" if final.get("message") else ""),
                        hint=f"{me} jobs logs {final['id']}")
-    uri = final["model_uri"]
-    episodes = int(spec.get("episodes_per_task", 10))
-    python = _venv_tool("python")
-    env = "" if cfg.home == Path.home() / ".metarl" else f"METARL_HOME={cfg.home} "
     console.rule("the trained meta-policy")
-    console.print(f"registered model: [bold green]{uri}[/bold green]", soft_wrap=True)
-    console.print(f"load it and adapt it to a new task with {episodes} episodes ({env}{python}):", soft_wrap=True)
-    console.print(
-        "    import numpy as np; from workers.model import MetaPolicy\n"
-        f'    policy = MetaPolicy.load("{uri}")\n'
-        f"    adapted = policy.adapt(policy.family.sample_tasks(1, np.random.default_rng(0))[0], episodes={episodes})",
-        highlight=False, soft_wrap=True, markup=False,
-    )
-    console.print("then adapted.act(obs) gives actions.", style="dim")
+    console.print(demo_snippets(final["model_uri"], episodes=int(spec.get("episodes_per_task", 10)), home=cfg.home,
+                                store=store, python=_venv_tool("python")),
+                  highlight=False, soft_wrap=True, markup=False)
     console.print(f"the service is still running: {me} jobs list, {me} models list, "
                   f"{url}/docs; stop it with: {me} down", soft_wrap=True)
+
+
+def demo_snippets(uri: str, *, episodes: int, home: Path, store: str, python: str) -> str:
+    """What ``metarl demo`` prints after training: how to load, adapt and run the model, as
+    lines to paste (``MetaPolicy`` finds the service's store by ``METARL_HOME``; plain MLflow
+    needs ``MLFLOW_TRACKING_URI``, else it looks in ``./mlflow.db``)."""
+    env = "" if home == Path.home() / ".metarl" else f"METARL_HOME={home} "
+    # two zero observations of the model's own input shape (its MLflow signature)
+    example = "np.zeros((2, *m.metadata.get_input_schema().inputs[0].shape[1:]), np.float32)"
+    return (
+        f"load it, adapt it to a new task with {episodes} episodes and compare ({env}{python}):\n"
+        "    import numpy as np; from workers.model import MetaPolicy\n"
+        f'    policy = MetaPolicy.load("{uri}")\n'
+        "    task = policy.family.sample_tasks(1, np.random.default_rng(0))[0]\n"
+        f"    adapted = policy.adapt(task, episodes={episodes})\n"
+        '    print(f"return before adaptation {policy.mean_return(task):.1f}, after {adapted.mean_return(task):.1f}")\n'
+        "then adapted.act(obs) gives actions (clipped to the action space).\n"
+        "as a plain MLflow pyfunc model (observations -> the meta-policy's actions, no adaptation):\n"
+        f"    MLFLOW_TRACKING_URI={store} {python} -c 'import mlflow, numpy as np; "
+        f'm = mlflow.pyfunc.load_model("{uri}"); print(m.predict({example}))\''
+    )
 
 
 def main() -> None:

@@ -130,7 +130,8 @@ def refresh(*, store: Store, launcher: RayLauncher, view: TrackingView, eval_id:
             row.run_id, row.result = run_id, json.dumps(report)
             row.return_pre = _mean(report, "return_pre")
             row.return_post = _mean(report, "return_post")
-            row.success_post = _mean(report, "success_post")
+            # a family without a success signal (navigation, MuJoCo) reports none, not 0
+            row.success_post = _mean(report, "success_post") if report.get("has_success", True) else None
             row.status, row.message = "SUCCEEDED", None
         else:
             if info.status != row.status:

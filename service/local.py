@@ -83,6 +83,11 @@ class Paths:
         return self.home / "api.url"
 
     @property
+    def api_ray(self) -> Path:
+        """The Ray dashboard URL the running API submits to (a restarted head may have moved)."""
+        return self.home / "api.ray"
+
+    @property
     def admin_key(self) -> Path:
         return self.home / "admin.key"
 
@@ -121,8 +126,10 @@ def _port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def free_port() -> int:
+    """A port free on every interface now (Ray binds some on the machine's address, not
+    loopback); someone may take it before it is used, so what binds it must cope with that."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("0.0.0.0", 0))
         return int(s.getsockname()[1])
 
 
@@ -287,6 +294,17 @@ def terminate(pids: list[int], *, grace_s: float = 8.0) -> int:
 
 
 # ---- the Ray head ------------------------------------------------------------------------------
+#: The ports ``up`` takes when they are free; a busy default is replaced by a free port.
+DEFAULT_API_PORT = 8000
+DEFAULT_DASHBOARD_PORT = 8265
+DEFAULT_GCS_PORT = 6379
+#: Ray's start is retried with fresh ports this often (a port picked free can be taken before
+#: Ray binds it: another process, another Ray cluster on the machine).
+START_ATTEMPTS = 3
+#: How long a started head may take until its dashboard agent registers (job submission needs it).
+AGENT_TIMEOUT_S = 90.0
+
+
 def _read_head(paths: Paths) -> dict | None:
     try:
         return json.loads(paths.head_file.read_text())
@@ -294,59 +312,152 @@ def _read_head(paths: Paths) -> dict | None:
         return None
 
 
-def start_ray(paths: Paths, *, num_cpus: int, dashboard_port: int, ray_port: int, say: Say) -> Component:
+def _session_name(temp_dir: Path) -> str | None:
+    """The Ray session of the head whose temp dir is ``temp_dir`` (``session_latest``'s target)."""
+    try:
+        return os.readlink(temp_dir / "session_latest")
+    except OSError:
+        return None
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _is_our_head(head: dict, token: str) -> bool:
+    """The dashboard recorded in ``head`` answers with our token and is the session of the head's
+    temp dir (not another Ray that took the port since)."""
+    try:
+        r = httpx.get(f"http://127.0.0.1:{head['dashboard_port']}/api/version", headers=_auth(token), timeout=3.0)
+        session = r.json().get("session_name") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, AttributeError):
+        return False
+    expected = _session_name(Path(head["temp_dir"]))
+    return session is not None and (expected is None or Path(expected).name == session)
+
+
+def _head_node_id(url: str, token: str) -> str | None:
+    for n in _ray_nodes(url, token):
+        if n.get("is_head_node") and n.get("state") == "ALIVE":
+            return str(n.get("node_id"))
+    return None
+
+
+def head_agent_ready(url: str, token: str) -> bool:
+    """Whether the head's dashboard agent serves: job submission goes through it.  The job
+    server's own routes (``GET /api/jobs/``) answer without it, so they prove nothing; listing
+    the head's log files goes through the agent that registered itself (which it does only
+    once its HTTP server, the one job submission uses, is bound)."""
+    node = _head_node_id(url, token)
+    if node is None:
+        return False
+    try:
+        r = httpx.get(f"{url}/api/v0/logs", params={"node_id": node}, headers=_auth(token), timeout=10.0)
+        return r.status_code == 200 and bool(r.json().get("result"))
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+
+
+def _agent_failed(temp_dir: Path) -> bool:
+    """The head's dashboard agent logged that its HTTP server could not start (a port clash)."""
+    log = temp_dir / "session_latest" / "logs" / "dashboard_agent.log"
+    try:
+        return "Failed to start HTTP server" in log.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def start_ray(paths: Paths, *, num_cpus: int, dashboard_port: int | None, ray_port: int | None, say: Say) -> Component:
+    """Find this data dir's running head, or start one.
+
+    ``dashboard_port`` / ``ray_port`` None: Ray's defaults (8265, 6379) when free, else free
+    ports.  An explicit ``dashboard_port`` is used as given: a Ray dashboard there that takes
+    this data dir's token is reused, anything else there is an error."""
     token = paths.token_file.read_text().strip()
-    url = f"http://127.0.0.1:{dashboard_port}"
-    state = _dashboard_state(url, token)
     head = _read_head(paths)
-    if state == "ours":
-        mine = head is not None and head.get("dashboard_port") == dashboard_port
-        return Component("Ray head + job server", url, "-", "already running",
-                         "started by metarl up" if mine else "not started by metarl up: `down` leaves it running")
-    if state == "foreign":
-        raise LocalError(f"a Ray dashboard on port {dashboard_port} refuses this data dir's token ({paths.token_file}): "
-                         "another Ray cluster runs there; stop it or pick --dashboard-port")
-    if state == "other" or not _port_free(dashboard_port):
-        raise LocalError(f"port {dashboard_port} is in use by something that is not a Ray dashboard; pick --dashboard-port")
-    if head is not None:  # a head we started earlier died: clean up what is left of it
+    if head is not None:
+        if _is_our_head(head, token):
+            url = f"http://127.0.0.1:{head['dashboard_port']}"
+            note = "started by metarl up"
+            if dashboard_port is not None and dashboard_port != head["dashboard_port"]:
+                note += f" (on port {head['dashboard_port']}, not --dashboard-port {dashboard_port}: `down` first to move it)"
+            return Component("Ray head + job server", url, "-", "already running", note)
+        # a head we started earlier died (or lost its port): clean up what is left of it
         leftovers = head_processes(Path(head["temp_dir"]), head.get("gcs_port"))
         if leftovers:
             terminate([p.pid for p in leftovers])
         paths.head_file.unlink(missing_ok=True)
+    if dashboard_port is not None:
+        url = f"http://127.0.0.1:{dashboard_port}"
+        state = _dashboard_state(url, token)
+        if state == "ours":
+            return Component("Ray head + job server", url, "-", "already running",
+                             "not started by metarl up: `down` leaves it running")
+        if state == "foreign":
+            raise LocalError(f"a Ray dashboard on port {dashboard_port} refuses this data dir's token ({paths.token_file}): "
+                             "another Ray cluster runs there; stop it, or leave out --dashboard-port to get a free port")
+        if state == "other" or not _port_free(dashboard_port):
+            raise LocalError(f"port {dashboard_port} is in use by something that is not a Ray dashboard; pick --dashboard-port")
 
-    gcs_port = _port_or_free(ray_port)
-    if gcs_port != ray_port:
-        say(f"port {ray_port} is busy: Ray's GCS uses port {gcs_port}")
+    failures: list[str] = []
+    for attempt in range(1, START_ATTEMPTS + 1):
+        dash = dashboard_port or _default_or_free(DEFAULT_DASHBOARD_PORT, "Ray's dashboard", say)
+        gcs = _default_or_free(ray_port or DEFAULT_GCS_PORT, "Ray's GCS", say)
+        try:
+            return _start_head(paths, num_cpus=num_cpus, dashboard_port=dash, gcs_port=gcs, token=token, say=say)
+        except _StartFailed as exc:
+            failures.append(str(exc))
+            stop_ray(paths, say=lambda _: None)
+            if attempt < START_ATTEMPTS:
+                say(f"the Ray head did not come up ({exc}); trying again with fresh ports ({attempt + 1}/{START_ATTEMPTS})")
+    raise LocalError(f"the Ray head did not come up in {START_ATTEMPTS} attempts: " + "; ".join(failures)
+                     + f"\nthe last `ray start` output ({paths.ray_log}):\n{_tail(paths.ray_log)}")
+
+
+class _StartFailed(Exception):
+    """One attempt at starting a Ray node failed (retried with fresh ports)."""
+
+
+def _default_or_free(port: int, what: str, say: Say) -> int:
+    if _port_free(port):
+        return port
+    chosen = free_port()
+    say(f"port {port} is busy: {what} takes port {chosen}")
+    return chosen
+
+
+def _start_head(paths: Paths, *, num_cpus: int, dashboard_port: int, gcs_port: int, token: str, say: Say) -> Component:
+    url = f"http://127.0.0.1:{dashboard_port}"
     temp_dir = paths.temp_dir
     args = [
         _ray_executable(), "start", "--head", "--disable-usage-stats",
         f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
         f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}",
-        # Ray's fixed defaults (agent 52365, client server 10001) would clash with another Ray
-        # on this machine (a test session's, another data dir's)
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--ray-client-server-port={_port_or_free(10001)}",
+        # Ray binds the agent on a port of its own choosing and reports it (a port probed free
+        # here could be taken before the agent binds it); its fixed default, 52365, would clash
+        # with another Ray on this machine, as would the client server's 10001 and the workers'
+        # 10002-19999 (0: each worker binds a port the OS gives it)
+        "--dashboard-agent-listen-port=0", f"--ray-client-server-port={_port_or_free(10001)}",
+        "--min-worker-port=0", "--max-worker-port=0",
     ]
     say(f"starting a Ray head ({num_cpus} CPUs, temp dir {temp_dir}) ...")
     paths.ray_dir.mkdir(parents=True, exist_ok=True)
     with paths.ray_log.open("w") as log:
+        # its own session: the head's daemons (children of `ray start`) outlive the terminal
+        # that ran `up` and the signals sent to that terminal's process group
         rc = subprocess.run(args, env=_ray_env(paths), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, cwd=paths.home, check=False).returncode
+                            stdin=subprocess.DEVNULL, cwd=paths.home, check=False, start_new_session=True).returncode
     paths.head_file.write_text(json.dumps({"temp_dir": str(temp_dir), "gcs_port": gcs_port,
                                            "dashboard_port": dashboard_port, "started_at": time.time()}))
     if rc != 0:
-        stop_ray(paths, say=lambda _: None)
-        raise LocalError(f"`ray start` failed (exit {rc}); its output ({paths.ray_log}):\n{_tail(paths.ray_log)}")
+        raise _StartFailed(f"`ray start` exited with {rc}")
 
-    def jobs_ready() -> bool:
-        try:
-            r = httpx.get(f"{url}/api/jobs/", headers={"Authorization": f"Bearer {token}"}, timeout=3.0)
-        except httpx.HTTPError:
-            return False
-        return r.status_code == 200
+    def ready() -> bool:
+        return _agent_failed(temp_dir) or head_agent_ready(url, token)
 
-    if not _wait(jobs_ready, timeout=90):
-        raise LocalError(f"Ray started but its job server at {url} does not answer; see {temp_dir}/session_latest/logs")
+    if not _wait(ready, timeout=AGENT_TIMEOUT_S, every=0.5) or _agent_failed(temp_dir):
+        raise _StartFailed(f"its dashboard agent did not register within {AGENT_TIMEOUT_S:.0f} s "
+                           f"(see {temp_dir}/session_latest/logs/dashboard_agent.log)")
     return Component("Ray head + job server", url, "-", "started", f"GCS port {gcs_port}, temp dir {temp_dir}")
 
 
@@ -452,17 +563,14 @@ def _start_worker(paths: Paths, *, index: int, gcs_port: int, dashboard: str, to
         _ray_executable(), "start", f"--address=127.0.0.1:{gcs_port}",
         f"--num-cpus={cpus}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
         f"--labels={NODE_LABEL}=worker-{index}",
-        # every port its own: Ray's fixed defaults (agent 52365, worker ports 10002-19999) would
-        # collide with the head's and the other workers' on this one machine
-        f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
-        "--min-worker-port=0", "--max-worker-port=0",
+        # every port Ray's own choice: its fixed defaults (agent 52365, worker ports
+        # 10002-19999) would collide with the head's and the other workers' on this one machine
+        "--dashboard-agent-listen-port=0", "--min-worker-port=0", "--max-worker-port=0",
     ]
     say(f"starting Ray worker node {index} ({cpus} CPUs, temp dir {temp_dir}) ...")
     with log_path.open("w") as log:
         rc = subprocess.run(args, env=_ray_env(paths), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, cwd=paths.home, check=False).returncode
+                            stdin=subprocess.DEVNULL, cwd=paths.home, check=False, start_new_session=True).returncode
     rec = {"index": index, "temp_dir": str(temp_dir), "num_cpus": cpus, "started_at": time.time()}
     if rc != 0:
         terminate([p.pid for p in worker_processes(paths, index)])
@@ -520,11 +628,15 @@ def _api_pid(paths: Paths) -> int | None:
     return pid if "-m service" in args else None
 
 
-def _recorded_url(paths: Paths) -> str | None:
+def _read(path: Path) -> str | None:
     try:
-        return paths.api_url.read_text().strip() or None
+        return path.read_text().strip() or None
     except OSError:
         return None
+
+
+def _recorded_url(paths: Paths) -> str | None:
+    return _read(paths.api_url)
 
 
 def api_env(paths: Paths, *, port: int, dashboard_port: int) -> dict[str, str]:
@@ -549,17 +661,26 @@ def _healthy(url: str) -> bool:
     return True
 
 
-def start_api(paths: Paths, *, port: int, dashboard_port: int, say: Say) -> Component:
-    url = f"http://127.0.0.1:{port}"
+def start_api(paths: Paths, *, port: int | None, dashboard_port: int, say: Say) -> Component:
+    """Find this data dir's running API, or start one (detached, its own session) on ``port``;
+    ``port`` None: 8000 when free, else a free port."""
     pid = _api_pid(paths)
+    dashboard = f"http://127.0.0.1:{dashboard_port}"
+    if pid is not None and _read(paths.api_ray) not in (None, dashboard):
+        say(f"the API (pid {pid}) submits to a Ray head that is gone; restarting it for {dashboard}")
+        stop_api(paths, say=say)
+        pid = None
     if pid is not None:
-        url = _recorded_url(paths) or url
+        url = _recorded_url(paths) or f"http://127.0.0.1:{port or DEFAULT_API_PORT}"
         if not _wait(lambda: _healthy(url), timeout=30):
             raise LocalError(f"the API (pid {pid}) runs but does not answer at {url}; see {paths.api_log} "
                              "(`metarl down` stops it; `metarl up --port` must match the port it was started with)")
         return Component("API", url, str(pid), "already running", f"log {paths.api_log}")
-    if not _port_free(port):
+    if port is None:
+        port = _default_or_free(DEFAULT_API_PORT, "the API", say)
+    elif not _port_free(port):
         raise LocalError(f"port {port} is in use (not by this data dir's API); pick another with --port")
+    url = f"http://127.0.0.1:{port}"
     say(f"starting the API on {url} ...")
     with paths.api_log.open("a") as log:
         proc = subprocess.Popen([sys.executable, "-m", "service"], env=api_env(paths, port=port, dashboard_port=dashboard_port),
@@ -567,6 +688,7 @@ def start_api(paths: Paths, *, port: int, dashboard_port: int, say: Say) -> Comp
                                 start_new_session=True)
     paths.api_pid.write_text(f"{proc.pid}\n")
     paths.api_url.write_text(f"{url}\n")
+    paths.api_ray.write_text(f"{dashboard}\n")
     if not _wait(lambda: proc.poll() is not None or _healthy(url), timeout=90):
         raise LocalError(f"the API did not answer at {url} within 90 s; its log ({paths.api_log}):\n{_tail(paths.api_log)}")
     if proc.poll() is not None:
@@ -578,21 +700,22 @@ def start_api(paths: Paths, *, port: int, dashboard_port: int, say: Say) -> Comp
 def stop_api(paths: Paths, *, say: Say) -> Component:
     pid = _api_pid(paths)
     if pid is None:
-        paths.api_pid.unlink(missing_ok=True)
-        paths.api_url.unlink(missing_ok=True)
+        for f in (paths.api_pid, paths.api_url, paths.api_ray):
+            f.unlink(missing_ok=True)
         return Component("API", "-", "-", "not running")
     say(f"stopping the API (pid {pid}) ...")
     terminate([pid], grace_s=15.0)
-    paths.api_pid.unlink(missing_ok=True)
-    paths.api_url.unlink(missing_ok=True)
+    for f in (paths.api_pid, paths.api_url, paths.api_ray):
+        f.unlink(missing_ok=True)
     return Component("API", "-", str(pid), "stopped")
 
 
 # ---- both ------------------------------------------------------------------------------------------
-def up(home: Path, *, num_cpus: int, port: int, dashboard_port: int, ray_port: int = 6379, workers: int = 0,
-       cpus_per_worker: int = 2, say: Say) -> list[Component]:
+def up(home: Path, *, num_cpus: int, port: int | None = None, dashboard_port: int | None = None,
+       ray_port: int | None = None, workers: int = 0, cpus_per_worker: int = 2, say: Say) -> list[Component]:
     """Start (or find running) the Ray head, ``workers`` Ray worker nodes and the API for data dir
-    ``home``."""
+    ``home``.  A port left None is the default one (API 8000, dashboard 8265, GCS 6379) when
+    free, else a free one."""
     if num_cpus == 0 and workers == 0:
         raise LocalError("a head with 0 CPUs needs worker nodes for rollouts: add --workers N or give the head CPUs")
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -601,7 +724,7 @@ def up(home: Path, *, num_cpus: int, port: int, dashboard_port: int, ray_port: i
         say(f"Ray auth token written to {paths.token_file} (mode 0600)")
     ray = start_ray(paths, num_cpus=num_cpus, dashboard_port=dashboard_port, ray_port=ray_port, say=say)
     nodes = start_workers(paths, count=workers, cpus_per_worker=cpus_per_worker, say=say)
-    api = start_api(paths, port=port, dashboard_port=dashboard_port, say=say)
+    api = start_api(paths, port=port, dashboard_port=int(ray.address.rsplit(":", 1)[1]), say=say)
     store = Component("MLflow store", os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.home / 'mlflow.db'}",
                       "-", "local" if not os.environ.get("MLFLOW_TRACKING_URI") else "remote",
                       f"artifacts {paths.home / 'mlartifacts'}")

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import uuid
@@ -28,7 +29,7 @@ from algorithms.errors import NonFiniteError
 from workers import tracking
 from workers.envs import make_family
 from workers.learner import remote_learner
-from workers.loop import TaskSchedule
+from workers.loop import TaskSchedule, family_metrics
 from workers.pool import SubmitHook, WorkerPool
 from workers.rollout import FamilyRef
 from workers.spec import JobSpec
@@ -38,6 +39,14 @@ log = logging.getLogger("metarl.driver")
 
 class JobFailed(RuntimeError):
     """The job stopped for a reason a user can act on (the message says which)."""
+
+
+class JobCancelled(BaseException):  # noqa: N818 - like KeyboardInterrupt: not an error to catch broadly
+    """The driver received SIGTERM (``POST /v1/jobs/{id}/cancel`` stops the Ray job that way)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise JobCancelled(f"signal {signum}")
 
 
 @dataclass
@@ -127,7 +136,7 @@ def run_job(
             if desired is not None and desired != pool.size:
                 log.info("iteration %d: resizing rollout workers %d -> %d", it, pool.size, desired)
                 pool.resize(desired)
-            metrics = _iteration(spec, it, schedule, pool, learner, hooks, nodes)
+            metrics = family_metrics(_iteration(spec, it, schedule, pool, learner, hooks, nodes), family)
             steps_total += metrics["perf/env_steps"]
             metrics["perf/env_steps_total"] = steps_total
             tracker.log_metrics(metrics, step=it)
@@ -156,6 +165,7 @@ def run_job(
             registered = log_meta_policy(
                 state=ray.get(learner.state_dict.remote()), spec=spec, final_metrics=result.final_metrics,
                 register_as=spec.register_as or spec.name, extra_tags={"owner": owner, "job_id": job_id},
+                family=family,
             )
         result.model_uri, result.model_version = registered.uri, str(registered.version)
         tracker.set_tags({"metarl.model_uri": registered.uri, "metarl.nodes": ",".join(sorted(nodes))})
@@ -167,6 +177,10 @@ def run_job(
         tracker.finish("FAILED", failure=str(exc))
         raise JobFailed(f"update rejected at iteration {result.iterations}: {exc}; "
                         f"the last good checkpoint is kept (resume with --resume {tracker.run_id})") from exc
+    except JobCancelled:
+        result.status = "STOPPED"
+        tracker.finish("KILLED")
+        raise
     except BaseException as exc:
         tracker.finish("FAILED", failure=f"{type(exc).__name__}: {exc}")
         raise
@@ -263,11 +277,19 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, KeyError) as exc:
         log.error("cannot read job spec %s: %s", where, exc)
         return 2
+    # connect first: ray.init installs a SIGTERM handler of its own (sys.exit), which would leave
+    # a stack dump in the log of every cancelled job
+    ray.init(address=os.environ.get("RAY_ADDRESS") or None, logging_level=logging.WARNING)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         result = run_job(spec, job_id=args.job_id, resume_run_id=args.resume)
     except JobFailed as exc:
         log.error("job failed: %s", exc)
         return 1
+    except JobCancelled:
+        log.info("job %s cancelled: stopped, its rollout workers and learner released; "
+                 "`metarl jobs resume` continues from its last checkpoint", args.job_id)
+        return 128 + signal.SIGTERM
     log.info("job %s %s: run %s, model %s", result.job_id, result.status, result.run_id, result.model_uri)
     sys.stdout.write(json.dumps({"job_id": result.job_id, "run_id": result.run_id, "status": result.status,
                                  "model_uri": result.model_uri, "model_version": result.model_version}) + "\n")

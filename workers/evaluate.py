@@ -342,21 +342,24 @@ def log_evaluation(
         }
         now = int(time.time() * 1000)
         metrics = []
-        for key in ("return_pre", "return_post", "success_pre", "success_post"):
+        # success rates only where the family reports success (elsewhere they would read 0)
+        keys = ("return_pre", "return_post") + (("success_pre", "success_post") if report.has_success else ())
+        for key in keys:
             interval: Interval = getattr(report, key)
             metrics.append(Metric(f"eval/{key}", interval.mean, now, 0))
             if interval.low is not None and interval.high is not None:
                 metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, 0))
                 metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, 0))
         # the curve over inner steps: MLflow step = number of inner steps taken
-        for key, curve in (("return_step", report.return_steps), ("success_step", report.success_steps)):
+        curves = [("return_step", report.return_steps)] + ([("success_step", report.success_steps)] if report.has_success else [])
+        for key, curve in curves:
             for k, interval in enumerate(curve):
                 metrics.append(Metric(f"eval/{key}", interval.mean, now, k))
                 if interval.low is not None and interval.high is not None:
                     metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, k))
                     metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, k))
         for r in report.results:
-            for key in ("return_pre", "return_post", "success_pre", "success_post"):
+            for key in keys:
                 metrics.append(Metric(f"eval/task_{key}", float(getattr(r, key)), now, r.index))
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         for i in range(0, len(metrics), 1000):  # MLflow's log_batch limit

@@ -20,6 +20,18 @@ from workers.envs.base import Task, TaskFamily
 SampleFn = Callable[[Sequence[Task], Params | Sequence[Params]], list[Episodes]]
 
 
+#: Metrics that only mean something for families whose episodes report ``info["success"]``.
+SUCCESS_METRICS = ("meta/success_pre", "meta/success_post")
+
+
+def family_metrics(metrics: dict[str, float], family: TaskFamily) -> dict[str, float]:
+    """``metrics`` without the success rates where ``family`` has no success signal (they would
+    read 0 however well the policy does)."""
+    if family.has_success:
+        return metrics
+    return {k: v for k, v in metrics.items() if k not in SUCCESS_METRICS}
+
+
 def cpu_params(params: Params) -> Params:
     return {k: v.detach().cpu() for k, v in params.items()}
 
@@ -103,7 +115,7 @@ def train_in_process(
             update = learner.step(batch)
             learn_s = time.perf_counter() - t1
             steps_total += steps
-            metrics = dict(update.values)
+            metrics = family_metrics(dict(update.values), family)
             metrics.update(
                 {
                     "time/sample_s": sample_s,

@@ -15,11 +15,14 @@ Three lines take a registered model to a policy adapted to a new task::
     q.act(obs)
 
 The pyfunc model (``mlflow.pyfunc.load_model(uri).predict(obs)``) maps a float32 batch of
-observations ``[N, obs_dim]`` to deterministic actions (the Gaussian mean, or the argmax
-action); it does not adapt -- use :class:`MetaPolicy` for that.
+observations ``[N, obs_dim]`` to deterministic actions (the Gaussian mean clipped to the action
+space, or the argmax action); it does not adapt -- use :class:`MetaPolicy` for that.  Plain
+MLflow finds the registry only through ``MLFLOW_TRACKING_URI`` (else it looks in
+``./mlflow.db``): set it to the service's store.
 
-Registry URIs are resolved against :func:`workers.tracking.tracking_uri` (``MLFLOW_TRACKING_URI``,
-else the SQLite store under ``METARL_HOME``), the store the driver registers models in.
+``MetaPolicy`` resolves registry URIs against :func:`workers.tracking.tracking_uri`
+(``MLFLOW_TRACKING_URI``, else the SQLite store under ``METARL_HOME``), the store the driver
+registers models in.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from workers.envs import Task, TaskFamily, TaskFamilyError, make_family
 from workers.sampler import Sampler
 from workers.spec import JobSpec
 
-# MLflow starts its telemetry client when it is imported: switch it off first (STACK.md).
+# MLflow starts its telemetry client when it is imported: switch it off first (it reaches out by default).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import mlflow  # noqa: E402
@@ -124,7 +127,7 @@ class TaskAdaptation:
 
 def log_meta_policy(
     *, state: LearnerState, spec: JobSpec, final_metrics: dict[str, float], register_as: str | None,
-    extra_tags: dict[str, str] | None = None,
+    extra_tags: dict[str, str] | None = None, family: TaskFamily | None = None,
 ) -> RegisteredModel:
     """Log the meta-policy of ``state`` to the active MLflow run as a pyfunc model, and register
     it as ``register_as`` (unless None) with version tags describing it.
@@ -137,6 +140,8 @@ def log_meta_policy(
             and ``meta/success_post`` become version tags where present.
         register_as: registered model name, or None to log without registering.
         extra_tags: more version tags (the driver adds ``owner`` and ``job_id``).
+        family: the job's task family, where the caller has it built (its action bounds are
+            stored with the model; without it the family is built from ``spec``).
 
     Raises:
         RuntimeError: no MLflow run is active.
@@ -154,6 +159,8 @@ def log_meta_policy(
             f"{spec.algorithm.name!r}; pass the spec the state was trained with"
         )
     policy = MetaPolicy.from_learner_state(spec, state, source=f"runs:/{run.info.run_id}/{ARTIFACT_NAME}")
+    if family is not None:
+        policy._family = family
     ps = state.policy_spec
     example_in = np.zeros((1, ps.obs_dim), np.float32)
     signature = infer_signature(example_in, policy.act(example_in))
@@ -209,8 +216,8 @@ class MetaPolicyModel(PythonModel):
     """The pyfunc face of a meta-policy: observations → deterministic actions (no adaptation).
 
     ``predict`` takes a float32 ``[N, obs_dim]`` array (or a DataFrame of those columns) and
-    returns ``[N, act_dim]`` float32 Gaussian means, or ``[N]`` int64 argmax actions for a
-    discrete policy.  Actions are not clipped to the env's action space.
+    returns ``[N, act_dim]`` float32 Gaussian means clipped to the action space (what the env
+    applies), or ``[N]`` int64 argmax actions for a discrete policy.
     """
 
     def __init__(self) -> None:
@@ -266,6 +273,7 @@ class MetaPolicy:
         source: str = "",
         adapted_steps: int = 0,
         training_run_id: str | None = None,
+        action_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> None:
         self._spec = spec
         self._policy_spec = policy_spec
@@ -289,6 +297,9 @@ class MetaPolicy:
         self.adapted_steps = int(adapted_steps)
         self.training_run_id = training_run_id
         self._family: TaskFamily | None = None
+        self._bounds: tuple[np.ndarray, np.ndarray] | None = None
+        if action_bounds is not None:
+            self._bounds = (np.asarray(action_bounds[0], np.float32), np.asarray(action_bounds[1], np.float32))
         self._gen = torch.Generator().manual_seed(0)
 
     def __repr__(self) -> str:
@@ -396,6 +407,7 @@ class MetaPolicy:
             source=source,
             adapted_steps=card.get("adapted_steps", 0),
             training_run_id=card.get("run_id"),
+            action_bounds=card.get("action_bounds"),  # absent in cards written before it was stored
         )
 
     @classmethod
@@ -450,16 +462,31 @@ class MetaPolicy:
             "adapted_steps": self.adapted_steps,
             "run_id": run_id or self.training_run_id,
         }
+        bounds = self.action_bounds
+        if bounds is not None:
+            card["action_bounds"] = [bounds[0].tolist(), bounds[1].tolist()]
         card_file.write_text(json.dumps(card, indent=2))
         return params_file, card_file
 
+    @property
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(low, high)`` of the family's continuous action space (None for a discrete one):
+        stored with the model, or read from the family on first use."""
+        if self._bounds is None and not self._policy_spec.discrete:
+            space = self.family.action_space
+            if isinstance(space, gym.spaces.Box):
+                self._bounds = (np.asarray(space.low, np.float32), np.asarray(space.high, np.float32))
+        return self._bounds
+
     # ---- acting ----
-    def act(self, obs: np.ndarray | Sequence[float], deterministic: bool = True) -> np.ndarray:
+    def act(self, obs: np.ndarray | Sequence[float], deterministic: bool = True, *, clip: bool = True) -> np.ndarray:
         """Actions for one observation ``[obs_dim]`` or a batch ``[N, obs_dim]``.
 
         Returns ``[act_dim]`` / ``[N, act_dim]`` float32 for a Gaussian policy (its mean when
-        ``deterministic``, else a sample; not clipped to the env's action space) or a scalar /
-        ``[N]`` int64 action for a discrete one (argmax when ``deterministic``).
+        ``deterministic``, else a sample), clipped to the action space -- what the env applies --
+        unless ``clip`` is False (then the raw Gaussian mean or sample, which can lie outside
+        it); or a scalar / ``[N]`` int64 action for a discrete one (argmax when
+        ``deterministic``).
         """
         x = np.asarray(obs, dtype=np.float32)
         d = self._policy_spec.obs_dim
@@ -471,7 +498,34 @@ class MetaPolicy:
             dist = functional_call(self._policy, self._params, (batch,))
             a = self._policy.mode(dist) if deterministic else self._policy.sample(dist, self._gen)
         out = a.numpy()
+        if clip and not self._policy_spec.discrete:
+            bounds = self.action_bounds
+            if bounds is not None:
+                out = np.clip(out, bounds[0], bounds[1])
         return out[0] if single else out
+
+    def mean_return(self, task_or_env: Task | gym.Env, *, episodes: int = 10, seed: int = 1) -> float:
+        """The mean undiscounted return of ``episodes`` episodes on ``task_or_env`` with these
+        parameters (actions sampled, as in training and in the papers' meta-test).
+
+        ``seed`` seeds the env resets and the action noise; its default differs from
+        :meth:`adapt`'s so that the episodes measured are not the adaptation episodes.
+        """
+        _check_positive(episodes=episodes)
+        if isinstance(task_or_env, Task):
+            self._check_tasks([task_or_env])
+            sampler = Sampler(self.family, self._policy_spec, envs_per_task=episodes, seed=seed)
+            try:
+                eps = sampler.sample([task_or_env], self._params, episodes_per_task=episodes)[0]
+            finally:
+                sampler.close()
+        elif isinstance(task_or_env, gym.Env):
+            self._check_env(task_or_env)
+            gen = torch.Generator().manual_seed(seed)
+            eps = self._rollout(task_or_env, self._params, episodes=episodes, seed=seed * 100_003, gen=gen)
+        else:
+            raise TypeError(f"mean_return takes a workers.envs.Task or a gymnasium.Env, got {type(task_or_env).__name__}")
+        return float(eps.returns.mean())
 
     # ---- adapting ----
     def adapt(
@@ -527,13 +581,7 @@ class MetaPolicy:
         _check_lr(later_lr)
         if not tasks:
             raise ValueError("adapt_tasks needs at least one task")
-        family = self._spec.task_family.name
-        for t in tasks:
-            if t.family != family:
-                raise TaskFamilyError(
-                    f"this model was trained on {family!r} tasks, got a {t.family!r} task; "
-                    "draw tasks from MetaPolicy.family"
-                )
+        self._check_tasks(tasks)
         current: list[Params] = [self._params] * len(tasks)
         sampled: list[list[Episodes]] = []
         for k in range(steps):
@@ -565,7 +613,7 @@ class MetaPolicy:
             adapted_steps=self.adapted_steps + steps,
             training_run_id=self.training_run_id,
         )
-        out._family = self._family
+        out._family, out._bounds = self._family, self._bounds
         return out
 
     def _inner_step(self, params: Sequence[Params], episodes: Sequence[Episodes], *, inner_lr: float) -> list[Params]:
@@ -574,6 +622,15 @@ class MetaPolicy:
         phi = F.adapt(self._policy, stack_params(list(params)), [batch], inner_lr=inner_lr, create_graph=False)
         check_finite("adapted parameters", *phi.values())
         return unstack_params(phi)
+
+    def _check_tasks(self, tasks: Sequence[Task]) -> None:
+        family = self._spec.task_family.name
+        for t in tasks:
+            if t.family != family:
+                raise TaskFamilyError(
+                    f"this model was trained on {family!r} tasks, got a {t.family!r} task; "
+                    "draw tasks from MetaPolicy.family"
+                )
 
     def _check_env(self, env: gym.Env) -> None:
         ps = self._policy_spec

@@ -54,7 +54,7 @@ class RolloutWorker:
 
     def __init__(self, family: FamilyRef, policy_spec: PolicySpec, *, envs_per_worker: int, seed: int, worker_index: int) -> None:
         # rollout actors run one thread each: policy inference is tiny, and torch's default
-        # thread pool per actor oversubscribes the node (STACK.md: 0.8 s became 53 s)
+        # thread pool per actor oversubscribes the node (measured: identical learner work took 0.8 s or 53 s)
         torch.set_num_threads(1)
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         self.family = make_family(family.name, seed=family.seed, **family.kwargs)

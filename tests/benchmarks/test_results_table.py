@@ -1,8 +1,8 @@
-"""The README's results section and the reproduction script's aggregation over seeds.
+"""The results section of docs/results.md and the reproduction script's aggregation over seeds.
 
 The section must be exactly what ``benchmarks/reproduce.py --table`` renders from the
 ``benchmarks/results/reproduce_*.json`` files present (none yet is fine), so a number edited by
-hand, or a result file added without regenerating the README, fails here.
+hand, or a result file added without regenerating docs/results.md, fails here.
 """
 
 from __future__ import annotations
@@ -20,12 +20,28 @@ from benchmarks import reproduce as R
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_readme_results_section_is_generated_from_the_result_files():
-    section = R.readme_section((ROOT / "README.md").read_text())
+def test_docs_results_section_is_generated_from_the_result_files():
+    assert R.RESULTS_DOC == ROOT / "docs" / "results.md"
+    section = R.results_section(R.RESULTS_DOC.read_text())
     assert section == R.render_results_table(ROOT / "benchmarks" / "results"), (
-        "README.md's results section differs from the result files: run "
-        "`python benchmarks/reproduce.py --table --write-readme`"
+        "docs/results.md's results section differs from the result files: run "
+        "`python benchmarks/reproduce.py --table --write-docs`"
     )
+
+
+def test_write_docs_option_writes_the_results_page(tmp_path, monkeypatch):
+    page = tmp_path / "results.md"
+    page.write_text(f"# Results\n\nintro\n\n{R.BEGIN_MARKER}\nold\n{R.END_MARKER}\n\nexplanations\n")
+    write_docs = R.write_docs
+    monkeypatch.setattr(R, "write_docs", lambda *, results_dir: write_docs(page, results_dir))
+    for option in ("--write-docs", "--write-readme"):  # the latter a hidden alias
+        assert R.main(["--table", option, "--results-dir", str(tmp_path)]) == 0
+        text = page.read_text()
+        assert text.startswith("# Results\n\nintro\n") and text.endswith("\nexplanations\n")
+        assert R.results_section(text) == R.render_results_table(tmp_path)
+        page.write_text(text.replace(R.render_results_table(tmp_path), "old"))
+    with pytest.raises(SystemExit):
+        R.main(["--suite", "navigation2d", "--write-docs"])  # --write-docs goes with --table
 
 
 def test_no_result_files_says_so(tmp_path):
@@ -132,13 +148,17 @@ def test_table_rows_and_a_hand_edited_number(tmp_path):
     assert "`python benchmarks/reproduce.py --suite navigation2d`" in rows[0]
     assert "checkpoint chosen per seed among every 10th iteration" in table
 
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n## Results\n\n{R.BEGIN_MARKER}\nold\n{R.END_MARKER}\n\n## Benchmarks\nkept\n")
-    assert R.write_readme(readme, tmp_path) and not R.write_readme(readme, tmp_path)
-    text = readme.read_text()
-    assert R.readme_section(text) == table and text.endswith("## Benchmarks\nkept\n") and text.startswith("# x\n")
-    readme.write_text(text.replace("-12.00", "-10.00", 1))  # a number edited by hand
-    assert R.readme_section(readme.read_text()) != R.render_results_table(tmp_path)
+    page = tmp_path / "results.md"
+    page.write_text(f"# x\n\nintro\n\n{R.BEGIN_MARKER}\nold\n{R.END_MARKER}\n\n## Reading the table\nkept\n")
+    assert R.write_docs(page, tmp_path) and not R.write_docs(page, tmp_path)
+    text = page.read_text()
+    assert R.results_section(text) == table and text.endswith("## Reading the table\nkept\n")
+    assert text.startswith("# x\n\nintro\n")
+    page.write_text(text.replace("-12.00", "-10.00", 1))  # a number edited by hand
+    assert R.results_section(page.read_text()) != R.render_results_table(tmp_path)
+    page.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="results:begin"):
+        R.write_docs(page, tmp_path)
 
 
 def test_target_missed_and_success_formatting(tmp_path):
@@ -233,7 +253,7 @@ def test_overrides_that_restate_the_suite_are_not_deviations(tmp_path):
     (tmp_path / "reproduce_ml10.json").write_text(json.dumps(result))
     note = [line for line in R.render_results_table(tmp_path).splitlines() if line.startswith("- `ml10`")][0]
     assert "NOT the paper setting: spec overrides `iterations=7`" in note
-    assert "set to the suite's own values (now its defaults): `meta_batch_size=20`" in note
+    assert "set to the suite's own values (its defaults): `meta_batch_size=20`" in note
 
 
 def test_a_suites_departures_from_the_paper_are_in_its_note(tmp_path):
@@ -248,7 +268,7 @@ def test_a_suites_departures_from_the_paper_are_in_its_note(tmp_path):
 
     text = note()
     assert "NOT the paper setting" not in text
-    assert "set to the suite's own values (now its defaults): `policy.activation=tanh`" in text
+    assert "set to the suite's own values (its defaults): `policy.activation=tanh`" in text
     assert "the suite departs from the paper: `policy.activation=tanh` where the paper has ReLU (" in text
     result["spec"]["policy"]["activation"] = "relu"  # a run made with the paper's ReLU departs from nothing
     result["spec_overrides"] = []

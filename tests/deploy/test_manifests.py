@@ -4,7 +4,7 @@ No Docker engine, cluster or network is needed: the files are parsed and checked
 schemas shipped by PyPI packages (the Compose spec vendored by ``check-jsonschema``; the
 Kubernetes OpenAPI schemas bundled by ``kubernetes-validate``; KubeRay's RayCluster field names
 from its API types, see ``RAYCLUSTER_FIELDS``), against the service's settings model, and against
-the security rules of issue 5 (nothing of Ray, PostgreSQL or MinIO published; token auth on
+the security rules of the deployment docs (nothing of Ray, PostgreSQL or MinIO published; token auth on
 every Ray process; the head admits only the API and Ray pods).
 """
 

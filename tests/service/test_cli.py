@@ -4,6 +4,7 @@ session's Ray head with its job server, a real MLflow store), plus unit tests of
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -86,6 +87,34 @@ def test_presets_listed_and_valid():
     assert r.exit_code == 1 and "no preset named 'no-such-preset'" in r.output
 
 
+def test_tables_are_whole_when_the_output_is_not_a_terminal():
+    """Piped output (no terminal, no COLUMNS) is not cut to rich's 80 columns."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = subprocess.run([sys.executable, "-m", "service.cli", "presets"], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    for p in presets.presets():
+        assert p.name in out, f"{p.name} cut in:\n{out}"
+        if p.spec.get("register_as"):
+            assert str(p.spec["register_as"]) in out
+    assert "…" not in out
+
+
+def test_demo_snippets_name_the_store_and_the_data_dir(tmp_path):
+    from service.cli import demo_snippets
+
+    text = demo_snippets("models:/nav/3", episodes=20, home=tmp_path, store=f"sqlite:///{tmp_path}/mlflow.db",
+                         python=".venv/bin/python")
+    assert f"METARL_HOME={tmp_path} .venv/bin/python" in text  # MetaPolicy finds the store by the data dir
+    assert f"MLFLOW_TRACKING_URI=sqlite:///{tmp_path}/mlflow.db .venv/bin/python -c" in text  # plain MLflow by the URI
+    assert 'MetaPolicy.load("models:/nav/3")' in text and "adapt(task, episodes=20)" in text and "print(" in text
+    default = demo_snippets("models:/nav/3", episodes=20, home=Path.home() / ".metarl", store="sqlite:///x",
+                            python="python")
+    assert "METARL_HOME" not in default
+
+
 def test_connection_refused_is_one_clear_line():
     url = f"http://127.0.0.1:{free_port()}"
     r = metarl("jobs", "list", url=url, key="mrl_x")
@@ -112,6 +141,8 @@ def test_submit_watch_to_succeeded(watched):
     assert "iteration 1/2" in r.output and "iteration 2/2" in r.output and "return" in r.output
     assert "SUCCEEDED" in r.output
     assert f"model URI: models:/{MODEL}/1" in r.output
+    assert r.output.count(f"models:/{MODEL}/1") == 1, r.output  # said once, not in the table and again below it
+    assert "success" not in r.output  # navigation has no success signal: no column of zeros
 
 
 def test_list_show_and_models(live_service, watched):  # noqa: ANN001

@@ -131,6 +131,14 @@ def test_scale_cancel_frees_actors_then_resume_continues_from_checkpoint(live_se
                  what="the job's actors to be gone", every=0.2)
         assert not [p for p in list_placement_groups(address=address) if p.state == "CREATED"]
         assert c.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
+
+        def cancelled_log() -> str | None:
+            text = c.get(f"/v1/jobs/{job_id}/logs").json()["logs"]
+            return text if "cancelled" in text else None
+
+        # the driver says it was cancelled; no stack dump that reads like a crash
+        stopped_log = wait_for(cancelled_log, timeout=30, what="the driver's cancel line", every=0.5)
+        assert "Traceback" not in stopped_log, stopped_log[-3000:]
         done_before = job(c, job_id)["progress"]["iteration"]
         assert 1 <= done_before < 30
 

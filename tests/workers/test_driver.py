@@ -69,6 +69,8 @@ def test_job_end_to_end_metrics_checkpoint_plot_registered_model(ray_session, ml
                 "perf/env_steps_per_s", "perf/env_steps_total"):
         steps = sorted(m.step for m in c.get_metric_history(result.run_id, key))
         assert steps == [0, 1, 2], key
+    run_metrics = c.get_run(result.run_id).data.metrics
+    assert not any("success" in k for k in run_metrics), sorted(run_metrics)  # navigation has no success signal
     arts = run_artifacts(result.run_id)
     assert {"checkpoints/ckpt-000002.pt", "checkpoints/ckpt-000003.pt", "plots/learning_curve.png"} <= arts
     state = tracking.load_checkpoint(result.run_id)

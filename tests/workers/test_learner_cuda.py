@@ -4,7 +4,7 @@ updates on a real sampled navigation2d meta-batch agree with the same learner on
 
 The Ray-level check (a whole job whose learner actor lands on the GPU) is
 ``tests/workers/test_driver.py::test_learner_runs_on_cuda``; this one also runs where Ray is not
-installed (the GPU machine of ``benchmarks/README``'s device figures).
+installed (the GPU machine of ``docs/benchmarks.md``'s device figures).
 """
 
 from __future__ import annotations
