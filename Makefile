@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PIP    := $(BIN)/python -m pip --disable-pip-version-check --progress-bar on
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
 # options for `metarl demo` (make run ARGS="--port 8001 --dashboard-port 8266")
 ARGS   ?=
 
