@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from algorithms import functional as F
-from algorithms.batch import AdvantageConfig, TaskBatch, make_task_batch
+from algorithms.batch import TaskBatch, make_task_batch
 from algorithms.episodes import Episodes
 from algorithms.errors import NonFiniteError
 from algorithms.policies import (
@@ -21,6 +21,7 @@ from algorithms.policies import (
     stack_params,
     unstack_params,
 )
+from algorithms.registry import AdvantageSpec
 
 
 @dataclass
@@ -31,14 +32,16 @@ class MetaBatch:
         train: ``train[k][i]``: episodes of task ``i`` sampled before inner step ``k``
             (with θ for ``k = 0``, then with the task's adapted parameters).
         valid: ``valid[i]``: episodes of task ``i`` sampled with the fully adapted parameters
-            (the post-adaptation, "query" episodes).
+            (the post-adaptation, "query" episodes); None where the plan samples none.
     """
 
     train: list[list[Episodes]]
-    valid: list[Episodes]
+    valid: list[Episodes] | None
 
     def __post_init__(self) -> None:
-        n = len(self.valid)
+        if self.valid is None and not self.train:
+            raise ValueError("MetaBatch: no episodes")
+        n = len(self.valid) if self.valid is not None else len(self.train[0])
         for k, step in enumerate(self.train):
             if len(step) != n:
                 raise ValueError(f"MetaBatch: inner step {k} has {len(step)} tasks, valid has {n}")
@@ -62,10 +65,11 @@ class LearnerState:
 
     algorithm: str
     policy_spec: PolicySpec
-    config: Any
+    config: Any  # the algorithm's spec (a pydantic model registered in algorithms.registry)
     params: dict[str, torch.Tensor]
     optimizer: dict[str, Any] | None
     iteration: int
+    advantage: AdvantageSpec = field(default_factory=AdvantageSpec)
 
 
 @runtime_checkable
@@ -73,7 +77,8 @@ class MetaLearner(Protocol):
     """The interface MAML, Reptile and multi-task PG share.
 
     ``adapt`` is what happens between sampling phases (one inner step for every task, no
-    graph kept); ``step`` is the outer update from a whole meta-batch.
+    graph kept); ``learn`` is the outer update from the phases of one iteration, in the order of
+    the algorithm's plan (:mod:`algorithms.plans`).
     """
 
     name: str
@@ -85,7 +90,7 @@ class MetaLearner(Protocol):
 
     def adapt(self, params: Sequence[Params], episodes: Sequence[Episodes]) -> list[Params]: ...
 
-    def step(self, batch: MetaBatch) -> UpdateMetrics: ...
+    def learn(self, phases: Sequence[Sequence[Episodes]]) -> UpdateMetrics: ...
 
     def state_dict(self) -> LearnerState: ...
 
@@ -103,15 +108,18 @@ class PolicyGradientLearner:
     """What the three learners share: the policy θ, the inner policy-gradient step, batching
     of episodes, metrics and checkpoints.  Subclasses implement ``step``.
 
-    ``config`` must have ``inner_lr`` and ``advantage`` (an :class:`AdvantageConfig`).
+    ``config`` is the algorithm's spec; it must have ``inner_lr``.  ``advantage`` says how
+    returns become advantages (the job's ``advantage`` section).
     """
 
     name = "base"
 
-    def __init__(self, spec: PolicySpec, config: Any, *, seed: int = 0, device: str | torch.device = "cpu") -> None:
+    def __init__(self, policy_spec: PolicySpec, config: Any, *, advantage: AdvantageSpec | None = None, seed: int = 0,
+                 device: str | torch.device = "cpu") -> None:
         self.config = config
+        self.advantage = advantage or AdvantageSpec()
         self.device = torch.device(device)
-        self.policy: Policy = make_policy(spec, seed=seed).to(self.device)
+        self.policy: Policy = make_policy(policy_spec, seed=seed).to(self.device)
         self.iteration = 0
         self._optimizer: torch.optim.Optimizer | None = None
         self._rng = np.random.default_rng(seed)
@@ -127,9 +135,8 @@ class PolicyGradientLearner:
                 v.copy_(params[k])
 
     def batch(self, episodes: Sequence[Episodes]) -> TaskBatch:
-        advantage: AdvantageConfig = self.config.advantage
         dtype = next(self.policy.parameters()).dtype
-        return make_task_batch(episodes, advantage=advantage, device=self.device, dtype=dtype)
+        return make_task_batch(episodes, advantage=self.advantage, device=self.device, dtype=dtype)
 
     def adapt(self, params: Sequence[Params], episodes: Sequence[Episodes]) -> list[Params]:
         """One inner policy-gradient step for every task from its own parameters (no graph)."""
@@ -138,6 +145,11 @@ class PolicyGradientLearner:
         phi = F.adapt(self.policy, stacked, [batch], inner_lr=self.config.inner_lr, create_graph=False)
         check_finite("adapted parameters", *phi.values())
         return unstack_params(phi)
+
+    def learn(self, phases: Sequence[Sequence[Episodes]]) -> UpdateMetrics:
+        """The outer update from an iteration's phases: the inner steps' phases, then the
+        post-adaptation one (:func:`algorithms.plans.inner_loop_plan`)."""
+        return self.step(MetaBatch(train=[list(p) for p in phases[:-1]], valid=list(phases[-1])))
 
     def step(self, batch: MetaBatch) -> UpdateMetrics:
         raise NotImplementedError
@@ -155,6 +167,7 @@ class PolicyGradientLearner:
             params={k: v.detach().cpu().clone() for k, v in self.params.items()},
             optimizer=None if self._optimizer is None else self._optimizer.state_dict(),
             iteration=self.iteration,
+            advantage=self.advantage,
         )
 
     def load_state_dict(self, state: LearnerState) -> None:
@@ -167,11 +180,15 @@ class PolicyGradientLearner:
 
 
 def episode_metrics(batch: MetaBatch) -> dict[str, float]:
-    """Pre/post-adaptation returns (mean episode return over tasks) and success rates."""
+    """Pre-adaptation (θ's episodes) and, where the batch has them, post-adaptation returns
+    (mean episode return over tasks) and success rates."""
     pre = batch.train[0] if batch.train else batch.valid
-    return {
+    assert pre is not None
+    out = {
         "meta/return_pre": float(np.mean([e.returns.mean() for e in pre])),
-        "meta/return_post": float(np.mean([e.returns.mean() for e in batch.valid])),
         "meta/success_pre": float(np.mean([e.successes.mean() for e in pre])),
-        "meta/success_post": float(np.mean([e.successes.mean() for e in batch.valid])),
     }
+    if batch.valid is not None:
+        out["meta/return_post"] = float(np.mean([e.returns.mean() for e in batch.valid]))
+        out["meta/success_post"] = float(np.mean([e.successes.mean() for e in batch.valid]))
+    return out

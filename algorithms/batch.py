@@ -12,16 +12,8 @@ from torch import Tensor
 from algorithms import baseline
 from algorithms.episodes import Episodes
 from algorithms.errors import NonFiniteError
+from algorithms.registry import AdvantageSpec
 from algorithms.returns import discounted_returns, gae, normalize
-
-
-@dataclass(frozen=True)
-class AdvantageConfig:
-    """How advantages are estimated (the MAML ports: linear baseline, GAE with lambda 1)."""
-
-    gamma: float = 0.99
-    gae_lambda: float = 1.0
-    normalize: bool = True
 
 
 @dataclass
@@ -93,7 +85,7 @@ class TaskBatch:
 def make_task_batch(
     episodes: Sequence[Episodes],
     *,
-    advantage: AdvantageConfig,
+    advantage: AdvantageSpec,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> TaskBatch:

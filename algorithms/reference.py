@@ -17,7 +17,7 @@ from torch.func import functional_call
 from algorithms import functional as F
 from algorithms.base import UpdateMetrics
 from algorithms.batch import TaskBatch
-from algorithms.maml import TRPOConfig
+from algorithms.maml import TRPOSpec
 from algorithms.policies import DistParams, Params, Policy
 from algorithms.trpo import backtracking_line_search, conjugate_gradient
 
@@ -88,7 +88,7 @@ def trpo_step(
     *,
     inner_lr: float,
     first_order: bool,
-    config: TRPOConfig,
+    config: TRPOSpec,
 ) -> tuple[Params, UpdateMetrics]:
     """One exact MAML-TRPO outer step; returns the new θ (θ itself if the line search fails)."""
     th = {k: v.detach().clone().requires_grad_(True) for k, v in theta.items()}

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors, jobs, observability
-from service.auth import bootstrap_admin, load_secret
+from service.auth import KeyCache, bootstrap_admin, load_secret
 from service.db import Store
 from service.launcher import RayLauncher
 from service.routers import cluster, health, keys, models
@@ -132,6 +132,9 @@ def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None
 
     app = FastAPI(title="metarl", version=VERSION, lifespan=lifespan, responses=ERROR_RESPONSES,
                   description="Meta-RL training jobs on Ray, models in MLflow.")
+    # the requests' shared in-memory state is this app's (two apps in a process share nothing)
+    app.state.job_caches = jobs.JobCaches()
+    app.state.key_cache = KeyCache()
     errors.install(app)
     observability.install(app)
     for r in (jobs_router.router, models.router, cluster.router, keys.router, health.router):

@@ -5,9 +5,10 @@ The server secret is ``METARL_KEY_SECRET`` or ``<data dir>/key_secret`` (generat
 mode 0600; replicas sharing a job store must share it).  Keys stored by an earlier version as an
 unkeyed SHA-256 still work and are re-stored keyed on first use.
 
-A small in-process cache maps recent digests to their principal for :data:`CACHE_TTL_S` seconds
-(a hot client costs no store query per request); revoking a key drops it from this process's cache
-at once, and from any other process's within the TTL.  The key itself is shown once.  The first
+A small in-memory cache (:class:`KeyCache`, one per app: ``app.state.key_cache``) maps recent
+digests to their principal for :data:`CACHE_TTL_S` seconds (a hot client costs no store query per
+request); revoking a key drops it from that cache at once, and from any other process's within
+the TTL.  The key itself is shown once.  The first
 start writes an admin key to ``<data dir>/admin.key`` with mode 0600, which the CLI picks up on
 the same machine."""
 
@@ -70,10 +71,11 @@ def _legacy_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class _Cache:
-    """digest -> (expiry, principal), bounded, thread-safe."""
+class KeyCache:
+    """digest -> (expiry, principal), bounded, thread-safe; one per app."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, ttl_s: float = CACHE_TTL_S, size: int = CACHE_SIZE) -> None:
+        self.ttl_s, self.size = ttl_s, size
         self._items: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -89,9 +91,9 @@ class _Cache:
 
     def put(self, digest: str, principal: Principal) -> None:
         with self._lock:
-            self._items[digest] = (time.monotonic() + CACHE_TTL_S, principal)
+            self._items[digest] = (time.monotonic() + self.ttl_s, principal)
             self._items.move_to_end(digest)
-            while len(self._items) > CACHE_SIZE:
+            while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
     def drop(self, key_id: str) -> None:
@@ -104,8 +106,6 @@ class _Cache:
             self._items.clear()
 
 
-_cache = _Cache()
-
 
 def create_key(store: Store, *, owner: str, secret: bytes, is_admin: bool = False) -> tuple[str, str]:
     """A new key for ``owner``; returns ``(key_id, key)`` (the key is not stored)."""
@@ -116,18 +116,19 @@ def create_key(store: Store, *, owner: str, secret: bytes, is_admin: bool = Fals
     return key_id, key
 
 
-def cached_principal(key: str, *, secret: bytes) -> Principal | None:
+def cached_principal(key: str, *, secret: bytes, cache: KeyCache) -> Principal | None:
     """The principal of ``key`` if it was checked within the TTL (no store access)."""
     if not key.startswith(PREFIX):
         return None
-    return _cache.get(hash_key(key, secret=secret))
+    return cache.get(hash_key(key, secret=secret))
 
 
-def authenticate(store: Store, key: str, *, secret: bytes) -> Principal | None:
+def authenticate(store: Store, key: str, *, secret: bytes, cache: KeyCache) -> Principal | None:
+    """The principal of a valid, unrevoked ``key`` (kept in ``cache`` for the TTL), else None."""
     if not key.startswith(PREFIX):
         return None
     digest = hash_key(key, secret=secret)
-    hit = _cache.get(digest)
+    hit = cache.get(digest)
     if hit is not None:
         return hit
     with store.session() as s:
@@ -141,17 +142,18 @@ def authenticate(store: Store, key: str, *, secret: bytes) -> Principal | None:
         if row.revoked or not hmac.compare_digest(row.key_hash, digest):
             return None
         principal = Principal(owner=row.owner, is_admin=row.is_admin, key_id=row.id)
-    _cache.put(digest, principal)
+    cache.put(digest, principal)
     return principal
 
 
-def revoke_key(store: Store, key_id: str) -> bool:
+def revoke_key(store: Store, key_id: str, *, cache: KeyCache) -> bool:
+    """Revoke the key (False when there is none with that id) and forget it in ``cache``."""
     with store.session() as s:
         row = s.get(ApiKey, key_id)
         if row is None:
             return False
         row.revoked = True
-    _cache.drop(key_id)
+    cache.drop(key_id)
     return True
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from sqlalchemy import (
     Boolean,
     DateTime,
-    Float,
     Integer,
     String,
     Text,
@@ -69,6 +68,9 @@ class Job(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: the run's latest metrics (JSON), written when the job is refreshed; a terminal job's are final
     latest_metrics: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the algorithm's declared headline metrics (JSON list of ``{key, label, fmt}``), written at
+    #: submission; NULL in rows older than the column (derived from ``spec`` when read)
+    metric_names: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
@@ -87,9 +89,8 @@ class Evaluation(Base):
     submission_id: Mapped[str] = mapped_column(String(64), unique=True)
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
-    return_pre: Mapped[float | None] = mapped_column(Float, nullable=True)
-    return_post: Mapped[float | None] = mapped_column(Float, nullable=True)
-    success_post: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: the headline numbers of the report (JSON object ``name -> value``, e.g. ``return_pre``), once finished
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 

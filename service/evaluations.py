@@ -24,14 +24,12 @@ from service.errors import ApiError, not_found, unavailable
 from service.launcher import LauncherError, RayLauncher, unknown_for_too_long
 from service.schemas import EvaluationCreate, EvaluationPublic
 from service.tracking_view import TrackingView
+from workers.contract import EVALUATION_EXPERIMENT, EVALUATION_ID_TAG, EVALUATION_REPORT
 
 log = logging.getLogger("metarl.service.evaluations")
 
-#: workers.evaluate.EXPERIMENT and EVALUATION_ID_TAG (not imported: that module pulls in the env
-#: stack, seconds of start-up the API does not need; a test checks they agree)
-EXPERIMENT = "metarl-evaluations"
-EVALUATION_ID_TAG = "metarl.evaluation_id"
-REPORT_FILE = "evaluation.json"
+#: the report's headline numbers when it names none itself (``summary``): today's meta-test reports
+SUMMARY_KEYS = ("return_pre", "return_post", "success_post")
 
 
 def new_evaluation_id() -> str:
@@ -39,12 +37,26 @@ def new_evaluation_id() -> str:
 
 
 def to_public(row: Evaluation) -> EvaluationPublic:
-    return EvaluationPublic(
-        id=row.id, owner=row.owner, model_name=row.model_name, model_version=row.model_version, status=row.status,
-        message=row.message, request=EvaluationCreate.model_validate_json(row.request), run_id=row.run_id,
-        return_pre=row.return_pre, return_post=row.return_post, success_post=row.success_post,
-        result=json.loads(row.result) if row.result else None, created_at=row.created_at, updated_at=row.updated_at,
-    )
+    summary: dict[str, float] = json.loads(row.summary) if row.summary else {}
+    return EvaluationPublic.model_validate({
+        "id": row.id, "owner": row.owner, "model_name": row.model_name, "model_version": row.model_version,
+        "status": row.status, "message": row.message, "request": EvaluationCreate.model_validate_json(row.request),
+        "run_id": row.run_id, "summary": summary, **{k: summary.get(k) for k in SUMMARY_KEYS},
+        "result": json.loads(row.result) if row.result else None, "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    })
+
+
+def summary_of(report: dict[str, Any]) -> dict[str, float]:
+    """The report's headline numbers: its own ``summary`` (``name -> number``) if it has one, else
+    the means of :data:`SUMMARY_KEYS` it reports (a family without a success signal, navigation or
+    MuJoCo, reports none: no success of 0)."""
+    own = report.get("summary")
+    if isinstance(own, dict):
+        return {str(k): float(v) for k, v in own.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    keys = [k for k in SUMMARY_KEYS if report.get("has_success", True) or not k.startswith("success")]
+    means = {k: _mean(report, k) for k in keys}
+    return {k: v for k, v in means.items() if v is not None}
 
 
 # ---- create ------------------------------------------------------------------------------------
@@ -124,14 +136,12 @@ def refresh(*, store: Store, launcher: RayLauncher, view: TrackingView, eval_id:
                 return row
             if found is None:
                 row.status = "FAILED"
-                row.message = f"the evaluation finished but logged no result (no MLflow run tagged {EVALUATION_ID_TAG}={eval_id})"
+                row.message = ("the evaluation finished but logged no result "
+                               f"(no MLflow run tagged {EVALUATION_ID_TAG}={eval_id})")
                 return row
             run_id, report = found
             row.run_id, row.result = run_id, json.dumps(report)
-            row.return_pre = _mean(report, "return_pre")
-            row.return_post = _mean(report, "return_post")
-            # a family without a success signal (navigation, MuJoCo) reports none, not 0
-            row.success_post = _mean(report, "success_post") if report.get("has_success", True) else None
+            row.summary = json.dumps(summary_of(report))
             row.status, row.message = "SUCCEEDED", None
         else:
             if info.status != row.status:
@@ -146,12 +156,12 @@ def _mean(report: dict[str, Any], key: str) -> float | None:
     value = report.get(key)
     if isinstance(value, dict):
         value = value.get("mean")
-    return float(value) if isinstance(value, int | float) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def read_result(*, view: TrackingView, eval_id: str) -> tuple[str, dict[str, Any]] | None:
     """``(run_id, report)`` of the run tagged with ``eval_id``, or None if there is none."""
-    exp = view.client.get_experiment_by_name(EXPERIMENT)
+    exp = view.client.get_experiment_by_name(EVALUATION_EXPERIMENT)
     if exp is None:
         return None
     runs = view.client.search_runs([exp.experiment_id], filter_string=f"tags.`{EVALUATION_ID_TAG}` = '{eval_id}'",
@@ -160,7 +170,7 @@ def read_result(*, view: TrackingView, eval_id: str) -> tuple[str, dict[str, Any
         return None
     run = runs[0]
     with tempfile.TemporaryDirectory(prefix="metarl-eval-") as tmp:
-        path = view.client.download_artifacts(run.info.run_id, REPORT_FILE, tmp)
+        path = view.client.download_artifacts(run.info.run_id, EVALUATION_REPORT, tmp)
         report = json.loads(Path(path).read_text())
     return run.info.run_id, report
 

@@ -15,19 +15,21 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeGuard
 
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
-from service import evaluations
+from service import declared, evaluations
 from service.auth import Principal
 from service.db import ACTIVE, TERMINAL, Job, Store, utcnow
 from service.errors import ApiError, conflict, not_found, unavailable
 from service.launcher import LauncherError, RayLauncher, unknown_for_too_long
 from service.schemas import JobPublic, JobsPublic, Progress
 from service.tracking_view import TrackingView
-from workers.spec import JobSpec
+from workers.contract import FAILURE_TAG, METRICS_TAG, MODEL_URI_TAG, JobSpec
 
 log = logging.getLogger("metarl.service.jobs")
 
@@ -47,40 +49,42 @@ def model_name_of(spec: JobSpec) -> str:
 
 
 # ---- reads ---------------------------------------------------------------------------------------
-#: public views of job rows without their metrics (the list), keyed by the row's version
-_public: OrderedDict[tuple[str, Any, str, int], JobPublic] = OrderedDict()
-_public_lock = threading.Lock()
-PUBLIC_CACHE_SIZE = 4096
-
-
-def list_item(job: Job) -> JobPublic:
-    """``to_public(job)``, reused while the row is unchanged (``updated_at`` moves on every
-    update), so a page of finished jobs costs no re-validation."""
-    key = (job.id, job.updated_at, job.status, job.attempt)
-    with _public_lock:
-        hit = _public.get(key)
-    if hit is None:
-        hit = to_public(job)
-        with _public_lock:
-            _public[key] = hit
-            while len(_public) > PUBLIC_CACHE_SIZE:
-                _public.popitem(last=False)
-    return hit
-
-
 def to_public(job: Job, *, latest_metrics: dict[str, float] | None = None) -> JobPublic:
     spec = json.loads(job.spec)
-    return JobPublic(
-        id=job.id, name=job.name, owner=job.owner, status=job.status, message=job.message, attempt=job.attempt,
-        submission_id=job.submission_id,
-        progress=Progress(iteration=job.iteration, iterations=job.iterations,
-                          fraction=round(job.iteration / max(job.iterations, 1), 4)),
-        rollout_workers=job.rollout_workers, run_id=job.run_id, model_name=job.model_name,
-        model_version=job.model_version,
-        model_uri=f"models:/{job.model_name}/{job.model_version}" if job.model_name and job.model_version else None,
-        latest_metrics=latest_metrics or {}, spec=spec, created_at=job.created_at, updated_at=job.updated_at,
-        finished_at=job.finished_at,
-    )
+    model_uri = f"models:/{job.model_name}/{job.model_version}" if job.model_name and job.model_version else None
+    return JobPublic.model_validate({
+        "id": job.id, "name": job.name, "owner": job.owner, "status": job.status, "message": job.message,
+        "attempt": job.attempt, "submission_id": job.submission_id,
+        "progress": Progress(iteration=job.iteration, iterations=job.iterations,
+                             fraction=round(job.iteration / max(job.iterations, 1), 4)),
+        "rollout_workers": job.rollout_workers, "run_id": job.run_id, "model_name": job.model_name,
+        "model_version": job.model_version, "model_uri": model_uri, "latest_metrics": latest_metrics or {},
+        "metrics_declared": declared.of_job(job.metric_names, spec), "spec": spec, "created_at": job.created_at,
+        "updated_at": job.updated_at, "finished_at": job.finished_at,
+    })
+
+
+class RowViews:
+    """Public views of job rows without their metrics (a list page's items), keyed by the row's
+    version: reused while the row is unchanged (``updated_at`` moves on every update), so a page
+    of finished jobs costs no re-validation.  Bounded; the oldest entries go first."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, Any, str, int], JobPublic] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, job: Job) -> JobPublic:
+        key = (job.id, job.updated_at, job.status, job.attempt)
+        with self._lock:
+            hit = self._items.get(key)
+        if hit is None:
+            hit = to_public(job)
+            with self._lock:
+                self._items[key] = hit
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return hit
 
 
 #: how long a settled job's row is served from memory (another replica's resume shows within this)
@@ -93,57 +97,56 @@ def settled(job: Job) -> bool:
     return job.status in TERMINAL and job.run_id is not None and (job.status != "SUCCEEDED" or bool(job.model_version))
 
 
-class _SettledJobs:
-    """(store, job id) -> settled row, for :data:`SETTLED_TTL_S`; this process drops an entry
-    when it changes the row (resume, first latest-metrics fill)."""
+class SettledJobs:
+    """job id -> settled row, for :data:`SETTLED_TTL_S`; this process drops an entry when it
+    changes the row (resume, first latest-metrics fill)."""
 
-    def __init__(self) -> None:
-        self._items: dict[tuple[int, str], tuple[float, Job]] = {}
+    def __init__(self, ttl_s: float = SETTLED_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._items: dict[str, tuple[float, Job]] = {}
         self._lock = threading.Lock()
 
-    def get(self, store: Store, job_id: str) -> Job | None:
-        hit = self._items.get((id(store), job_id))
+    def get(self, job_id: str) -> Job | None:
+        hit = self._items.get(job_id)
         if hit is None or hit[0] < time.monotonic():
             return None
         return hit[1]
 
-    def put(self, store: Store, job: Job) -> None:
+    def put(self, job: Job) -> None:
         with self._lock:
             if len(self._items) > 10_000:
                 now = time.monotonic()
                 self._items = {k: v for k, v in self._items.items() if v[0] >= now}
-            self._items[(id(store), job.id)] = (time.monotonic() + SETTLED_TTL_S, job)
+            self._items[job.id] = (time.monotonic() + self.ttl_s, job)
 
-    def drop(self, store: Store, job_id: str) -> None:
+    def drop(self, job_id: str) -> None:
         with self._lock:
-            self._items.pop((id(store), job_id), None)
+            self._items.pop(job_id, None)
 
 
-_settled = _SettledJobs()
-
-
-def _visible(job: Job | None, principal: Principal) -> bool:
+def _visible(job: Job | None, principal: Principal) -> TypeGuard[Job]:
     return job is not None and (job.owner == principal.owner or principal.is_admin)
 
 
-def cached_job(*, store: Store, principal: Principal, job_id: str) -> Job | None:
+def cached_job(*, caches: JobCaches, principal: Principal, job_id: str) -> Job | None:
     """A settled job read within the last seconds, if the caller may see it (no store access)."""
-    job = _settled.get(store, job_id)
+    job = caches.settled.get(job_id)
     return job if _visible(job, principal) else None
 
 
-def get_job(*, store: Store, principal: Principal, job_id: str) -> Job:
+def get_job(*, store: Store, caches: JobCaches, principal: Principal, job_id: str) -> Job:
     """The job, if the caller may see it (its owner or an admin); else 404."""
     with store.session() as s:
         job = s.get(Job, job_id)
     if not _visible(job, principal):
         raise not_found("job", job_id)
     if settled(job):
-        _settled.put(store, job)
+        caches.settled.put(job)
     return job
 
 
-def list_jobs(*, store: Store, principal: Principal, status: str | None, offset: int, limit: int) -> tuple[list[Job], int]:
+def list_jobs(*, store: Store, principal: Principal, status: str | None, offset: int,
+              limit: int) -> tuple[list[Job], int]:
     q = select(Job)
     if not principal.is_admin:
         q = q.where(Job.owner == principal.owner)
@@ -155,7 +158,10 @@ def list_jobs(*, store: Store, principal: Principal, status: str | None, offset:
     return rows, count
 
 
-class _ListPages:
+_PageKey = tuple[str | None, str | None, int, int]
+
+
+class ListPages:
     """Serialized pages of ``GET /v1/jobs``, each stored with the version of the caller's job set
     it was built from: ``(count, max(updated_at))`` of the rows the caller may see.  Every insert
     moves the max (a new row's ``updated_at`` is now), every update moves it (``onupdate``), every
@@ -166,19 +172,28 @@ class _ListPages:
     instead of loading and validating the rows (0.5 ms against 3 ms for a page of 20 here).
     ``updated_at`` comes from the writer's clock: the processes writing one job store share a
     host (the API runs as one replica with ``METARL_WORKERS`` processes), so a later write never
-    carries an earlier time unless the clock is stepped back."""
+    carries an earlier time unless the clock is stepped back.
 
-    #: bound on the serialized pages kept (a page of 500 jobs is ~0.5 MB), least recently used first out
+    One per app (it serves one job store); ``max_bytes`` bounds the serialized pages kept (a page
+    of 500 jobs is ~0.5 MB), least recently used first out."""
+
     MAX_BYTES = 64 * 2**20
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.rows = RowViews()
         self._bytes = 0
-        self._pages: OrderedDict[tuple[int, str | None, str | None, int, int], tuple[tuple[int, Any], bytes]] = OrderedDict()
+        self._pages: OrderedDict[_PageKey, tuple[tuple[int, Any], bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
+    @property
+    def size_bytes(self) -> int:
+        """The serialized pages' summed size."""
+        return self._bytes
+
     @staticmethod
-    def _key(store: Store, principal: Principal, status: str | None, offset: int, limit: int) -> tuple:
-        return (id(store), None if principal.is_admin else principal.owner, status, offset, limit)
+    def _key(principal: Principal, status: str | None, offset: int, limit: int) -> _PageKey:
+        return (None if principal.is_admin else principal.owner, status, offset, limit)
 
     @staticmethod
     def version(store: Store, principal: Principal) -> tuple[int, Any]:
@@ -190,9 +205,9 @@ class _ListPages:
             count, newest = conn.execute(q).one()
         return int(count), newest
 
-    def cached(self, *, store: Store, principal: Principal, status: str | None, offset: int, limit: int,
+    def cached(self, *, principal: Principal, status: str | None, offset: int, limit: int,
                version: tuple[int, Any]) -> bytes | None:
-        key = self._key(store, principal, status, offset, limit)
+        key = self._key(principal, status, offset, limit)
         with self._lock:
             hit = self._pages.get(key)
             if hit is None or hit[0] != version:
@@ -203,29 +218,40 @@ class _ListPages:
     def build(self, *, store: Store, principal: Principal, status: str | None, offset: int, limit: int,
               version: tuple[int, Any]) -> bytes:
         rows, total = list_jobs(store=store, principal=principal, status=status, offset=offset, limit=limit)
-        body = JobsPublic(data=[list_item(j) for j in rows], count=total, offset=offset, limit=limit).model_dump_json().encode()
-        key = self._key(store, principal, status, offset, limit)
+        page = JobsPublic(data=[self.rows.get(j) for j in rows], count=total, offset=offset, limit=limit)
+        body = page.model_dump_json().encode()
+        key = self._key(principal, status, offset, limit)
         with self._lock:
             old = self._pages.pop(key, None)
             self._bytes += len(body) - (len(old[1]) if old else 0)
             self._pages[key] = (version, body)
-            while self._bytes > self.MAX_BYTES and self._pages:
+            while self._bytes > self.max_bytes and self._pages:
                 self._bytes -= len(self._pages.popitem(last=False)[1][1])
         return body
 
 
-_pages = _ListPages()
+@dataclass
+class JobCaches:
+    """The job reads' in-memory state, one per app (``app.state.job_caches``, made by the app
+    factory and handed to the functions here): nothing is shared between apps of one process."""
+
+    settled: SettledJobs = field(default_factory=SettledJobs)
+    pages: ListPages = field(default_factory=ListPages)
 
 
-def list_page(*, store: Store, principal: Principal, status: str | None, offset: int, limit: int) -> bytes:
-    """``GET /v1/jobs``: the page as JSON bytes, from :class:`_ListPages` while the caller's job
+def list_page(*, store: Store, caches: JobCaches, principal: Principal, status: str | None, offset: int,
+              limit: int) -> bytes:
+    """``GET /v1/jobs``: the page as JSON bytes, from :class:`ListPages` while the caller's job
     set is unchanged."""
-    args: dict[str, Any] = {"store": store, "principal": principal, "status": status, "offset": offset, "limit": limit}
-    version = _pages.version(store, principal)
-    return _pages.cached(**args, version=version) or _pages.build(**args, version=version)
+    pages = caches.pages
+    version = pages.version(store, principal)
+    return (pages.cached(principal=principal, status=status, offset=offset, limit=limit, version=version)
+            or pages.build(store=store, principal=principal, status=status, offset=offset, limit=limit,
+                           version=version))
 
 
-def latest_metrics(*, view: TrackingView, job: Job, store: Store | None = None) -> dict[str, float]:
+def latest_metrics(*, view: TrackingView, job: Job, store: Store | None = None,
+                   caches: JobCaches | None = None) -> dict[str, float]:
     """A job's latest metrics: a finished job's from the job store (final, written by the last
     refresh, or on the first read after an upgrade when ``store`` is given), an active job's live
     from MLflow."""
@@ -233,7 +259,7 @@ def latest_metrics(*, view: TrackingView, job: Job, store: Store | None = None) 
         return {}
     final = job.status in TERMINAL
     if final and job.latest_metrics is not None:
-        return json.loads(job.latest_metrics)
+        return dict(json.loads(job.latest_metrics))
     try:
         metrics = view.latest_metrics(job.run_id)
     except Exception as exc:  # noqa: BLE001 - the store being briefly unreachable must not fail a read
@@ -243,21 +269,22 @@ def latest_metrics(*, view: TrackingView, job: Job, store: Store | None = None) 
         with store.session() as s:
             s.execute(update(Job).where(Job.id == job.id, Job.status == job.status, Job.latest_metrics.is_(None))
                       .values(latest_metrics=json.dumps(metrics), updated_at=Job.updated_at))
-        _settled.drop(store, job.id)
+        if caches is not None:
+            caches.settled.drop(job.id)
     return metrics
 
 
-def show_job(*, store: Store, view: TrackingView, principal: Principal, job_id: str) -> JobPublic:
+def show_job(*, store: Store, caches: JobCaches, view: TrackingView, principal: Principal, job_id: str) -> JobPublic:
     """``GET /v1/jobs/{id}``: the job with its latest metrics (one thread hop for the handler)."""
-    job = get_job(store=store, principal=principal, job_id=job_id)
-    return to_public(job, latest_metrics=latest_metrics(view=view, job=job, store=store))
+    job = get_job(store=store, caches=caches, principal=principal, job_id=job_id)
+    return to_public(job, latest_metrics=latest_metrics(view=view, job=job, store=store, caches=caches))
 
 
-def job_history(*, store: Store, view: TrackingView, principal: Principal, job_id: str,
+def job_history(*, store: Store, caches: JobCaches, view: TrackingView, principal: Principal, job_id: str,
                 keys: list[str] | None) -> tuple[Job, dict[str, list[dict[str, Any]]]]:
     """``GET /v1/jobs/{id}/metrics``: the job and its metrics' histories (a finished job's are
     final, so the view may cache them)."""
-    job = get_job(store=store, principal=principal, job_id=job_id)
+    job = get_job(store=store, caches=caches, principal=principal, job_id=job_id)
     if job.run_id is None:
         return job, {}
     return job, view.history(job.run_id, keys, final_as=job.attempt if job.status in TERMINAL else None)
@@ -293,7 +320,8 @@ def submit_job(*, store: Store, launcher: RayLauncher, principal: Principal, spe
         job = Job(id=job_id, owner=principal.owner, name=spec.name, spec=spec.model_dump_json(), status="PENDING",
                   attempt=1, submission_id=job_id, iteration=0, iterations=spec.iterations,
                   rollout_workers=spec.resources.rollout_workers, model_name=model_name,
-                  idempotency_key=idempotency_key, request_hash=digest)
+                  idempotency_key=idempotency_key, request_hash=digest,
+                  metric_names=json.dumps(declared.for_algorithm(spec.algorithm.name)))
         s.add(job)
     try:
         launcher.submit_driver(submission_id=job.submission_id, job_id=job.id, owner=job.owner, spec_json=job.spec)
@@ -331,11 +359,12 @@ def refresh(*, store: Store, launcher: RayLauncher, view: TrackingView, job_id: 
             state = view.run_state(job.run_id)
             job.iteration = min(state.iteration, job.iterations)
             job.latest_metrics = json.dumps(state.metrics)
-            uri = state.tags.get("metarl.model_uri")
+            _keep_declaration(job, state.tags.get(METRICS_TAG))
+            uri = state.tags.get(MODEL_URI_TAG)
             if uri and uri.startswith("models:/"):
                 name, _, version = uri.removeprefix("models:/").rpartition("/")
                 job.model_name, job.model_version = name, version
-            failure = state.tags.get("metarl.failure")
+            failure = state.tags.get(FAILURE_TAG)
         else:
             failure = None
         if info.status != job.status:
@@ -348,6 +377,15 @@ def refresh(*, store: Store, launcher: RayLauncher, view: TrackingView, job_id: 
         elif info.status == "STOPPED":
             job.message = job.message or "stopped"
         return job
+
+
+def _keep_declaration(job: Job, tag: str | None) -> None:
+    """Keep the metrics the run declares (its driver's tag: the algorithm as the engine knows it)."""
+    found = declared.parse_json(tag)
+    if found is not None:
+        text = json.dumps(found)
+        if text != job.metric_names:
+            job.metric_names = text
 
 
 def reconcile(*, store: Store, launcher: RayLauncher, view: TrackingView) -> int:
@@ -384,9 +422,18 @@ async def poll_forever(app: FastAPI) -> None:
 
 
 # ---- control -------------------------------------------------------------------------------------
-def cancel_job(*, store: Store, launcher: RayLauncher, view: TrackingView, principal: Principal, job_id: str) -> Job:
+def _row(s: Session, job_id: str) -> Job:
+    """The job's row in session ``s`` (404 when it went meanwhile)."""
+    row = s.get(Job, job_id)
+    if row is None:
+        raise not_found("job", job_id)
+    return row
+
+
+def cancel_job(*, store: Store, caches: JobCaches, launcher: RayLauncher, view: TrackingView, principal: Principal,
+               job_id: str) -> Job:
     """Stop a job: Ray stops its driver, whose actors and placement groups go with it."""
-    job = get_job(store=store, principal=principal, job_id=job_id)
+    job = get_job(store=store, caches=caches, principal=principal, job_id=job_id)
     if job.status in TERMINAL:
         raise conflict(f"job {job_id} is already {job.status}")
     try:
@@ -394,8 +441,7 @@ def cancel_job(*, store: Store, launcher: RayLauncher, view: TrackingView, princ
     except LauncherError as exc:
         raise unavailable(str(exc)) from exc
     with store.session() as s:
-        row = s.get(Job, job_id)
-        row.message = f"cancelled by {principal.owner}"
+        _row(s, job_id).message = f"cancelled by {principal.owner}"
     deadline = time.monotonic() + CANCEL_WAIT_S
     while True:
         job = refresh(store=store, launcher=launcher, view=view, job_id=job_id)
@@ -404,44 +450,48 @@ def cancel_job(*, store: Store, launcher: RayLauncher, view: TrackingView, princ
         time.sleep(0.25)
 
 
-def scale_job(*, store: Store, view: TrackingView, principal: Principal, job_id: str, rollout_workers: int) -> Job:
+def scale_job(*, store: Store, caches: JobCaches, view: TrackingView, principal: Principal, job_id: str,
+              rollout_workers: int) -> Job:
     """Ask a running job for ``rollout_workers`` rollout actors from its next iteration on."""
-    job = get_job(store=store, principal=principal, job_id=job_id)
+    job = get_job(store=store, caches=caches, principal=principal, job_id=job_id)
     if job.status in TERMINAL:
         raise conflict(f"job {job_id} is {job.status}; only a pending or running job can be scaled")
     with store.session() as s:
-        row = s.get(Job, job_id)
+        row = _row(s, job_id)
         row.rollout_workers = rollout_workers
         run_id = row.run_id
     if run_id is not None:
         view.set_desired_workers(run_id, rollout_workers)
-    return get_job(store=store, principal=principal, job_id=job_id)
+    return get_job(store=store, caches=caches, principal=principal, job_id=job_id)
 
 
-def resume_job(*, store: Store, launcher: RayLauncher, view: TrackingView, principal: Principal, job_id: str) -> Job:
+def resume_job(*, store: Store, caches: JobCaches, launcher: RayLauncher, view: TrackingView, principal: Principal,
+               job_id: str) -> Job:
     """A new attempt of a stopped or failed job, from its run's last checkpoint."""
-    job = get_job(store=store, principal=principal, job_id=job_id)
+    job = get_job(store=store, caches=caches, principal=principal, job_id=job_id)
     if job.status not in ("STOPPED", "FAILED"):
         raise conflict(f"job {job_id} is {job.status}; only a stopped or failed job can be resumed")
-    if job.run_id is None or not view.has_checkpoint(job.run_id):
+    run_id = job.run_id
+    if run_id is None or not view.has_checkpoint(run_id):
         raise conflict(f"job {job_id} has no checkpoint to resume from (it stopped before its first checkpoint)")
     attempt = job.attempt + 1
     submission_id = f"{job.id}-r{attempt}"
     try:
         launcher.submit_driver(submission_id=submission_id, job_id=job.id, owner=job.owner, spec_json=job.spec,
-                               resume_run_id=job.run_id)
+                               resume_run_id=run_id)
     except LauncherError as exc:
         raise unavailable(str(exc)) from exc
     if job.rollout_workers != json.loads(job.spec)["resources"]["rollout_workers"]:
-        view.set_desired_workers(job.run_id, job.rollout_workers)
-    _settled.drop(store, job_id)
+        view.set_desired_workers(run_id, job.rollout_workers)
+    caches.settled.drop(job_id)
     with store.session() as s:
-        row = s.get(Job, job_id)
+        row = _row(s, job_id)
         row.attempt, row.submission_id, row.status = attempt, submission_id, "PENDING"
-        row.message, row.finished_at = f"resumed (attempt {attempt}) from the checkpoint at iteration {row.iteration}", None
-    _settled.drop(store, job_id)
+        row.message = f"resumed (attempt {attempt}) from the checkpoint at iteration {row.iteration}"
+        row.finished_at = None
+    caches.settled.drop(job_id)
     log.info("job %s resumed as %s", job_id, submission_id)
-    return get_job(store=store, principal=principal, job_id=job_id)
+    return get_job(store=store, caches=caches, principal=principal, job_id=job_id)
 
 
 def events_payload(kind: str, data: Any) -> str:

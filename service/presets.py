@@ -1,5 +1,5 @@
 """Job specs for the CLI: presets by name (``workers/presets/NAME.json``), spec files, and
-``--set key.path=value`` overrides, validated through :class:`workers.spec.JobSpec` before
+``--set key.path=value`` overrides, validated through :class:`workers.contract.JobSpec` before
 anything is sent."""
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def apply_overrides(spec: dict[str, Any], items: list[str]) -> dict[str, Any]:
 
 
 def validate(spec: dict[str, Any]) -> dict[str, Any]:
-    """Check ``spec`` against :class:`workers.spec.JobSpec`; returns it unchanged (the service
+    """Check ``spec`` against :class:`workers.contract.JobSpec`; returns it unchanged (the service
     fills in defaults itself).
 
     Raises:
@@ -115,7 +115,7 @@ def validate(spec: dict[str, Any]) -> dict[str, Any]:
     """
     from pydantic import ValidationError
 
-    from workers.spec import JobSpec
+    from workers.contract import JobSpec
 
     try:
         JobSpec.model_validate(spec)

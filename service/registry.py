@@ -20,16 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service import declared
 from service.auth import Principal
 from service.errors import ApiError, not_found, unavailable
 from service.schemas import ModelPublic, ModelVersionPublic
 from service.tracking_view import TrackingView
-from workers.spec import NAME_PATTERN
+from workers.contract import NAME_PATTERN
 
 log = logging.getLogger("metarl.service.registry")
 
 #: the version tag the engine writes (workers.driver: ``extra_tags={"owner": ..., "job_id": ...}``)
 OWNER_TAG = "owner"
+#: the version tag naming the algorithm that trained it (workers.model.register)
+ALGORITHM_TAG = "algorithm"
 ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 #: MLflow keeps these for itself: ``@latest`` and ``@v<N>`` already mean a version
 RESERVED_ALIAS = re.compile(r"^(latest|[vV][0-9]+)$", re.IGNORECASE)
@@ -109,11 +112,14 @@ def run_metrics(*, view: TrackingView, run_id: str | None) -> dict[str, float]:
 
 def version_public(mv: Any, *, metrics: dict[str, float] | None = None,
                    aliases: list[str] | None = None) -> ModelVersionPublic:
-    return ModelVersionPublic(
-        name=mv.name, version=str(mv.version), uri=f"models:/{mv.name}/{mv.version}",
-        aliases=sorted(aliases if aliases is not None else (mv.aliases or [])), tags=dict(mv.tags or {}), metrics=metrics or {}, run_id=mv.run_id or None,
-        status=str(mv.status) if mv.status is not None else None, created_at=_ms(mv.creation_timestamp),
-    )
+    tags = dict(mv.tags or {})
+    return ModelVersionPublic.model_validate({
+        "name": mv.name, "version": str(mv.version), "uri": f"models:/{mv.name}/{mv.version}",
+        "aliases": sorted(aliases if aliases is not None else (mv.aliases or [])), "tags": tags,
+        "metrics": metrics or {}, "metrics_declared": declared.for_algorithm(tags.get(ALGORITHM_TAG)),
+        "run_id": mv.run_id or None, "status": str(mv.status) if mv.status is not None else None,
+        "created_at": _ms(mv.creation_timestamp),
+    })
 
 
 def _model_public(rm: Any, versions: list[Any]) -> ModelPublic:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from workers.spec import NAME_PATTERN
+from workers.contract import NAME_PATTERN
 
 
 def _utc(v: dt.datetime) -> dt.datetime:
@@ -56,6 +56,14 @@ class Progress(_Out):
     fraction: float
 
 
+class DeclaredMetric(_Out):
+    """A headline metric the job's algorithm declares: what the CLI and a dashboard show first."""
+
+    key: str = Field(description="the logged name, e.g. meta/return_post")
+    label: str = Field(description="what people read, e.g. return after adaptation")
+    fmt: str = Field(description="Python format spec of a value, e.g. .2f")
+
+
 class JobPublic(_Out):
     id: str
     name: str
@@ -71,6 +79,8 @@ class JobPublic(_Out):
     model_version: str | None = None
     model_uri: str | None = None
     latest_metrics: dict[str, float] = Field(default_factory=dict)
+    metrics_declared: list[DeclaredMetric] = Field(
+        default_factory=list, description="the algorithm's headline metrics, in display order")
     spec: dict[str, Any]
     created_at: UtcDatetime
     updated_at: UtcDatetime
@@ -114,6 +124,8 @@ class ModelVersionPublic(_Out):
     aliases: list[str] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict, description="the training run's final metrics")
+    metrics_declared: list[DeclaredMetric] = Field(
+        default_factory=list, description="the headline metrics its algorithm declares, in display order")
     run_id: str | None = None
     status: str | None = None
     created_at: UtcDatetime | None = None
@@ -162,9 +174,11 @@ class EvaluationPublic(_Out):
     message: str | None = None
     request: EvaluationCreate
     run_id: str | None = None
-    return_pre: float | None = None
-    return_post: float | None = None
-    success_post: float | None = None
+    summary: dict[str, float] = Field(default_factory=dict, description=(
+        "the report's headline numbers once finished, e.g. return_pre, return_post, success_post"))
+    return_pre: float | None = Field(default=None, description="summary['return_pre'] (kept for older clients)")
+    return_post: float | None = Field(default=None, description="summary['return_post'] (kept for older clients)")
+    success_post: float | None = Field(default=None, description="summary['success_post'] (kept for older clients)")
     result: dict[str, Any] | None = Field(None, description="the full report (per task and overall) once finished")
     created_at: UtcDatetime
     updated_at: UtcDatetime
@@ -203,7 +217,7 @@ class KeyPublic(_Out):
     id: str
     owner: str
     admin: bool
-    key: str | None = Field(None, description="shown once, at creation")
+    key: str | None = Field(default=None, description="shown once, at creation")
 
 
 class Health(_Out):

@@ -11,7 +11,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from workers.tracking import CHECKPOINT_DIR, DESIRED_WORKERS_TAG, EXPERIMENT, JOB_ID_TAG
+from workers.contract import CHECKPOINT_DIR, DESIRED_WORKERS_TAG, EXPERIMENT, JOB_ID_TAG
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 

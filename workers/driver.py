@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,14 +25,17 @@ from typing import Any
 import ray
 from pydantic import ValidationError
 
+from algorithms import registry
 from algorithms.errors import NonFiniteError
+from algorithms.plans import IterationPlan, Phase
 from workers import tracking
+from workers.contract import JobSpec, declared_metrics
 from workers.envs import make_family
 from workers.learner import remote_learner
 from workers.loop import TaskSchedule, family_metrics
-from workers.pool import SubmitHook, WorkerPool
+from workers.pool import PhaseResult, SubmitHook, WorkerPool
 from workers.rollout import FamilyRef
-from workers.spec import JobSpec
+from workers.runner import collect
 
 log = logging.getLogger("metarl.driver")
 
@@ -72,6 +75,23 @@ class JobResult:
     nodes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Job:
+    """What one attempt of a job holds while it runs."""
+
+    spec: JobSpec
+    job_id: str
+    owner: str
+    family: Any
+    tracker: Any
+    learner: Any
+    pool: WorkerPool
+    result: JobResult
+    history: list[dict[str, float]] = field(default_factory=list)
+    nodes: set[str] = field(default_factory=set)
+    steps_total: float = 0.0
+
+
 def run_job(
     spec: JobSpec,
     *,
@@ -81,96 +101,26 @@ def run_job(
 ) -> JobResult:
     """Run (or resume) a meta-training job on the connected Ray cluster."""
     hooks = hooks or DriverHooks()
-    job_id = job_id or f"job-{uuid.uuid4().hex[:12]}"
-    owner = os.environ.get("METARL_OWNER", "local")
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, logging_level=logging.WARNING)
-    family = make_family(spec.task_family.name, seed=spec.seed, **spec.task_family.family_kwargs())
-    obs_dim, act_dim, discrete = family.policy_dims()
-    policy_spec = spec.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete)
-    tracker = tracking.Tracker.start(
-        run_name=spec.name, job_id=job_id, params=spec.flat_params(), resume_run_id=resume_run_id
-    )
-    tracker.set_tags({"metarl.spec": spec.model_dump_json(), "metarl.algorithm": spec.algorithm.name,
-                      "metarl.task_family": spec.task_family.name, tracking.OWNER_TAG: owner,
-                      tracking.ATTEMPT_JOB_TAG: job_id})
-    learner = remote_learner(gpus=spec.resources.learner_gpus, node_id=_head_node_id()).remote(
-        spec.algorithm.name, policy_spec, spec.learner_config(), seed=spec.seed, gpus=spec.resources.learner_gpus
-    )
-    history: list[dict[str, float]] = []
-    start_iteration = 0
-    if resume_run_id is not None:
-        state = tracker.latest_checkpoint()
-        if state is None:
-            raise JobFailed(f"run {resume_run_id} has no checkpoint to resume from")
-        ray.get(learner.load_state_dict.remote(state))
-        start_iteration = state.iteration
-        pre = dict(tracker.metric_history("meta/return_pre"))
-        post = dict(tracker.metric_history("meta/return_post"))
-        history = [{"iteration": float(i), "meta/return_pre": pre[i], "meta/return_post": post[i]}
-                   for i in sorted(pre) if i in post and i < start_iteration]
-        log.info("resumed run %s from iteration %d", resume_run_id, start_iteration)
-    info = ray.get(learner.info.remote())
-    tracker.set_tags({"metarl.learner_device": info.device, "metarl.learner_device_name": info.device_name,
-                      "metarl.learner_node": info.node_id})
-    pool = WorkerPool(
-        family=FamilyRef(spec.task_family.name, spec.seed, spec.task_family.family_kwargs()),
-        policy_spec=policy_spec,
-        envs_per_worker=spec.resources.envs_per_worker,
-        seed=spec.seed,
-        name_prefix=f"metarl-{job_id}",
-        on_submit=hooks.on_submit,
-    )
-    schedule = TaskSchedule(family, spec.meta_batch_size, spec.seed)
-    nodes: set[str] = set()
-    steps_total = 0.0
-    if history:
-        steps_total = max((v for _, v in tracker.metric_history("perf/env_steps_total")), default=0.0)
-    result = JobResult(job_id=job_id, run_id=tracker.run_id, iterations=start_iteration, status="RUNNING")
+    job = _start(spec, job_id=job_id or f"job-{uuid.uuid4().hex[:12]}", resume_run_id=resume_run_id, hooks=hooks)
+    tracker, result = job.tracker, job.result
     if hooks.on_start is not None:
         hooks.on_start(tracker.run_id)
     try:
-        pool.resize(spec.resources.rollout_workers)
-        for it in range(start_iteration, spec.iterations):
-            desired = tracker.desired_workers()
-            if desired is not None and desired != pool.size:
-                log.info("iteration %d: resizing rollout workers %d -> %d", it, pool.size, desired)
-                pool.resize(desired)
-            metrics = family_metrics(_iteration(spec, it, schedule, pool, learner, hooks, nodes), family)
-            steps_total += metrics["perf/env_steps"]
-            metrics["perf/env_steps_total"] = steps_total
-            tracker.log_metrics(metrics, step=it)
-            history.append({"iteration": float(it), **metrics})
-            result.iterations = it + 1
-            result.final_metrics = metrics
-            log.info("iteration %d/%d: return pre %.2f post %.2f", it + 1, spec.iterations,
-                     metrics["meta/return_pre"], metrics["meta/return_post"])
-            if hooks.on_iteration is not None:
-                hooks.on_iteration(it, metrics)
+        job.pool.resize(spec.resources.rollout_workers)
+        plan = registry.get(spec.algorithm.name).plan(spec.algorithm)
+        schedule = TaskSchedule(job.family, spec.meta_batch_size, spec.seed)
+        for it in range(result.iterations, spec.iterations):
+            _iterate(job, plan, schedule.tasks(it), it, hooks)
             last = it + 1 == spec.iterations
             if (it + 1) % spec.checkpoint_every == 0 or last:
-                tracker.log_checkpoint(ray.get(learner.state_dict.remote()))
+                tracker.log_checkpoint(ray.get(job.learner.state_dict.remote()))
             if hooks.stop_after_iteration is not None and it + 1 >= hooks.stop_after_iteration and not last:
                 result.status = "STOPPED"
                 tracker.finish("KILLED")
                 return result
-        tracker.log_figure(tracking.learning_curve_png(history, title=f"{spec.name}: {spec.algorithm.name} on {spec.task_family.name}"),
-                           "plots/learning_curve.png")
-        import mlflow
-
-        from workers.model import log_meta_policy
-
-        mlflow.set_tracking_uri(tracking.tracking_uri())
-        with mlflow.start_run(run_id=tracker.run_id):
-            registered = log_meta_policy(
-                state=ray.get(learner.state_dict.remote()), spec=spec, final_metrics=result.final_metrics,
-                register_as=spec.register_as or spec.name, extra_tags={"owner": owner, "job_id": job_id},
-                family=family,
-            )
-        result.model_uri, result.model_version = registered.uri, str(registered.version)
-        tracker.set_tags({"metarl.model_uri": registered.uri, "metarl.nodes": ",".join(sorted(nodes))})
-        result.status = "SUCCEEDED"
-        result.nodes = sorted(nodes)
+        _register(job)
         tracker.finish("FINISHED")
         return result
     except NonFiniteError as exc:
@@ -185,53 +135,175 @@ def run_job(
         tracker.finish("FAILED", failure=f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        pool.shutdown()
-        ray.kill(learner)
+        job.pool.shutdown()
+        ray.kill(job.learner)
 
 
-def _iteration(spec: JobSpec, it: int, schedule: TaskSchedule, pool: WorkerPool, learner: Any,
-               hooks: DriverHooks, nodes: set[str]) -> dict[str, float]:
-    tasks = schedule.tasks(it)
-    t0 = time.perf_counter()
-    params_ref = learner.params.remote()
-    layout, refs, env_steps, sample_s, resubmitted = [], [], 0, 0.0, 0
-    adapt_s = 0.0
-    for phase in range(spec.inner_steps + 1):
-        label = f"{it}:{'valid' if phase == spec.inner_steps else f'train{phase}'}"
-        res = pool.sample(params_ref, tasks, episodes_per_task=spec.episodes_per_task, label=label)
+def _start(spec: JobSpec, *, job_id: str, resume_run_id: str | None, hooks: DriverHooks) -> _Job:
+    """The attempt's family, MLflow run, learner actor (its checkpoint loaded when resuming) and
+    rollout pool."""
+    owner = os.environ.get("METARL_OWNER", "local")
+    family = make_family(spec.task_family.name, seed=spec.seed, **spec.task_family.family_kwargs())
+    obs_dim, act_dim, discrete = family.policy_dims()
+    policy_spec = spec.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete)
+    tracker = tracking.Tracker.start(
+        run_name=spec.name, job_id=job_id, params=spec.flat_params(), resume_run_id=resume_run_id
+    )
+    tracker.set_tags({"metarl.spec": spec.model_dump_json(), "metarl.algorithm": spec.algorithm.name,
+                      "metarl.task_family": spec.task_family.name, tracking.OWNER_TAG: owner,
+                      tracking.ATTEMPT_JOB_TAG: job_id,
+                      tracking.METRICS_TAG: json.dumps(declared_metrics(spec.algorithm.name))})
+    learner = remote_learner(gpus=spec.resources.learner_gpus, node_id=_head_node_id()).remote(
+        spec.algorithm, policy_spec, advantage=spec.advantage, seed=spec.seed, gpus=spec.resources.learner_gpus
+    )
+    pool = WorkerPool(
+        family=FamilyRef(spec.task_family.name, spec.seed, spec.task_family.family_kwargs()),
+        policy_spec=policy_spec, envs_per_worker=spec.resources.envs_per_worker, seed=spec.seed,
+        name_prefix=f"metarl-{job_id}", on_submit=hooks.on_submit,
+    )
+    job = _Job(spec=spec, job_id=job_id, owner=owner, family=family, tracker=tracker, learner=learner, pool=pool,
+               result=JobResult(job_id=job_id, run_id=tracker.run_id, iterations=0, status="RUNNING"))
+    if resume_run_id is not None:
+        _resume(job, resume_run_id)
+    info = ray.get(learner.info.remote())
+    tracker.set_tags({"metarl.learner_device": info.device, "metarl.learner_device_name": info.device_name,
+                      "metarl.learner_node": info.node_id})
+    return job
+
+
+def _resume(job: _Job, run_id: str) -> None:
+    """Load the run's last checkpoint into the learner; the history of the iterations before it
+    (for the learning curve) and the env-step count come from the run's metrics."""
+    state = job.tracker.latest_checkpoint()
+    if state is None:
+        raise JobFailed(f"run {run_id} has no checkpoint to resume from")
+    ray.get(job.learner.load_state_dict.remote(state))
+    start = job.result.iterations = state.iteration
+    keys = [m.key for m in registry.get(job.spec.algorithm.name).metrics]
+    by_step: dict[int, dict[str, float]] = {}
+    for key in keys:
+        for step, value in job.tracker.metric_history(key):
+            if step < start:
+                by_step.setdefault(step, {})[key] = value
+    job.history = [{"iteration": float(i), **by_step[i]} for i in sorted(by_step)]
+    if job.history:
+        job.steps_total = max((v for _, v in job.tracker.metric_history("perf/env_steps_total")), default=0.0)
+    log.info("resumed run %s from iteration %d", run_id, start)
+
+
+def _iterate(job: _Job, plan: IterationPlan, tasks: list[Any], it: int, hooks: DriverHooks) -> None:
+    """One meta-iteration: resize the pool if asked, run the plan, log and report."""
+    desired = job.tracker.desired_workers()
+    if desired is not None and desired != job.pool.size:
+        log.info("iteration %d: resizing rollout workers %d -> %d", it, job.pool.size, desired)
+        job.pool.resize(desired)
+    metrics = family_metrics(_iteration(job, plan, tasks, it, hooks), job.family)
+    job.steps_total += metrics["perf/env_steps"]
+    metrics["perf/env_steps_total"] = job.steps_total
+    job.tracker.log_metrics(metrics, step=it)
+    job.history.append({"iteration": float(it), **metrics})
+    job.result.iterations = it + 1
+    job.result.final_metrics = metrics
+    shown = [f"{m.label} {metrics[m.key]:{m.fmt}}" for m in registry.get(job.spec.algorithm.name).metrics
+             if m.key in metrics]
+    log.info("iteration %d/%d: %s", it + 1, job.spec.iterations, ", ".join(shown))
+    if hooks.on_iteration is not None:
+        hooks.on_iteration(it, metrics)
+
+
+def _register(job: _Job) -> None:
+    """The learning curve, then the meta-policy logged and registered."""
+    import mlflow
+
+    from workers.model import log_meta_policy
+
+    spec, tracker, result = job.spec, job.tracker, job.result
+    title = f"{spec.name}: {spec.algorithm.name} on {spec.task_family.name}"
+    tracker.log_figure(tracking.learning_curve_png(job.history, metrics=registry.get(spec.algorithm.name).metrics,
+                                                   title=title), "plots/learning_curve.png")
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    with mlflow.start_run(run_id=tracker.run_id):
+        registered = log_meta_policy(
+            state=ray.get(job.learner.state_dict.remote()), spec=spec, final_metrics=result.final_metrics,
+            register_as=spec.register_as or spec.name, extra_tags={"owner": job.owner, "job_id": job.job_id},
+            family=job.family,
+        )
+    result.model_uri, result.model_version = registered.uri, str(registered.version)
+    tracker.set_tags({"metarl.model_uri": registered.uri, "metarl.nodes": ",".join(sorted(job.nodes))})
+    result.status = "SUCCEEDED"
+    result.nodes = sorted(job.nodes)
+
+
+@dataclass
+class PoolSource:
+    """Phases sampled by the job's rollout actors: only small stats come back to the driver;
+    the episodes stay in the object store until the learner takes them by reference."""
+
+    pool: WorkerPool
+    episodes_per_task: int
+    iteration: int
+    env_steps: int = 0
+    seconds: float = 0.0
+    resubmitted: int = 0
+    nodes: set[str] = field(default_factory=set)
+
+    def sample(self, phase: Phase, tasks: Sequence[Any], params: Any) -> PhaseResult:
+        label = f"{self.iteration}:{phase.name}"
+        res = self.pool.sample(params, tasks, episodes_per_task=self.episodes_per_task, label=label)
         _check_complete(res.stats, len(tasks), label)
-        layout.append(len(res.episode_refs))
-        refs.extend(res.episode_refs)
-        env_steps += sum(s.env_steps for s in res.stats)
-        sample_s += res.seconds
-        resubmitted += res.resubmitted
-        nodes.update(s.node_id for s in res.stats)
-        if phase < spec.inner_steps:
-            ta = time.perf_counter()
-            params_ref = learner.adapt.remote(params_ref, *res.episode_refs)
-            ray.wait([params_ref])
-            adapt_s += time.perf_counter() - ta
+        self.env_steps += sum(s.env_steps for s in res.stats)
+        self.seconds += res.seconds
+        self.resubmitted += res.resubmitted
+        self.nodes.update(s.node_id for s in res.stats)
+        return res
+
+
+@dataclass
+class ActorLearner:
+    """The learner actor as the runner's learner port: parameters and episodes by reference."""
+
+    actor: Any
+    poison_first_shard: bool = False  # test hook: a NaN reward reaches the outer update
+
+    def meta_params(self) -> Any:
+        return self.actor.params.remote()
+
+    def adapt(self, params: Any, data: PhaseResult, *, k: int) -> Any:
+        ref = self.actor.adapt.remote(params, *data.episode_refs)
+        ray.wait([ref])
+        return ref
+
+    def learn(self, phases: list[PhaseResult]) -> dict[str, float]:
+        refs = [r for p in phases for r in p.episode_refs]
+        if self.poison_first_shard:
+            refs[0] = ray.put(_poison(ray.get(refs[0])))
+        try:
+            return ray.get(self.actor.learn.remote([len(p.episode_refs) for p in phases], *refs))
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, NonFiniteError):
+                raise cause from None
+            raise
+
+
+def _iteration(job: _Job, plan: IterationPlan, tasks: list[Any], it: int, hooks: DriverHooks) -> dict[str, float]:
+    t0 = time.perf_counter()
+    source = PoolSource(job.pool, job.spec.episodes_per_task, it)
+    port = ActorLearner(job.learner, poison_first_shard=hooks.nan_reward_at_iteration == it)
+    collected = collect(plan, tasks, source=source, learner=port)
     t1 = time.perf_counter()
-    if hooks.nan_reward_at_iteration == it:
-        refs[0] = ray.put(_poison(ray.get(refs[0])))
-    try:
-        metrics = ray.get(learner.step.remote(layout, *refs))
-    except ray.exceptions.RayTaskError as exc:
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, NonFiniteError):
-            raise cause from None
-        raise
-    learn_s = time.perf_counter() - t1
+    metrics = port.learn(collected.phases)
+    job.nodes.update(source.nodes)
     metrics.update({
-        "time/sample_s": sample_s,
-        "time/adapt_s": adapt_s,
-        "time/learn_s": learn_s,
+        "time/sample_s": source.seconds,
+        "time/adapt_s": collected.adapt_s,
+        "time/learn_s": time.perf_counter() - t1,
         "time/iteration_s": time.perf_counter() - t0,
-        "perf/env_steps": float(env_steps),
-        "perf/env_steps_per_s": env_steps / max(sample_s, 1e-9),
-        "perf/rollout_workers": float(pool.size),
-        "perf/nodes": float(len(nodes)),
-        "fault/resampled_shards": float(resubmitted),
+        "perf/env_steps": float(source.env_steps),
+        "perf/env_steps_per_s": source.env_steps / max(source.seconds, 1e-9),
+        "perf/rollout_workers": float(job.pool.size),
+        "perf/nodes": float(len(job.nodes)),
+        "fault/resampled_shards": float(source.resubmitted),
         "meta/tasks": float(len(tasks)),
     })
     return metrics

@@ -47,6 +47,14 @@ import numpy as np
 
 from algorithms.episodes import Episodes
 from workers import tracking
+from workers.contract import EVALUATION_EXPERIMENT as EXPERIMENT
+from workers.contract import (
+    EVALUATION_ID_TAG,
+    EVALUATION_REPORT,
+    MODEL_NAME_TAG,
+    MODEL_URI_TAG,
+    MODEL_VERSION_TAG,
+)
 from workers.envs import Task
 from workers.envs.base import SPLITS, Split
 from workers.model import (
@@ -56,19 +64,14 @@ from workers.model import (
     parse_registry_uri,
     resolve_model_version,
 )
+from workers.runner import SamplerSource
 from workers.sampler import Sampler
 
 log = logging.getLogger("metarl.evaluate")
 
-EXPERIMENT = "metarl-evaluations"
-MODEL_URI_TAG = "metarl.model_uri"
-MODEL_NAME_TAG = "metarl.model_name"
-MODEL_VERSION_TAG = "metarl.model_version"
-#: The control plane's evaluation id (``--evaluation-id``); the service finds the run by it.
-EVALUATION_ID_TAG = "metarl.evaluation_id"
+#: The control plane's evaluation id (``--evaluation-id``) must match this; the service finds the
+#: evaluation's run by its tag (``EVALUATION_ID_TAG``).
 EVALUATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-#: Meta-World's protocol: evaluation episodes per test goal after adaptation.
-METAWORLD_EVAL_EPISODES = 3
 #: At most this many sub-envs are built at once; tasks are evaluated in chunks that fit.
 MAX_ENVS = 64
 
@@ -229,23 +232,21 @@ def evaluate(
     model_version = resolved[1] if resolved else None
 
     family = policy.family
-    metaworld = family.name.startswith("metaworld")
-    eval_episodes = METAWORLD_EVAL_EPISODES if metaworld else episodes
+    # the family's evaluation protocol (Meta-World: 3 deterministic episodes per goal)
+    eval_episodes = family.eval_episodes or episodes
     test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split=split)
     per_task = _envs_per_task(episodes=episodes, steps=steps, eval_episodes=eval_episodes)
     chunk = max(1, MAX_ENVS // per_task)
     sampler = Sampler(family, policy.policy_spec, envs_per_task=per_task, seed=seed)
+    source = SamplerSource.evaluating(sampler, family, episodes_per_task=episodes)
     # by_step[k][i]: task i's episodes after k inner steps; by_step[n] the evaluation episodes
     by_step: list[list[Episodes]] = [[] for _ in range(steps + 1)]
     try:
         for i in range(0, len(test_tasks), chunk):
             group: list[Task] = test_tasks[i : i + chunk]
-            adapted = policy.adapt_tasks(group, sampler=sampler, episodes=episodes, steps=steps, later_lr=later_lr)
-            for k in range(steps):
-                by_step[k].extend(adapted.episodes[k])
-            by_step[steps].extend(
-                sampler.sample(group, adapted.params, episodes_per_task=eval_episodes, deterministic=metaworld)
-            )
+            collected = policy.meta_test(group, source=source, steps=steps, later_lr=later_lr)
+            for k, phase in enumerate(collected.phases):
+                by_step[k].extend(phase)
             log.info("evaluated %d/%d %s tasks", min(i + chunk, len(test_tasks)), len(test_tasks), split)
     finally:
         sampler.close()
@@ -272,7 +273,7 @@ def evaluate(
         steps=steps,
         seed=seed,
         eval_episodes=eval_episodes,
-        deterministic_eval=metaworld,
+        deterministic_eval=family.deterministic_eval,
         has_success=family.has_success,
         results=results,
         return_pre=Interval.of([r.return_pre for r in results]),
@@ -365,7 +366,7 @@ def log_evaluation(
         for i in range(0, len(metrics), 1000):  # MLflow's log_batch limit
             client.log_batch(run_id, metrics=metrics[i : i + 1000])
         client.log_batch(run_id, tags=[RunTag("metarl.seconds", f"{report.seconds:.3f}")])
-        client.log_text(run_id, json.dumps(dataclasses.replace(report, run_id=run_id).to_dict(), indent=2), "evaluation.json")
+        client.log_text(run_id, json.dumps(dataclasses.replace(report, run_id=run_id).to_dict(), indent=2), EVALUATION_REPORT)
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise

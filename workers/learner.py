@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from algorithms.base import LearnerState, MetaBatch, PolicyGradientLearner
+from algorithms.base import LearnerState
 from algorithms.episodes import Episodes
 from algorithms.policies import Params, PolicySpec
-from algorithms.registry import make_learner
+from algorithms.registry import AdvantageSpec, AlgorithmSpec, make_learner
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,17 @@ def _flatten(shards: Sequence[list[Episodes]]) -> list[Episodes]:
 
 
 class Learner:
-    """Wraps a :class:`~algorithms.base.MetaLearner`; shards arrive in task order."""
+    """Wraps a registered algorithm's learner (:class:`~algorithms.base.MetaLearner`); shards
+    arrive in task order."""
 
     def __init__(
-        self, algorithm: str, policy_spec: PolicySpec, config: Any, *, seed: int, gpus: float = 0.0, threads: int | None = None
+        self, spec: AlgorithmSpec, policy_spec: PolicySpec, *, advantage: AdvantageSpec | None = None, seed: int,
+        gpus: float = 0.0, threads: int | None = None,
     ) -> None:
         want_cuda = gpus > 0
         self.device = torch.device("cuda" if want_cuda and torch.cuda.is_available() else "cpu")
         torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
-        self.learner: PolicyGradientLearner = make_learner(algorithm, policy_spec, config, seed=seed, device=self.device)
+        self.learner: Any = make_learner(spec, policy_spec, advantage=advantage, seed=seed, device=self.device)
 
     def info(self) -> LearnerInfo:
         from workers.rollout import _node_id
@@ -68,15 +70,14 @@ class Learner:
         start = [params] * len(episodes) if isinstance(params, dict) else params
         return [{k: v.cpu() for k, v in p.items()} for p in self.learner.adapt(start, episodes)]
 
-    def step(self, layout: Sequence[int], *shards: list[Episodes]) -> dict[str, float]:
-        """The outer update.  ``layout[k]`` is the number of shards of phase ``k``: the inner
-        steps' phases in order, then the post-adaptation (validation) phase."""
+    def learn(self, layout: Sequence[int], *shards: list[Episodes]) -> dict[str, float]:
+        """The outer update from an iteration's phases, in the plan's order; ``layout[k]`` is
+        the number of shards of phase ``k``."""
         phases, i = [], 0
         for count in layout:
             phases.append(_flatten(shards[i : i + count]))
             i += count
-        batch = MetaBatch(train=phases[:-1], valid=phases[-1])
-        return dict(self.learner.step(batch).values)
+        return dict(self.learner.learn(phases).values)
 
     def state_dict(self) -> LearnerState:
         return self.learner.state_dict()

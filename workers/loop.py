@@ -1,27 +1,29 @@
-"""One meta-iteration's phases, independent of where sampling happens.
+"""Meta-training in this process (no Ray): seeded task draws, and the algorithm's plan run by the
+phase runner (:mod:`workers.runner`) over a :class:`~workers.sampler.Sampler`.
 
-``collect_meta_batch`` alternates sampling and inner steps exactly as MAML's Algorithm 3 does
-(sample with θ, adapt, ..., sample the post-adaptation episodes); the sampling function is a
-:class:`~workers.sampler.Sampler` in-process or a scatter/gather over Ray rollout actors.
+The Ray driver runs the same plans through the same runner over its rollout actors; the
+learning tests, the benchmarks' learning curves and ``python -m workers.demo`` use this.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from algorithms.base import MetaBatch, MetaLearner
+from algorithms import registry
 from algorithms.episodes import Episodes
-from algorithms.policies import Params
+from algorithms.plans import IterationPlan
 from workers.envs.base import Task, TaskFamily
-
-SampleFn = Callable[[Sequence[Task], Params | Sequence[Params]], list[Episodes]]
-
+from workers.runner import LocalLearner, SamplerSource, collect, cpu_params, run_iteration
 
 #: Metrics that only mean something for families whose episodes report ``info["success"]``.
 SUCCESS_METRICS = ("meta/success_pre", "meta/success_post")
+
+__all__ = ["IterationResult", "TaskSchedule", "collect_phases", "cpu_params", "family_metrics", "plan_of",
+           "train_in_process"]
 
 
 def family_metrics(metrics: dict[str, float], family: TaskFamily) -> dict[str, float]:
@@ -32,24 +34,9 @@ def family_metrics(metrics: dict[str, float], family: TaskFamily) -> dict[str, f
     return {k: v for k, v in metrics.items() if k not in SUCCESS_METRICS}
 
 
-def cpu_params(params: Params) -> Params:
-    return {k: v.detach().cpu() for k, v in params.items()}
-
-
-def collect_meta_batch(learner: MetaLearner, sample: SampleFn, tasks: Sequence[Task], *, inner_steps: int) -> MetaBatch:
-    """Sample with θ, take ``inner_steps`` inner steps (sampling before each), then sample the
-    post-adaptation (validation) episodes with the adapted parameters."""
-    theta = cpu_params(learner.params)
-    current: Params | list[Params] = theta
-    adapted: list[Params] = [theta] * len(tasks)
-    train: list[list[Episodes]] = []
-    for _ in range(inner_steps):
-        episodes = sample(tasks, current)
-        train.append(episodes)
-        adapted = [cpu_params(p) for p in learner.adapt(adapted, episodes)]
-        current = adapted
-    valid = sample(tasks, current)
-    return MetaBatch(train=train, valid=valid)
+def plan_of(learner: object) -> IterationPlan:
+    """The iteration plan of a learner's algorithm, from its registration and its spec."""
+    return registry.get(learner.name).plan(learner.config)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -73,58 +60,50 @@ class IterationResult:
     metrics: dict[str, float]
 
 
+def collect_phases(learner: object, sampler: object, tasks: Sequence[Task], *,
+                   episodes_per_task: int) -> list[list[Episodes]]:
+    """One iteration's phases (the learner's plan) sampled by ``sampler``, without learning."""
+    source = SamplerSource(sampler, episodes_per_task)
+    return collect(plan_of(learner), tasks, source=source, learner=LocalLearner(learner)).phases
+
+
 def train_in_process(
-    learner: MetaLearner,
+    learner: object,
     family: TaskFamily,
     *,
     meta_batch_size: int,
     episodes_per_task: int,
     iterations: int,
-    inner_steps: int,
     seed: int,
     envs_per_task: int | None = None,
     on_iteration: Callable[[IterationResult], None] | None = None,
 ) -> list[IterationResult]:
-    """Meta-train in this process with one :class:`~workers.sampler.Sampler` (no Ray).
-
-    The same phases the distributed driver runs; used by ``make run`` before the service
-    exists, by the learning tests and by the benchmarks' learning curves.
-    """
-    import time
-
+    """Meta-train ``learner`` (a registered algorithm's learner) on ``family`` in this process,
+    from its current iteration to ``iterations``, one :class:`~workers.sampler.Sampler` for all
+    phases."""
     from workers.sampler import Sampler
 
-    sampler = Sampler(family, learner.policy.spec, envs_per_task=envs_per_task or episodes_per_task, seed=seed)
+    plan = plan_of(learner)
+    sampler = Sampler(family, learner.policy.spec, envs_per_task=envs_per_task or episodes_per_task, seed=seed)  # type: ignore[attr-defined]
     schedule = TaskSchedule(family, meta_batch_size, seed)
+    port = LocalLearner(learner)
     steps_total = 0.0
     results = []
-
-    def sample(tasks: Sequence[Task], params: Params | Sequence[Params]) -> list[Episodes]:
-        nonlocal sample_s, steps
-        out = sampler.sample(tasks, params, episodes_per_task=episodes_per_task)
-        sample_s += sampler.last_stats.seconds
-        steps += sampler.last_stats.env_steps
-        return out
-
     try:
-        for it in range(learner.iteration, iterations):
-            sample_s, steps = 0.0, 0
+        for it in range(learner.iteration, iterations):  # type: ignore[attr-defined]
+            source = SamplerSource(sampler, episodes_per_task)
             t0 = time.perf_counter()
-            batch = collect_meta_batch(learner, sample, schedule.tasks(it), inner_steps=inner_steps)
-            t1 = time.perf_counter()
-            update = learner.step(batch)
-            learn_s = time.perf_counter() - t1
-            steps_total += steps
-            metrics = family_metrics(dict(update.values), family)
-            metrics.update(
-                {
-                    "time/sample_s": sample_s,
-                    "time/adapt_s": (t1 - t0) - sample_s,
-                    "time/learn_s": learn_s,
-                    "perf/env_steps_per_s": steps / max(sample_s, 1e-9),
-                    "perf/env_steps_total": steps_total,
-                }
-            )
+            collected, update = run_iteration(plan, schedule.tasks(it), source=source, learner=port)
+            learn_s = time.perf_counter() - t0 - source.seconds - collected.adapt_s
+            steps_total += source.env_steps
+            metrics = family_metrics(update, family)
+            metrics.update({
+                "time/sample_s": source.seconds,
+                "time/adapt_s": collected.adapt_s,
+                "time/learn_s": learn_s,
+                "perf/env_steps_per_s": source.env_steps / max(source.seconds, 1e-9),
+                "perf/env_steps_total": steps_total,
+            })
             result = IterationResult(iteration=it, metrics=metrics)
             results.append(result)
             if on_iteration is not None:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,16 @@ from algorithms.base import LearnerState
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-EXPERIMENT = "metarl"
-DESIRED_WORKERS_TAG = "metarl.desired_rollout_workers"
-JOB_ID_TAG = "metarl.job_id"
-STATUS_TAG = "metarl.status"
-OWNER_TAG = "metarl.owner"
-ATTEMPT_JOB_TAG = "metarl.attempt_job_id"
-FAILURE_TAG = "metarl.failure"
-CHECKPOINT_DIR = "checkpoints"
+# the names the service reads, defined once in the contract (re-exported for the engine's callers)
+from workers.contract import ATTEMPT_JOB_TAG as ATTEMPT_JOB_TAG
+from workers.contract import CHECKPOINT_DIR as CHECKPOINT_DIR
+from workers.contract import DESIRED_WORKERS_TAG as DESIRED_WORKERS_TAG
+from workers.contract import EXPERIMENT as EXPERIMENT
+from workers.contract import FAILURE_TAG as FAILURE_TAG
+from workers.contract import JOB_ID_TAG as JOB_ID_TAG
+from workers.contract import METRICS_TAG as METRICS_TAG
+from workers.contract import OWNER_TAG as OWNER_TAG
+from workers.contract import STATUS_TAG as STATUS_TAG
 
 
 def data_dir() -> Path:
@@ -201,10 +204,12 @@ def load_checkpoint(run_id: str, iteration: int | None = None) -> LearnerState |
 
 
 def _state_to_dict(state: LearnerState) -> dict[str, Any]:
+    """A checkpoint's content: tensors and plain data (the specs as JSON-ready dicts)."""
     return {
         "algorithm": state.algorithm,
         "policy_spec": state.policy_spec,
-        "config": state.config,
+        "config": state.config.model_dump(mode="json"),
+        "advantage": state.advantage.model_dump(mode="json"),
         "params": state.params,
         "optimizer": state.optimizer,
         "iteration": state.iteration,
@@ -212,34 +217,40 @@ def _state_to_dict(state: LearnerState) -> dict[str, Any]:
 
 
 def _state_from_dict(d: dict[str, Any]) -> LearnerState:
-    return LearnerState(**d)
+    from algorithms import registry
+    from algorithms.registry import AdvantageSpec
+
+    spec = registry.get(d["algorithm"]).spec.model_validate(d["config"])
+    return LearnerState(algorithm=d["algorithm"], policy_spec=d["policy_spec"], config=spec, params=d["params"],
+                        optimizer=d["optimizer"], iteration=d["iteration"],
+                        advantage=AdvantageSpec.model_validate(d.get("advantage") or {}))
 
 
-def learning_curve_png(history: list[dict[str, float]], *, title: str) -> bytes:
-    """PNG of pre- vs post-adaptation return (and success, where the family reports it)."""
+def learning_curve_png(history: list[dict[str, float]], *, metrics: Sequence[Any], title: str) -> bytes:
+    """PNG of the algorithm's declared headline metrics over meta-iterations: its returns (or
+    losses) in one panel, its rates (success, accuracy: the metrics whose values all lie in
+    [0, 1] and whose name says so) in a second one where present."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps = [int(h["iteration"]) for h in history]
-    has_success = any(h.get("meta/success_post", 0.0) > 0 or h.get("meta/success_pre", 0.0) > 0 for h in history)
-    fig, axes = plt.subplots(1, 2 if has_success else 1, figsize=(11 if has_success else 6.5, 4), squeeze=False)
-    ax = axes[0][0]
-    ax.plot(steps, [h["meta/return_pre"] for h in history], label="before adaptation", color="tab:gray")
-    ax.plot(steps, [h["meta/return_post"] for h in history], label="after adaptation", color="tab:blue")
-    ax.set_xlabel("meta-iteration")
-    ax.set_ylabel("average return")
-    ax.set_title(title)
-    ax.legend()
-    if has_success:
-        ax2 = axes[0][1]
-        ax2.plot(steps, [h.get("meta/success_pre", 0.0) for h in history], label="before", color="tab:gray")
-        ax2.plot(steps, [h.get("meta/success_post", 0.0) for h in history], label="after", color="tab:green")
-        ax2.set_ylim(0, 1)
-        ax2.set_xlabel("meta-iteration")
-        ax2.set_ylabel("success rate")
-        ax2.legend()
+    shown = [m for m in metrics if any(m.key in h for h in history)]
+    rates = [m for m in shown if any(w in m.key for w in ("success", "accuracy"))]
+    values = [m for m in shown if m not in rates]
+    panels = [p for p in (values, rates) if p]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6.5 * max(1, len(panels)), 4), squeeze=False)
+    for ax, group in zip(axes[0], panels or [[]], strict=False):
+        for m in group:
+            xs = [x for x, h in zip(steps, history, strict=True) if m.key in h]
+            ax.plot(xs, [h[m.key] for h in history if m.key in h], label=m.label)
+        ax.set_xlabel("meta-iteration")
+        if group is rates:
+            ax.set_ylim(0, 1)
+        if group:
+            ax.legend()
+    axes[0][0].set_title(title)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

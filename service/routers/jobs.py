@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ from pydantic import BaseModel
 
 from service import jobs
 from service.db import TERMINAL
-from service.deps import LauncherDep, PrincipalDep, SettingsDep, StoreDep, ViewDep
+from service.deps import JobCachesDep, LauncherDep, PrincipalDep, SettingsDep, StoreDep, ViewDep
 from service.errors import unavailable
 from service.launcher import LauncherError
 from service.schemas import (
@@ -25,7 +26,7 @@ from service.schemas import (
     LogsPublic,
     MetricsPublic,
 )
-from workers.spec import JobSpec
+from workers.contract import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -40,10 +41,12 @@ def _json(model: BaseModel) -> Response:
 
 @router.post("", status_code=201, response_model=JobPublic)
 async def submit(spec: JobSpec, response: Response, store: StoreDep, launcher: LauncherDep, principal: PrincipalDep,
-                 settings: SettingsDep, idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobPublic:
+                 settings: SettingsDep,
+                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobPublic:
     """Validate and submit a meta-training job (the body is the job spec)."""
     job, created = await asyncio.to_thread(jobs.submit_job, store=store, launcher=launcher, principal=principal,
-                                           spec=spec, idempotency_key=idempotency_key, max_active=settings.max_active_jobs)
+                                           spec=spec, idempotency_key=idempotency_key,
+                                           max_active=settings.max_active_jobs)
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -51,40 +54,47 @@ async def submit(spec: JobSpec, response: Response, store: StoreDep, launcher: L
 
 
 @router.get("", response_model=JobsPublic)
-async def list_(store: StoreDep, principal: PrincipalDep, status: JobStatus | None = None,
-                offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
-    body = await asyncio.to_thread(jobs.list_page, store=store, principal=principal, status=status, offset=offset, limit=limit)
+async def list_(store: StoreDep, caches: JobCachesDep, principal: PrincipalDep, status: JobStatus | None = None,
+                offset: Annotated[int, Query(ge=0)] = 0,
+                limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
+    body = await asyncio.to_thread(jobs.list_page, store=store, caches=caches, principal=principal, status=status,
+                                   offset=offset, limit=limit)
     return Response(body, media_type="application/json")
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-async def show(job_id: str, store: StoreDep, view: ViewDep, principal: PrincipalDep) -> Response:
-    job = jobs.cached_job(store=store, principal=principal, job_id=job_id)
+async def show(job_id: str, store: StoreDep, caches: JobCachesDep, view: ViewDep, principal: PrincipalDep) -> Response:
+    job = jobs.cached_job(caches=caches, principal=principal, job_id=job_id)
     if job is not None and job.latest_metrics is not None:  # settled: served from memory
         return _json(jobs.to_public(job, latest_metrics=json.loads(job.latest_metrics)))
-    return _json(await asyncio.to_thread(jobs.show_job, store=store, view=view, principal=principal, job_id=job_id))
+    return _json(await asyncio.to_thread(jobs.show_job, store=store, caches=caches, view=view, principal=principal,
+                                         job_id=job_id))
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic)
-async def metrics(job_id: str, store: StoreDep, view: ViewDep, principal: PrincipalDep,
+async def metrics(job_id: str, store: StoreDep, caches: JobCachesDep, view: ViewDep, principal: PrincipalDep,
                   key: Annotated[list[str] | None, Query(description="only these metrics")] = None) -> Response:
-    job = jobs.cached_job(store=store, principal=principal, job_id=job_id)
-    history = view.cached_history(job.run_id, key, final_as=job.attempt) if job is not None and key else None
-    if history is None:
-        job, history = await asyncio.to_thread(jobs.job_history, store=store, view=view, principal=principal,
-                                               job_id=job_id, keys=key)
+    job = jobs.cached_job(caches=caches, principal=principal, job_id=job_id)
+    history = None
+    if job is not None and job.run_id is not None and key:
+        history = view.cached_history(job.run_id, key, final_as=job.attempt)
+    if job is None or history is None:
+        job, history = await asyncio.to_thread(jobs.job_history, store=store, caches=caches, view=view,
+                                               principal=principal, job_id=job_id, keys=key)
     return _json(MetricsPublic.model_validate({"job_id": job.id, "run_id": job.run_id, "metrics": history}))
 
 
 @router.get("/{job_id}/events")
-async def events(job_id: str, request: Request, store: StoreDep, view: ViewDep, settings: SettingsDep,
-                 principal: PrincipalDep) -> StreamingResponse:
+async def events(job_id: str, request: Request, store: StoreDep, caches: JobCachesDep, view: ViewDep,
+                 settings: SettingsDep, principal: PrincipalDep) -> StreamingResponse:
     """Server-sent events: ``status`` (the job, on every change), ``metrics`` (each finished
     iteration: ``{"step", "metrics"}``), ``end`` (the final job), then the stream closes."""
-    job = await asyncio.to_thread(jobs.get_job, store=store, principal=principal, job_id=job_id)
+    read = functools.partial(jobs.get_job, store=store, caches=caches, principal=principal, job_id=job_id)
+    job = await asyncio.to_thread(read)
 
     async def stream() -> AsyncIterator[str]:
-        last_status, last_step, last_beat = None, -1, time.monotonic()
+        last_status: tuple[str, int, str | None] | None = None
+        last_step, last_beat = -1, time.monotonic()
         current = job
         while True:
             if current.run_id is not None:
@@ -105,16 +115,17 @@ async def events(job_id: str, request: Request, store: StoreDep, view: ViewDep, 
                 yield ": keep-alive\n\n"
                 last_beat = time.monotonic()
             await asyncio.sleep(settings.sse_interval_s)
-            current = await asyncio.to_thread(jobs.get_job, store=store, principal=principal, job_id=job_id)
+            current = await asyncio.to_thread(read)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.get("/{job_id}/logs", response_model=LogsPublic)
-async def logs(job_id: str, store: StoreDep, launcher: LauncherDep, principal: PrincipalDep,
-               tail: Annotated[int | None, Query(ge=1, le=100_000, description="only the last N lines")] = None) -> LogsPublic:
-    job = await asyncio.to_thread(jobs.get_job, store=store, principal=principal, job_id=job_id)
+async def logs(job_id: str, store: StoreDep, caches: JobCachesDep, launcher: LauncherDep, principal: PrincipalDep,
+               tail: Annotated[int | None, Query(ge=1, le=100_000, description="only the last N lines")] = None,
+               ) -> LogsPublic:
+    job = await asyncio.to_thread(jobs.get_job, store=store, caches=caches, principal=principal, job_id=job_id)
     try:
         text = await asyncio.to_thread(launcher.logs, job.submission_id)
     except LauncherError as exc:
@@ -125,22 +136,27 @@ async def logs(job_id: str, store: StoreDep, launcher: LauncherDep, principal: P
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-async def cancel(job_id: str, store: StoreDep, launcher: LauncherDep, view: ViewDep, principal: PrincipalDep) -> JobPublic:
+async def cancel(job_id: str, store: StoreDep, caches: JobCachesDep, launcher: LauncherDep, view: ViewDep,
+                 principal: PrincipalDep) -> JobPublic:
     """Stop the job; its rollout actors, learner and placement groups are released."""
-    job = await asyncio.to_thread(jobs.cancel_job, store=store, launcher=launcher, view=view, principal=principal, job_id=job_id)
+    job = await asyncio.to_thread(jobs.cancel_job, store=store, caches=caches, launcher=launcher, view=view,
+                                  principal=principal, job_id=job_id)
     return jobs.to_public(job)
 
 
 @router.patch("/{job_id}", response_model=JobPublic)
-async def update(job_id: str, body: JobUpdate, store: StoreDep, view: ViewDep, principal: PrincipalDep) -> JobPublic:
+async def update(job_id: str, body: JobUpdate, store: StoreDep, caches: JobCachesDep, view: ViewDep,
+                 principal: PrincipalDep) -> JobPublic:
     """Change ``rollout_workers`` of a pending or running job (applied between iterations)."""
-    job = await asyncio.to_thread(jobs.scale_job, store=store, view=view, principal=principal, job_id=job_id,
-                                  rollout_workers=body.rollout_workers)
+    job = await asyncio.to_thread(jobs.scale_job, store=store, caches=caches, view=view, principal=principal,
+                                  job_id=job_id, rollout_workers=body.rollout_workers)
     return jobs.to_public(job)
 
 
 @router.post("/{job_id}/resume", response_model=JobPublic)
-async def resume(job_id: str, store: StoreDep, launcher: LauncherDep, view: ViewDep, principal: PrincipalDep) -> JobPublic:
+async def resume(job_id: str, store: StoreDep, caches: JobCachesDep, launcher: LauncherDep, view: ViewDep,
+                 principal: PrincipalDep) -> JobPublic:
     """A new attempt of a stopped or failed job from its last checkpoint (same MLflow run)."""
-    job = await asyncio.to_thread(jobs.resume_job, store=store, launcher=launcher, view=view, principal=principal, job_id=job_id)
+    job = await asyncio.to_thread(jobs.resume_job, store=store, caches=caches, launcher=launcher, view=view,
+                                  principal=principal, job_id=job_id)
     return jobs.to_public(job)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from service import auth
 from service.db import ApiKey
-from service.deps import AdminDep, StoreDep
+from service.deps import AdminDep, KeyCacheDep, StoreDep
 from service.errors import not_found
 from service.schemas import KeyCreate, KeyPublic
 
@@ -34,6 +34,6 @@ async def list_(store: StoreDep, _: AdminDep) -> list[KeyPublic]:
 
 
 @router.delete("/{key_id}", status_code=204)
-async def revoke(key_id: str, store: StoreDep, _: AdminDep) -> None:
-    if not await asyncio.to_thread(auth.revoke_key, store, key_id):
+async def revoke(key_id: str, store: StoreDep, cache: KeyCacheDep, _: AdminDep) -> None:
+    if not await asyncio.to_thread(auth.revoke_key, store, key_id, cache=cache):
         raise not_found("key", key_id)

@@ -21,7 +21,7 @@ from service.schemas import (
     ModelVersionPublic,
     ModelVersionsPublic,
 )
-from workers.spec import NAME_PATTERN
+from workers.contract import NAME_PATTERN
 
 router = APIRouter(prefix="/v1", tags=["models"])
 

@@ -18,7 +18,7 @@ import pytest
 
 from workers.envs import make_family
 from workers.loop import train_in_process
-from workers.spec import JobSpec
+from workers.contract import JobSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = "navigation2d-maml-demo"

@@ -42,7 +42,7 @@ def trained(live_service, ray_session) -> Trained:  # noqa: ANN001
     """One tiny model trained by the real driver into the live service's MLflow store (owner
     admin, version 1), plus version 2 of the same files registered for owner carol."""
     from workers.driver import run_job
-    from workers.spec import JobSpec
+    from workers.contract import JobSpec
 
     spec = JobSpec.model_validate({
         "name": MODEL, "algorithm": {"name": "maml", "inner_lr": 0.1}, "task_family": {"name": "navigation2d"},

@@ -15,7 +15,7 @@ import torch
 
 from workers import tracking
 from workers.driver import DriverHooks, JobFailed, run_job
-from workers.spec import JobSpec
+from workers.contract import JobSpec
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]

@@ -332,7 +332,7 @@ def test_navigation2d_normalised_actions_scale_to_the_same_velocity() -> None:
 def test_navigation2d_action_bound_is_a_job_spec_parameter() -> None:
     from pydantic import ValidationError
 
-    from workers.spec import JobSpec
+    from workers.contract import JobSpec
 
     base = {"name": "n", "algorithm": {"name": "maml"}, "iterations": 1}
     spec = JobSpec.model_validate(

@@ -24,7 +24,7 @@ from workers.evaluate import EXPERIMENT, evaluate, main
 from workers.loop import train_in_process
 from workers.model import MetaPolicy, ModelNotFoundError, RegisteredModel, log_meta_policy
 from workers.sampler import Sampler
-from workers.spec import JobSpec
+from workers.contract import JobSpec
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from algorithms.maml import MAMLConfig, PPOConfig, TRPOConfig
 from algorithms.multitask import MultiTaskPGConfig
 from algorithms.reptile import ReptileConfig
-from workers.spec import JobSpec
+from workers.contract import JobSpec
 
 PRESETS = Path(__file__).resolve().parents[2] / "workers" / "presets"
 BASE = {"name": "j", "algorithm": {"name": "maml"}, "task_family": {"name": "navigation2d"}}

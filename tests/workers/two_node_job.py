@@ -12,7 +12,7 @@ from ray.cluster_utils import Cluster
 
 from workers import tracking
 from workers.driver import DriverHooks, run_job
-from workers.spec import JobSpec
+from workers.contract import JobSpec
 
 
 def main() -> None:

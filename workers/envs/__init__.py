@@ -25,6 +25,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from workers.catalog import family_info
+from workers.catalog import family_names as _catalog_names
 from workers.envs.base import (
     SPLITS,
     Split,
@@ -34,52 +36,27 @@ from workers.envs.base import (
     TaskFamilyError,
     set_vector_tasks,
 )
-from workers.envs.cartpole import CartPolePhysicsFamily
-from workers.envs.metaworld import MetaWorldML1Family, MetaWorldML10Family, MetaWorldML45Family
-from workers.envs.mujoco import AntDirFamily, HalfCheetahDirFamily, HalfCheetahVelFamily
-from workers.envs.navigation2d import Navigation2DFamily
-
-FAMILIES: dict[str, type[TaskFamily]] = {
-    cls.name: cls
-    for cls in (
-        Navigation2DFamily,
-        HalfCheetahVelFamily,
-        HalfCheetahDirFamily,
-        AntDirFamily,
-        CartPolePhysicsFamily,
-        MetaWorldML1Family,
-        MetaWorldML10Family,
-        MetaWorldML45Family,
-    )
-}
 
 
 def family_names() -> list[str]:
-    """The registered family names, sorted."""
-    return sorted(FAMILIES)
+    """The registered family names, sorted (:mod:`workers.catalog`)."""
+    return _catalog_names()
 
 
 def family_parameters(name: str) -> dict[str, Any]:
     """The parameters ``make_family(name, ...)`` accepts, with their defaults
-    (``inspect.Parameter.empty`` for a required one); ``seed`` is make_family's own argument.
+    (``inspect.Parameter.empty`` for a required one), as the catalog declares them; ``seed`` is
+    make_family's own argument.
 
     Raises:
         TaskFamilyError: ``name`` is not a registered family.
     """
-    out: dict[str, Any] = {}
-    # a constructor that passes ``**kwargs`` on takes its base class's parameters too
-    for klass in _family_class(name).__mro__:
-        params = inspect.signature(klass.__init__).parameters  # type: ignore[misc]
-        for p in params.values():
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "seed":
-                out.setdefault(p.name, p.default)
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            break
-    return out
+    fields = _info(name).params.model_fields
+    return {k: (inspect.Parameter.empty if f.is_required() else f.default) for k, f in fields.items()}
 
 
 def make_family(name: str, *, seed: int = 0, **params: Any) -> TaskFamily:
-    """Build the family ``name`` with ``params``.
+    """Build the family ``name`` with ``params`` (the others take their defaults).
 
     Args:
         name: a registered family name (see :func:`family_names`).
@@ -91,7 +68,7 @@ def make_family(name: str, *, seed: int = 0, **params: Any) -> TaskFamily:
         TaskFamilyError: unknown family, unknown or missing parameter, or an invalid value;
             the message names the valid choices.
     """
-    cls = _family_class(name)
+    info = _info(name)
     accepted = family_parameters(name)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
@@ -107,20 +84,28 @@ def make_family(name: str, *, seed: int = 0, **params: Any) -> TaskFamily:
         raise TaskFamilyError(
             f"{name}: missing required parameter(s) {missing}; valid parameters: {sorted(accepted)}"
         )
-    if "seed" in inspect.signature(cls.__init__).parameters:
+    if info.seeded:
         params["seed"] = seed
-    return cls(**params)
+    family = info.builder_class()(**params)
+    if not isinstance(family, TaskFamily):
+        raise TaskFamilyError(f"{name} is a {info.kind} task distribution, not a task family of envs")
+    return family
 
 
-def _family_class(name: str) -> type[TaskFamily]:
-    cls = FAMILIES.get(name)
-    if cls is None:
-        raise TaskFamilyError(f"unknown task family {name!r}; valid families: {family_names()}")
-    return cls
+def _info(name: str) -> Any:
+    try:
+        return family_info(name)
+    except LookupError:
+        raise TaskFamilyError(f"unknown task family {name!r}; valid families: {family_names()}") from None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FAMILIES":  # name -> class, for every registered family (imports them all)
+        return {n: family_info(n).builder_class() for n in family_names()}
+    raise AttributeError(f"module 'workers.envs' has no attribute {name!r}")
 
 
 __all__ = [
-    "FAMILIES",
     "SPLITS",
     "Split",
     "Task",

@@ -78,6 +78,10 @@ class TaskFamily(abc.ABC):
     has_success: bool = False
     #: whether samplers clip continuous actions to ``action_space`` before stepping
     clips_actions: bool = True
+    #: meta-test protocol: episodes of the evaluation phase after adaptation (None: as many as
+    #: each adaptation round) and whether they act deterministically (Meta-World: 3, yes)
+    eval_episodes: int | None = None
+    deterministic_eval: bool = False
 
     def __init__(self, *, max_episode_steps: int) -> None:
         if max_episode_steps < 1:

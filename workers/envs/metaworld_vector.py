@@ -43,19 +43,16 @@ wrappers' own ``step`` is not called, so their ``elapsed_steps`` stays at 0.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import mujoco
 import numpy as np
-from metaworld.envs.sawyer_reach_v3 import SawyerReachEnvV3
-from scipy.spatial.transform import Rotation
 
+from workers.envs.metaworld_env import MetaWorldTaskEnv
 from workers.envs.vector import LeanVectorEnv
-
-if TYPE_CHECKING:
-    from workers.envs.metaworld import MetaWorldTaskEnv
 
 #: the mocap orientation ``set_xyz_action`` writes on every step
 _MOCAP_QUAT = np.array([1.0, 0.0, 1.0, 0.0])
@@ -72,8 +69,25 @@ def _norms(v: np.ndarray) -> np.ndarray:
     return np.sqrt(np.vecdot(v, v))
 
 
+@functools.cache
+def _reach_class() -> Any:
+    """Meta-World's reach-v3 env class.  Meta-World and scipy are imported on first use, not with
+    this module: the family module imports it, and importing them takes about half a second."""
+    from metaworld.envs.sawyer_reach_v3 import SawyerReachEnvV3
+
+    return SawyerReachEnvV3
+
+
+@functools.cache
+def _rotation() -> Any:
+    """scipy's ``Rotation`` (imported on first use, see :func:`_reach_class`)."""
+    from scipy.spatial.transform import Rotation
+
+    return Rotation
+
+
 def _is_reach(env: Any) -> bool:
-    return type(env) is SawyerReachEnvV3 and env.reward_function_version == "v2"
+    return type(env) is _reach_class() and env.reward_function_version == "v2"
 
 
 class _Slot:
@@ -101,7 +115,7 @@ class _Slot:
 
 
 class MetaWorldVectorEnv(LeanVectorEnv):
-    """Sub-envs are :class:`~workers.envs.metaworld.MetaWorldTaskEnv`; steps go straight to
+    """Sub-envs are :class:`~workers.envs.metaworld_env.MetaWorldTaskEnv`; steps go straight to
     their active Meta-World env's simulator.
 
     Args:
@@ -112,7 +126,7 @@ class MetaWorldVectorEnv(LeanVectorEnv):
     def __init__(self, env_fns: Sequence[Callable[[], Any]], *, copy: bool = True) -> None:
         super().__init__(env_fns, info_keys=("success",), copy=copy)
         n = self.num_envs
-        self._task_envs = [cast("MetaWorldTaskEnv", env) for env in self.envs]
+        self._task_envs = [cast(MetaWorldTaskEnv, env) for env in self.envs]
         self._horizon = int(self._task_envs[0].max_episode_steps)
         self._slots: list[_Slot | None] = [None] * n
         self._scale = np.zeros(n)
@@ -226,7 +240,7 @@ class MetaWorldVectorEnv(LeanVectorEnv):
         objs[:] = 0.0
         if nr:
             objs[r, :3] = bodies[:m, 3][r]
-            objs[r, 3:7] = Rotation.from_matrix(xmat[:m][r].reshape(nr, 3, 3)).as_quat()
+            objs[r, 3:7] = _rotation().from_matrix(xmat[:m][r].reshape(nr, 3, 3)).as_quat()
         for j in generic:
             objs[j] = self._objects(cast(_Slot, self._slots[which[j]]).mw)
         obs[:, _CURR : 2 * _CURR] = self._prev[sel]

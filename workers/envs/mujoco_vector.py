@@ -8,7 +8,7 @@ in the simulator itself (measured here: 41.6 µs a step, of which ``mj_step`` wi
 ``dt`` property and ``mj_rnePostConstraint``, which fills ``cacc``/``cfrc_int``/``cfrc_ext``
 that the half-cheetah (no sensors, no contact cost) never reads.  :class:`CheetahVectorEnv`
 keeps gymnasium's envs for everything but the step (construction, seeding, ``reset`` and its
-noise, task switching through the package's :class:`~workers.envs.mujoco.MujocoTaskEnv`), and
+noise, task switching through the package's :class:`~workers.envs.mujoco_env.MujocoTaskEnv`), and
 steps their ``MjData`` directly:
 
 * actions are clipped to the action space in float64, as :class:`MujocoTaskEnv` does (not
@@ -31,23 +31,21 @@ own ``step`` is not called, so their ``elapsed_steps`` stays at 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
+from workers.envs.mujoco_env import MujocoTaskEnv
 from workers.envs.vector import LeanVectorEnv
-
-if TYPE_CHECKING:
-    from workers.envs.mujoco import MujocoTaskEnv
 
 #: ``(x_velocity [n], ctrl_reward [n], task values [n]) -> task reward [n]``
 BatchReward = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 class CheetahVectorEnv(LeanVectorEnv):
-    """Sub-envs are :class:`~workers.envs.mujoco.MujocoTaskEnv` over gymnasium's
+    """Sub-envs are :class:`~workers.envs.mujoco_env.MujocoTaskEnv` over gymnasium's
     ``HalfCheetahEnv``; steps go straight to their simulators.
 
     Args:
@@ -65,7 +63,7 @@ class CheetahVectorEnv(LeanVectorEnv):
     ) -> None:
         super().__init__(env_fns, info_keys=(), copy=copy)
         self._batch_reward = batch_reward
-        self._task_envs = [cast("MujocoTaskEnv", env) for env in self.envs]
+        self._task_envs = [cast(MujocoTaskEnv, env) for env in self.envs]
         inner = [cast(HalfCheetahEnv, env.env) for env in self._task_envs]
         first = inner[0]
         self._models = [e.model for e in inner]

@@ -7,7 +7,7 @@ inner policy-gradient step MAML takes, so its post-adaptation return is directly
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import torch
 
@@ -18,34 +18,27 @@ from algorithms.base import (
     UpdateMetrics,
     check_finite,
 )
-from algorithms.batch import AdvantageConfig
+from algorithms.episodes import Episodes
+from algorithms.multitask import MultiTaskPGSpec
 from algorithms.policies import PolicySpec
-
-
-@dataclass(frozen=True)
-class MultiTaskPGConfig:
-    #: fine-tuning step size used by ``adapt`` (same role as MAML's inner_lr).
-    inner_lr: float = 0.1
-    inner_steps: int = 1
-    lr: float = 3e-4
-    clip: float = 0.2
-    epochs: int = 10
-    minibatches: int = 4
-    entropy_coef: float = 0.0
-    max_grad_norm: float = 0.5
-    advantage: AdvantageConfig = field(default_factory=lambda: AdvantageConfig(gae_lambda=0.95))
+from algorithms.registry import AdvantageSpec
 
 
 class MultiTaskPG(PolicyGradientLearner):
     name = "multitask-pg"
-    config: MultiTaskPGConfig
+    config: MultiTaskPGSpec
 
     def __init__(
-        self, spec: PolicySpec, config: MultiTaskPGConfig | None = None, *, seed: int = 0, device: str | torch.device = "cpu"
+        self, policy_spec: PolicySpec, spec: MultiTaskPGSpec | None = None, *, advantage: AdvantageSpec | None = None,
+        seed: int = 0, device: str | torch.device = "cpu",
     ) -> None:
-        super().__init__(spec, config or MultiTaskPGConfig(), seed=seed, device=device)
+        super().__init__(policy_spec, spec or MultiTaskPGSpec(), advantage=advantage, seed=seed, device=device)
         self._optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr, eps=1e-5)
         self._gen = torch.Generator().manual_seed(seed)
+
+    def learn(self, phases: Sequence[Sequence[Episodes]]) -> UpdateMetrics:
+        """The update from the one phase of its plan (θ's episodes; no post-adaptation phase)."""
+        return self.step(MetaBatch(train=[list(phases[0])], valid=None))
 
     def step(self, batch: MetaBatch) -> UpdateMetrics:
         cfg = self.config
@@ -84,4 +77,4 @@ class MultiTaskPG(PolicyGradientLearner):
         return self._finish(metrics, batch)
 
 
-__all__ = ["MultiTaskPG", "MultiTaskPGConfig"]
+__all__ = ["MultiTaskPG"]

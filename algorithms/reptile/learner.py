@@ -8,23 +8,15 @@ update moves θ towards the adapted parameters: ``θ ← θ + ε · mean_i(φ_i 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 
 from algorithms import functional as F
 from algorithms.base import MetaBatch, PolicyGradientLearner, UpdateMetrics, check_finite
-from algorithms.batch import AdvantageConfig, TaskBatch
+from algorithms.batch import TaskBatch
 from algorithms.policies import Params, PolicySpec, expand_params
-
-
-@dataclass(frozen=True)
-class ReptileConfig:
-    inner_lr: float = 0.1
-    inner_steps: int = 3
-    #: ε, the outer step size.
-    outer_lr: float = 0.5
-    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+from algorithms.registry import AdvantageSpec
+from algorithms.reptile import ReptileSpec
 
 
 def reptile_update(theta: Params, adapted: Params, *, outer_lr: float) -> Params:
@@ -34,12 +26,13 @@ def reptile_update(theta: Params, adapted: Params, *, outer_lr: float) -> Params
 
 class Reptile(PolicyGradientLearner):
     name = "reptile"
-    config: ReptileConfig
+    config: ReptileSpec
 
     def __init__(
-        self, spec: PolicySpec, config: ReptileConfig | None = None, *, seed: int = 0, device: str | torch.device = "cpu"
+        self, policy_spec: PolicySpec, spec: ReptileSpec | None = None, *, advantage: AdvantageSpec | None = None,
+        seed: int = 0, device: str | torch.device = "cpu",
     ) -> None:
-        super().__init__(spec, config or ReptileConfig(), seed=seed, device=device)
+        super().__init__(policy_spec, spec or ReptileSpec(), advantage=advantage, seed=seed, device=device)
 
     def adapted(self, train: Sequence[TaskBatch]) -> Params:
         """φ_i after the inner steps on the train batches (first order, no graph)."""

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,7 +32,8 @@ from algorithms.base import (
     UpdateMetrics,
     check_finite,
 )
-from algorithms.batch import AdvantageConfig, TaskBatch
+from algorithms.batch import TaskBatch
+from algorithms.maml import MAMLSpec, PPOSpec, TRPOSpec, VanillaSpec
 from algorithms.policies import (
     DistParams,
     GaussianMLPPolicy,
@@ -42,58 +42,8 @@ from algorithms.policies import (
     PolicySpec,
     expand_params,
 )
+from algorithms.registry import AdvantageSpec
 from algorithms.trpo import backtracking_line_search, conjugate_gradient
-
-
-@dataclass(frozen=True)
-class TRPOConfig:
-    """TRPO outer step; defaults of the MAML paper's code (max_kl 0.01, 10 CG iterations)."""
-
-    name: Literal["trpo"] = "trpo"
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 1e-5
-    backtrack_ratio: float = 0.8
-    max_backtracks: int = 15
-    #: "fisher": Gauss-Newton/Fisher-vector products; "exact": double backward of the KL.
-    curvature: Literal["fisher", "exact"] = "fisher"
-    #: fraction of each task's episodes the curvature is evaluated on (1.0 = all).
-    curvature_subsample: float = 0.25
-
-
-@dataclass(frozen=True)
-class PPOConfig:
-    """PPO-clip outer step (Adam on θ, several epochs over the meta-batch)."""
-
-    name: Literal["ppo"] = "ppo"
-    lr: float = 3e-4
-    clip: float = 0.2
-    epochs: int = 5
-    max_grad_norm: float = 1.0
-    target_kl: float | None = 0.05
-
-
-@dataclass(frozen=True)
-class VanillaPGConfig:
-    """A single Adam step on the post-adaptation policy-gradient loss."""
-
-    name: Literal["vanilla"] = "vanilla"
-    lr: float = 1e-3
-    max_grad_norm: float = 1.0
-
-
-OuterConfig = TRPOConfig | PPOConfig | VanillaPGConfig
-
-
-@dataclass(frozen=True)
-class MAMLConfig:
-    inner_lr: float = 0.1
-    inner_steps: int = 1
-    first_order: bool = False
-    outer: OuterConfig = field(default_factory=TRPOConfig)
-    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
-    #: how the per-task computations are batched: "stacked" (one batched graph), "vmap".
-    task_batching: Literal["stacked", "vmap"] = "stacked"
 
 
 @dataclass
@@ -108,19 +58,20 @@ class MAML(PolicyGradientLearner):
     """The MAML meta-learner; implements :class:`algorithms.base.MetaLearner`.
 
     >>> from algorithms.policies import PolicySpec
-    >>> learner = MAML(PolicySpec(obs_dim=2, act_dim=2, hidden_sizes=(8,)), MAMLConfig(), seed=0)
+    >>> learner = MAML(PolicySpec(obs_dim=2, act_dim=2, hidden_sizes=(8,)), MAMLSpec(), seed=0)
     >>> sorted(learner.params)[:2]
     ['body.0.bias', 'body.0.weight']
     """
 
     name = "maml"
-    config: MAMLConfig
+    config: MAMLSpec
 
     def __init__(
-        self, spec: PolicySpec, config: MAMLConfig | None = None, *, seed: int = 0, device: str | torch.device = "cpu"
+        self, policy_spec: PolicySpec, spec: MAMLSpec | None = None, *, advantage: AdvantageSpec | None = None,
+        seed: int = 0, device: str | torch.device = "cpu",
     ) -> None:
-        super().__init__(spec, config or MAMLConfig(), seed=seed, device=device)
-        if isinstance(self.config.outer, PPOConfig | VanillaPGConfig):
+        super().__init__(policy_spec, spec or MAMLSpec(), advantage=advantage, seed=seed, device=device)
+        if isinstance(self.config.outer, PPOSpec | VanillaSpec):
             self._optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.outer.lr)
 
     def adapted(self, train: Sequence[TaskBatch], *, theta: Params | None = None, create_graph: bool = True) -> Params:
@@ -138,7 +89,7 @@ class MAML(PolicyGradientLearner):
         train = [self.batch(step) for step in batch.train]
         valid = self.batch(batch.valid)
         outer = self.config.outer
-        if isinstance(outer, TRPOConfig):
+        if isinstance(outer, TRPOSpec):
             metrics = self.trpo_step(train, valid)
         else:
             metrics = self.gradient_step(train, valid)
@@ -158,7 +109,7 @@ class MAML(PolicyGradientLearner):
     def trpo_step(self, train: Sequence[TaskBatch], valid: TaskBatch) -> UpdateMetrics:
         """One TRPO outer step (Schulman et al. 2015) through the inner adaptation."""
         cfg = self.config.outer
-        assert isinstance(cfg, TRPOConfig)
+        assert isinstance(cfg, TRPOSpec)
         theta0 = {k: v.detach().clone().requires_grad_(True) for k, v in self.params.items()}
         names = list(theta0)
         obj = self.outer_objective(train, valid, theta=theta0)
@@ -283,26 +234,26 @@ class MAML(PolicyGradientLearner):
     def gradient_step(self, train: Sequence[TaskBatch], valid: TaskBatch) -> UpdateMetrics:
         """PPO-clip (several epochs) or vanilla PG (one step) with Adam on θ."""
         cfg = self.config.outer
-        assert self._optimizer is not None and not isinstance(cfg, TRPOConfig)
+        assert self._optimizer is not None and not isinstance(cfg, TRPOSpec)
         backup = {k: v.clone() for k, v in self.params.items()}
         theta = dict(self.policy.named_parameters())
         with torch.no_grad():
             phi0 = self.adapted(train, theta=self.params, create_graph=False)
             old_dist = F.detach_dist(self.policy.forward_stacked(phi0, valid.obs))
             old_logp = self.policy.log_prob(old_dist, valid.actions)
-        epochs = cfg.epochs if isinstance(cfg, PPOConfig) else 1
+        epochs = cfg.epochs if isinstance(cfg, PPOSpec) else 1
         first_loss = last_kl = 0.0
         done = 0
         for epoch in range(epochs):
             phi = self.adapted(train, theta=theta)
             dist = self.policy.forward_stacked(phi, valid.obs)
-            if isinstance(cfg, PPOConfig):
+            if isinstance(cfg, PPOSpec):
                 loss = F.clipped_surrogate_loss(self.policy, dist, valid, old_logp, clip=cfg.clip).mean()
             else:
                 loss = F.surrogate_loss(self.policy, dist, valid, old_logp).mean()
             with torch.no_grad():
                 last_kl = float(F.mean_kl(self.policy, old_dist, F.detach_dist(dist), valid).mean())
-            if isinstance(cfg, PPOConfig) and cfg.target_kl is not None and epoch > 0 and last_kl > cfg.target_kl:
+            if isinstance(cfg, PPOSpec) and cfg.target_kl is not None and epoch > 0 and last_kl > cfg.target_kl:
                 break
             try:
                 check_finite("outer loss", loss)

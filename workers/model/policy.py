@@ -1,12 +1,5 @@
-"""The registered meta-policy: log it to MLflow, load it back, act and adapt.
-
-A trained meta-policy is logged as an MLflow ``pyfunc`` model (a :class:`MetaPolicyModel`, not
-``mlflow.pytorch``'s ``pt2`` format, which fixes the batch size) whose artifacts are
-
-* ``params.pt``: the meta-parameters θ, a plain ``{name: tensor}`` dict saved on the CPU;
-* ``policy.json``: everything needed to rebuild and adapt the policy -- the
-  :class:`~algorithms.policies.PolicySpec` fields, the job spec, the algorithm, the inner
-  step size and the advantage estimator (see :data:`FORMAT_VERSION`).
+"""The meta-policy as a user holds it: load it (a registry URI, a run, a directory), act,
+adapt it to a new task, save it.
 
 Three lines take a registered model to a policy adapted to a new task::
 
@@ -14,15 +7,10 @@ Three lines take a registered model to a policy adapted to a new task::
     q = p.adapt(task, episodes=20, steps=1)   # a workers.envs.Task or a gymnasium env
     q.act(obs)
 
-The pyfunc model (``mlflow.pyfunc.load_model(uri).predict(obs)``) maps a float32 batch of
-observations ``[N, obs_dim]`` to deterministic actions (the Gaussian mean clipped to the action
-space, or the argmax action); it does not adapt -- use :class:`MetaPolicy` for that.  Plain
-MLflow finds the registry only through ``MLFLOW_TRACKING_URI`` (else it looks in
-``./mlflow.db``): set it to the service's store.
-
-``MetaPolicy`` resolves registry URIs against :func:`workers.tracking.tracking_uri`
-(``MLFLOW_TRACKING_URI``, else the SQLite store under ``METARL_HOME``), the store the driver
-registers models in.
+Adaptation is the algorithm's meta-test plan (:mod:`algorithms.plans`) run by the phase runner
+(:mod:`workers.runner`), the same loop that trains and evaluates.  Registry URIs are resolved
+against :func:`workers.tracking.tracking_uri` (``MLFLOW_TRACKING_URI``, else the SQLite store
+under ``METARL_HOME``), the store the driver registers models in.
 """
 
 from __future__ import annotations
@@ -30,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,9 +30,11 @@ import torch
 from torch.func import functional_call
 
 from algorithms import functional as F
-from algorithms.base import LearnerState, check_finite
-from algorithms.batch import AdvantageConfig, make_task_batch
+from algorithms import registry
+from algorithms.base import check_finite
+from algorithms.batch import make_task_batch
 from algorithms.episodes import Episodes
+from algorithms.plans import IterationPlan
 from algorithms.policies import (
     Params,
     Policy,
@@ -55,57 +43,22 @@ from algorithms.policies import (
     stack_params,
     unstack_params,
 )
-from workers import tracking
+from algorithms.registry import AdvantageSpec
+from workers.contract import JobSpec
 from workers.envs import Task, TaskFamily, TaskFamilyError, make_family
+from workers.model import env_rollout, uris
+from workers.model.uris import ModelNotFoundError
+from workers.runner import Collected, SamplerSource, collect
 from workers.sampler import Sampler
-from workers.spec import JobSpec
 
-# MLflow starts its telemetry client when it is imported: switch it off first (it reaches out by default).
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-import mlflow  # noqa: E402
-import mlflow.pyfunc  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.models import infer_signature  # noqa: E402
-from mlflow.pyfunc import PythonModel  # noqa: E402
-
-#: The artifact name the model is logged under in its run.
-ARTIFACT_NAME = "meta_policy"
 #: Version of the ``policy.json`` layout; bumped on incompatible changes.
 FORMAT_VERSION = 1
 PARAMS_FILE = "params.pt"
 CARD_FILE = "policy.json"
-_PARAMS_ARTIFACT = "params"
-_CARD_ARTIFACT = "policy"
-#: An episode of a plain gymnasium env without a known horizon is cut here.
-_MAX_ENV_STEPS = 100_000
-
-
-class ModelNotFoundError(LookupError):
-    """The model URI names nothing in the tracking store (or no directory on disk)."""
 
 
 class ModelFormatError(ValueError):
-    """The files found are not a meta-policy written by :func:`log_meta_policy`."""
-
-
-@dataclass(frozen=True)
-class RegisteredModel:
-    """Where :func:`log_meta_policy` put the model.
-
-    Attributes:
-        name: the registered model name, or None when it was only logged.
-        version: the registered version, or None when it was only logged.
-        uri: ``models:/NAME/VERSION`` when registered, else the logged model's ``models:/m-...``.
-        run_id: the MLflow run the model was logged in.
-        model_id: MLflow's logged-model id (``m-...``).
-    """
-
-    name: str | None
-    version: int | None
-    uri: str
-    run_id: str
-    model_id: str
+    """The files found are not a meta-policy written by :func:`workers.model.log_meta_policy`."""
 
 
 @dataclass(frozen=True)
@@ -122,131 +75,7 @@ class TaskAdaptation:
     episodes: list[list[Episodes]]
 
 
-# ---- logging ---------------------------------------------------------------------------------
-
-
-def log_meta_policy(
-    *, state: LearnerState, spec: JobSpec, final_metrics: dict[str, float], register_as: str | None,
-    extra_tags: dict[str, str] | None = None, family: TaskFamily | None = None,
-) -> RegisteredModel:
-    """Log the meta-policy of ``state`` to the active MLflow run as a pyfunc model, and register
-    it as ``register_as`` (unless None) with version tags describing it.
-
-    Args:
-        state: the learner's final state (its ``params`` are θ).
-        spec: the job spec that trained it (stored with the model; adaptation rebuilds the task
-            family from it).
-        final_metrics: the last iteration's metrics; ``meta/return_pre``, ``meta/return_post``
-            and ``meta/success_post`` become version tags where present.
-        register_as: registered model name, or None to log without registering.
-        extra_tags: more version tags (the driver adds ``owner`` and ``job_id``).
-        family: the job's task family, where the caller has it built (its action bounds are
-            stored with the model; without it the family is built from ``spec``).
-
-    Raises:
-        RuntimeError: no MLflow run is active.
-        ValueError: ``state`` does not belong to ``spec`` or its parameters do not fit its
-            policy spec.
-    """
-    run = mlflow.active_run()
-    if run is None:
-        raise RuntimeError(
-            "log_meta_policy needs an active MLflow run: call it inside `with mlflow.start_run(...)`"
-        )
-    if state.algorithm != spec.algorithm.name:
-        raise ValueError(
-            f"the learner state is for algorithm {state.algorithm!r} but the job spec says "
-            f"{spec.algorithm.name!r}; pass the spec the state was trained with"
-        )
-    policy = MetaPolicy.from_learner_state(spec, state, source=f"runs:/{run.info.run_id}/{ARTIFACT_NAME}")
-    if family is not None:
-        policy._family = family
-    ps = state.policy_spec
-    example_in = np.zeros((1, ps.obs_dim), np.float32)
-    signature = infer_signature(example_in, policy.act(example_in))
-    with tempfile.TemporaryDirectory(prefix="metarl-model-") as tmp:
-        paths = policy.save(Path(tmp), run_id=run.info.run_id)
-        info = mlflow.pyfunc.log_model(
-            name=ARTIFACT_NAME,
-            python_model=MetaPolicyModel(),
-            artifacts={_PARAMS_ARTIFACT: str(paths[0]), _CARD_ARTIFACT: str(paths[1])},
-            signature=signature,
-            input_example=example_in,
-            # explicit requirements: inferring them loads the model in a subprocess (~2 s more)
-            pip_requirements=_requirements(),
-            metadata={"algorithm": state.algorithm, "task_family": spec.task_family.name},
-        )
-    model_id = str(info.model_id)
-    if register_as is None:
-        return RegisteredModel(name=None, version=None, uri=info.model_uri, run_id=run.info.run_id, model_id=model_id)
-    tags = {
-        "algorithm": state.algorithm,
-        "task_family": spec.task_family.name,
-        "env_name": spec.task_family.env_name or "",
-        "spec": spec.model_dump_json(),
-        **(extra_tags or {}),
-    }
-    for key in ("return_pre", "return_post", "success_post"):
-        value = final_metrics.get(f"meta/{key}")
-        if value is not None:
-            tags[key] = repr(float(value))
-    version = mlflow.register_model(info.model_uri, register_as, tags=tags)
-    number = int(version.version)
-    return RegisteredModel(
-        name=register_as, version=number, uri=f"models:/{register_as}/{number}", run_id=run.info.run_id, model_id=model_id
-    )
-
-
-def _requirements() -> list[str]:
-    import cloudpickle
-    import gymnasium
-    import pydantic
-
-    return [
-        f"mlflow=={mlflow.__version__}",
-        f"cloudpickle=={cloudpickle.__version__}",
-        f"torch=={torch.__version__.split('+')[0]}",
-        f"numpy=={np.__version__}",
-        f"gymnasium=={gymnasium.__version__}",
-        f"pydantic=={pydantic.__version__}",
-    ]
-
-
-class MetaPolicyModel(PythonModel):
-    """The pyfunc face of a meta-policy: observations → deterministic actions (no adaptation).
-
-    ``predict`` takes a float32 ``[N, obs_dim]`` array (or a DataFrame of those columns) and
-    returns ``[N, act_dim]`` float32 Gaussian means clipped to the action space (what the env
-    applies), or ``[N]`` int64 argmax actions for a discrete policy.
-    """
-
-    def __init__(self) -> None:
-        self._policy: MetaPolicy | None = None
-
-    def load_context(self, context: Any) -> None:
-        """Load the policy (on the CPU) from the model's artifacts."""
-        self._policy = MetaPolicy.from_files(
-            params_file=Path(context.artifacts[_PARAMS_ARTIFACT]),
-            card_file=Path(context.artifacts[_CARD_ARTIFACT]),
-            source="pyfunc",
-        )
-
-    @property
-    def policy(self) -> MetaPolicy:
-        """The loaded :class:`MetaPolicy`."""
-        if self._policy is None:
-            raise RuntimeError("MetaPolicyModel is not loaded: use mlflow.pyfunc.load_model(uri)")
-        return self._policy
-
-    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
-        """Deterministic actions for a batch of observations ``[N, obs_dim]``."""
-        x = np.asarray(model_input, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[None]
-        return self.policy.act(x, deterministic=True)
-
-
-# ---- the policy ------------------------------------------------------------------------------
+# ---- the policy ----------------------------------------------------------------------------------
 
 
 class MetaPolicy:
@@ -268,7 +97,7 @@ class MetaPolicy:
         params: Params,
         algorithm: str,
         inner_lr: float,
-        advantage: AdvantageConfig,
+        advantage: AdvantageSpec,
         iteration: int = 0,
         source: str = "",
         adapted_steps: int = 0,
@@ -343,25 +172,10 @@ class MetaPolicy:
             ModelNotFoundError: nothing at ``uri``; the message names the store searched.
             ModelFormatError: what is there is not a meta-policy.
         """
-        if not _is_remote(uri):
+        if not uris.is_remote(uri):
             return cls.from_directory(Path(uri).expanduser(), source=uri)
-        canonical = resolve_model_uri(uri)
-        store = tracking.tracking_uri()
         with tempfile.TemporaryDirectory(prefix="metarl-model-") as tmp:
-            try:
-                source = canonical
-                parsed = parse_registry_uri(canonical)
-                if parsed is not None and parsed[1] is not None and parsed[1].isdigit():
-                    # MLflow looks models:/NAME/V up in its default registry (./mlflow.db unless
-                    # MLFLOW_TRACKING_URI is set), not in `store`: resolve the files' location here
-                    registry = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
-                    source = registry.get_model_version_download_uri(parsed[0], parsed[1])
-                local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=store)
-            except MlflowException as exc:
-                raise ModelNotFoundError(
-                    f"cannot load {uri!r} from tracking store {store}: {exc.message.rstrip('.')}"
-                ) from exc
-            return cls.from_directory(Path(local), source=uri)
+            return cls.from_directory(Path(uris.download(uri, tmp)), source=uri)
 
     @classmethod
     def from_directory(cls, path: Path, *, source: str | None = None) -> MetaPolicy:
@@ -402,7 +216,7 @@ class MetaPolicy:
             params=params,
             algorithm=card["algorithm"],
             inner_lr=card["inner_lr"],
-            advantage=AdvantageConfig(**card["advantage"]),
+            advantage=AdvantageSpec.model_validate(card["advantage"]),
             iteration=card.get("iteration", 0),
             source=source,
             adapted_steps=card.get("adapted_steps", 0),
@@ -420,13 +234,12 @@ class MetaPolicy:
         alone achieves without meta-training.  ``save`` it to a directory to evaluate it with
         :func:`workers.evaluate.evaluate`.
         """
-        from algorithms.registry import make_learner
-
         tf = spec.task_family
         family = make_family(tf.name, seed=spec.seed, **tf.family_kwargs())
         obs_dim, act_dim, discrete = family.policy_dims()
         policy_spec = spec.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete)
-        state = make_learner(spec.algorithm.name, policy_spec, spec.learner_config(), seed=spec.seed).state_dict()
+        learner = registry.make_learner(spec.algorithm, policy_spec, advantage=spec.advantage, seed=spec.seed)
+        state = learner.state_dict()
         out = cls.from_learner_state(spec, state, source=f"initial:{spec.name}:seed{spec.seed}")
         out._family = family
         return out
@@ -441,7 +254,7 @@ class MetaPolicy:
             params=state.params,
             algorithm=state.algorithm,
             inner_lr=float(state.config.inner_lr),
-            advantage=state.config.advantage,
+            advantage=state.advantage,
             iteration=state.iteration,
             source=source,
         )
@@ -455,7 +268,7 @@ class MetaPolicy:
             "format_version": FORMAT_VERSION,
             "algorithm": self.algorithm,
             "inner_lr": self.inner_lr,
-            "advantage": dataclasses.asdict(self.advantage),
+            "advantage": self.advantage.model_dump(mode="json"),
             "policy_spec": dataclasses.asdict(self._policy_spec),
             "job_spec": json.loads(self._spec.model_dump_json()),
             "iteration": self.iteration,
@@ -578,17 +391,27 @@ class MetaPolicy:
         step per task (step size :meth:`step_lr`).  The episodes are returned too (for
         evaluation: ``episodes[k]`` were sampled after ``k`` steps)."""
         _check_positive(episodes=episodes, steps=steps)
+        collected = self.meta_test(tasks, source=SamplerSource(sampler, episodes), steps=steps, later_lr=later_lr,
+                                   evaluate=False)
+        return TaskAdaptation(params=collected.params, episodes=collected.phases)
+
+    def adaptation_plan(self, steps: int, *, evaluate: bool = True) -> IterationPlan:
+        """The algorithm's meta-test plan: ``steps`` rounds of episodes and inner step, then (with
+        ``evaluate``) the evaluation phase."""
+        plan = registry.get(self.algorithm).adaptation(self._spec.algorithm, steps)
+        return plan if evaluate else IterationPlan(tuple(p for p in plan.phases if not p.evaluation))
+
+    def meta_test(self, tasks: Sequence[Task], *, source: Any, steps: int, later_lr: float | None = None,
+                  evaluate: bool = True) -> Collected:
+        """Run the meta-test plan on ``tasks`` with episodes from ``source`` (the phase runner):
+        ``phases[k]`` were collected after ``k`` inner steps, the last one (with ``evaluate``) is
+        the evaluation phase; ``params`` are the adapted parameters."""
         _check_lr(later_lr)
         if not tasks:
-            raise ValueError("adapt_tasks needs at least one task")
+            raise ValueError("meta_test needs at least one task")
         self._check_tasks(tasks)
-        current: list[Params] = [self._params] * len(tasks)
-        sampled: list[list[Episodes]] = []
-        for k in range(steps):
-            eps = sampler.sample(tasks, current, episodes_per_task=episodes)
-            sampled.append(eps)
-            current = self._inner_step(current, eps, inner_lr=self.step_lr(k, later_lr=later_lr))
-        return TaskAdaptation(params=current, episodes=sampled)
+        port = _InnerSteps(self, n_tasks=len(tasks), later_lr=later_lr)
+        return collect(self.adaptation_plan(steps, evaluate=evaluate), tasks, source=source, learner=port)
 
     def step_lr(self, k: int, *, later_lr: float | None = None) -> float:
         """The step size of inner step ``k`` (0-based): ``inner_lr`` for the first, ``later_lr``
@@ -644,131 +467,29 @@ class MetaPolicy:
         elif not isinstance(space, gym.spaces.Box) or space.shape != (ps.act_dim,):
             raise ValueError(f"env action space {space} does not fit the policy's Box(({ps.act_dim},))")
 
-    def _horizon(self, env: gym.Env) -> int:
-        for value in (
-            getattr(env.spec, "max_episode_steps", None),
-            getattr(env.unwrapped, "max_episode_steps", None),
-            self._spec.task_family.max_episode_steps,
-        ):
-            if isinstance(value, int) and value > 0:
-                return value
-        return _MAX_ENV_STEPS
-
     def _rollout(self, env: gym.Env, params: Params, *, episodes: int, seed: int, gen: torch.Generator) -> Episodes:
-        """``episodes`` episodes of ``env`` with ``params``, one after another (actions sampled)."""
-        policy, ps = self._policy, self._policy_spec
-        space = env.action_space
-        low = high = None
-        if isinstance(space, gym.spaces.Box) and getattr(env.unwrapped, "clips_actions", True):
-            low, high = np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
-        horizon = self._horizon(env)
-        parts = []
-        for e in range(episodes):
-            obs, _ = env.reset(seed=seed + e)
-            rows: dict[str, list[Any]] = {k: [] for k in ("obs", "actions", "rewards", "dones", "log_probs", "success")}
-            for t in range(horizon):
-                x = torch.as_tensor(np.asarray(obs, dtype=np.float32)).unsqueeze(0)
-                with torch.inference_mode():
-                    dist = functional_call(policy, params, (x,))
-                    a = policy.sample(dist, gen)
-                    logp = float(policy.log_prob(dist, a)[0])
-                a_np = a[0].numpy()
-                env_a = int(a_np) if ps.discrete else np.clip(a_np, low, high) if low is not None else a_np
-                obs_next, r, term, trunc, info = env.step(env_a)
-                ended = bool(term or trunc) or t == horizon - 1
-                rows["obs"].append(x[0].numpy())
-                rows["actions"].append(a_np)
-                rows["rewards"].append(float(r))
-                rows["dones"].append(ended)
-                rows["log_probs"].append(logp)
-                rows["success"].append(float(info.get("success", 0.0)))
-                obs = obs_next
-                if ended:
-                    break
-            n = len(rows["rewards"])
-            parts.append(
-                Episodes(
-                    obs=np.stack(rows["obs"]).astype(np.float32)[:, None],
-                    actions=np.stack(rows["actions"])[:, None].astype(np.int64 if ps.discrete else np.float32),
-                    rewards=np.asarray(rows["rewards"], np.float32)[:, None],
-                    dones=np.asarray(rows["dones"], bool)[:, None],
-                    mask=np.ones((n, 1), np.float32),
-                    log_probs=np.asarray(rows["log_probs"], np.float32)[:, None],
-                    success=np.asarray(rows["success"], np.float32)[:, None],
-                )
-            )
-        return Episodes.concatenate(parts)
+        max_steps = env_rollout.horizon(env, self._spec.task_family.max_episode_steps)
+        return env_rollout.rollout(self._policy, params, env, episodes=episodes, seed=seed, gen=gen, max_steps=max_steps)
 
 
-# ---- registry URIs ---------------------------------------------------------------------------
 
-_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/]+)|@(?P<alias>[^/]+))$")
+@dataclass
+class _InnerSteps:
+    """A meta-policy as the phase runner's learner port at meta-test: θ for every task, and the
+    model's own inner step (step size :meth:`MetaPolicy.step_lr` of round ``k``)."""
 
+    policy: MetaPolicy
+    n_tasks: int
+    later_lr: float | None
 
-def _is_remote(uri: str) -> bool:
-    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", uri))
+    def meta_params(self) -> list[Params]:
+        return [self.policy._params] * self.n_tasks
 
+    def adapt(self, params: list[Params], data: list[Episodes], *, k: int) -> list[Params]:
+        return self.policy._inner_step(params, data, inner_lr=self.policy.step_lr(k, later_lr=self.later_lr))
 
-def parse_registry_uri(uri: str) -> tuple[str, str | None, str | None] | None:
-    """``models:/NAME/VERSION`` → ``(NAME, VERSION, None)``, ``models:/NAME@ALIAS`` →
-    ``(NAME, None, ALIAS)``; None for any other URI (``runs:/``, ``models:/m-...``, paths)."""
-    m = _REGISTRY_URI.match(uri)
-    if m is None:
-        return None
-    return m["name"], m["version"], m["alias"]
-
-
-def resolve_model_version(uri: str) -> tuple[str, int] | None:
-    """The registered ``(name, version)`` a ``models:/NAME/...`` URI points at now (aliases and
-    ``latest`` resolved), or None for a URI that is not a registry URI.
-
-    Raises:
-        ModelNotFoundError: the name, version or alias does not exist; the message lists the
-            registered models of the store.
-    """
-    parsed = parse_registry_uri(uri)
-    if parsed is None:
-        return None
-    name, version, alias = parsed
-    store = tracking.tracking_uri()
-    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
-    try:
-        if version is not None and version.isdigit():
-            mv = client.get_model_version(name, version)
-        elif alias is not None:
-            try:
-                mv = client.get_model_version_by_alias(name, alias)
-            except MlflowException:
-                if alias != "latest":
-                    raise
-                mv = _latest_version(client, name, store)  # MLflow reads "@latest" the same way
-        elif version == "latest":
-            mv = _latest_version(client, name, store)
-        else:
-            # a stage name ("Production"): leave it to MLflow's own resolution
-            return None
-    except MlflowException as exc:
-        names = sorted(m.name for m in client.search_registered_models(max_results=50))
-        raise ModelNotFoundError(
-            f"cannot resolve {uri!r} in tracking store {store}: {exc.message.rstrip('.')}. "
-            f"Registered models there: {names or 'none'} (set MLFLOW_TRACKING_URI to use another store)"
-        ) from exc
-    return name, int(mv.version)
-
-
-def _latest_version(client: Any, name: str, store: str) -> Any:
-    client.get_registered_model(name)  # raises RESOURCE_DOES_NOT_EXIST for an unknown name
-    found = client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"], max_results=1)
-    if not found:
-        raise ModelNotFoundError(f"registered model {name!r} has no versions in tracking store {store}")
-    return found[0]
-
-
-def resolve_model_uri(uri: str) -> str:
-    """``uri`` with a registry alias or ``latest`` replaced by the version it points at, so what
-    is loaded and what is reported are the same version."""
-    resolved = resolve_model_version(uri)
-    return uri if resolved is None else f"models:/{resolved[0]}/{resolved[1]}"
+    def learn(self, phases: list[Any]) -> dict[str, float]:
+        raise TypeError("a meta-test adapts; it does not learn")
 
 
 def _check_lr(later_lr: float | None) -> None:

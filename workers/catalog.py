@@ -1,0 +1,182 @@
+"""Task distributions by name, as the job contract sees them: what each is, what it takes.
+
+A registration names a distribution's **kind** (``"rl"``: a task family of MDPs with envs;
+``"supervised"``: support/query sets), its **parameters** as a frozen pydantic model (names,
+defaults, bounds: the one place they are declared; the family's constructor receives the
+validated values) and its **builder**, ``"module:Class"``, imported only where envs run.  This
+module imports pydantic and nothing else heavy, so the API validates a job's ``task_family``
+without gymnasium, MuJoCo or Meta-World.
+
+A plugin module registers its own distributions with :func:`register_family` (see
+:mod:`algorithms.registry` for ``METARL_PLUGINS``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from algorithms.registry import Spec
+
+#: Meta-World 3's v3 env names (``metaworld.env_dict.ALL_V3_ENVIRONMENTS``; a test checks it).
+METAWORLD_V3_ENVS = (
+    "assembly-v3", "basketball-v3", "bin-picking-v3", "box-close-v3", "button-press-topdown-v3",
+    "button-press-topdown-wall-v3", "button-press-v3", "button-press-wall-v3", "coffee-button-v3", "coffee-pull-v3",
+    "coffee-push-v3", "dial-turn-v3", "disassemble-v3", "door-close-v3", "door-lock-v3", "door-open-v3",
+    "door-unlock-v3", "drawer-close-v3", "drawer-open-v3", "faucet-close-v3", "faucet-open-v3", "hammer-v3",
+    "hand-insert-v3", "handle-press-side-v3", "handle-press-v3", "handle-pull-side-v3", "handle-pull-v3",
+    "lever-pull-v3", "peg-insert-side-v3", "peg-unplug-side-v3", "pick-out-of-hole-v3", "pick-place-v3",
+    "pick-place-wall-v3", "plate-slide-back-side-v3", "plate-slide-back-v3", "plate-slide-side-v3", "plate-slide-v3",
+    "push-back-v3", "push-v3", "push-wall-v3", "reach-v3", "reach-wall-v3", "shelf-place-v3", "soccer-v3",
+    "stick-pull-v3", "stick-push-v3", "sweep-into-v3", "sweep-v3", "window-close-v3", "window-open-v3",
+)
+
+
+class FamilyParams(Spec):
+    """Base of a distribution's parameters; every RL family has a horizon."""
+
+    max_episode_steps: int = Field(200, ge=1, le=10_000, description="horizon: episodes are cut here")
+
+
+def _interval(params: Any, low: str, high: str, *, min_low: float | None = None) -> None:
+    lo, hi = getattr(params, low), getattr(params, high)
+    if min_low is not None and lo < min_low:
+        raise ValueError(f"{low} must be >= {min_low}, got {lo}")
+    if not lo < hi:
+        raise ValueError(f"{low} must be < {high}, got {low}={lo}, {high}={hi}")
+
+
+class Navigation2DParams(FamilyParams):
+    max_episode_steps: int = Field(100, ge=1, le=10_000)
+    low: float = Field(-0.5, ge=-1e3, le=1e3, description="goal box lower corner")
+    high: float = Field(0.5, ge=-1e3, le=1e3, description="goal box upper corner")
+    action_bound: float = Field(0.1, gt=0, le=1000, description="bound of the policy's action (0.1: the paper's units)")
+
+    @model_validator(mode="after")
+    def _box(self) -> Navigation2DParams:
+        _interval(self, "low", "high")
+        return self
+
+
+class MujocoParams(FamilyParams):
+    observe_position: bool = Field(False, description="the root's position in the observation")
+    frame_skip: int = Field(5, ge=1, le=50, description="simulator steps of 0.01 s per env step")
+    clip_actions: bool = Field(True, description="clip actions to [-1, 1] before the simulator")
+
+
+class HalfCheetahVelParams(MujocoParams):
+    velocity_low: float = Field(0.0, ge=-100, le=100)
+    velocity_high: float = Field(2.0, ge=-100, le=100)
+
+    @model_validator(mode="after")
+    def _range(self) -> HalfCheetahVelParams:
+        _interval(self, "velocity_low", "velocity_high")
+        return self
+
+
+class CartPolePhysicsParams(FamilyParams):
+    length_low: float = Field(0.25, le=100)
+    length_high: float = Field(1.0, le=100)
+    masspole_low: float = Field(0.05, le=100)
+    masspole_high: float = Field(0.5, le=100)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> CartPolePhysicsParams:
+        _interval(self, "length_low", "length_high", min_low=1e-3)
+        _interval(self, "masspole_low", "masspole_high", min_low=1e-3)
+        return self
+
+
+class MetaWorldParams(FamilyParams):
+    max_episode_steps: int = Field(500, ge=1, le=500, description="Meta-World episodes are at most 500 steps")
+
+
+class MetaWorldML1Params(MetaWorldParams):
+    env_name: Literal[METAWORLD_V3_ENVS] = Field(description="the Meta-World v3 env, e.g. reach-v3")  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    """One registered task distribution (see the module docstring).
+
+    Attributes:
+        name: the registered name.
+        params: its parameter model; ``builder`` is called with its fields as keywords.
+        builder: ``"module:Class"`` of the distribution (heavy; imported where it runs).
+        kind: ``"rl"`` (envs) or ``"supervised"`` (support/query sets).
+        seeded: the builder takes ``seed`` (its construction draws from it: Meta-World's goals).
+        summary: one line for listings.
+    """
+
+    name: str
+    params: type[Spec]
+    builder: str
+    kind: Literal["rl", "supervised"] = "rl"
+    seeded: bool = False
+    summary: str = ""
+
+    def validate(self, values: dict[str, Any]) -> Spec:
+        """``values`` as this family's parameters; ``ValueError`` naming the bad ones."""
+        try:
+            return self.params.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'parameters'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(f"task family {self.name!r}: {problems}") from None
+
+    def builder_class(self) -> type:
+        module, _, attr = self.builder.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+_FAMILIES: dict[str, FamilyInfo] = {}
+
+
+def register_family(info: FamilyInfo) -> FamilyInfo:
+    """Register (or replace) a task distribution."""
+    _FAMILIES[info.name] = info
+    return info
+
+
+def family_info(name: str) -> FamilyInfo:
+    """The registration of ``name``; ``LookupError`` listing the registered names."""
+    _plugins()
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise LookupError(f"unknown task family {name!r}; valid: {family_names()}") from None
+
+
+def family_names() -> list[str]:
+    _plugins()
+    return sorted(_FAMILIES)
+
+
+def _plugins() -> None:
+    from algorithms import registry
+
+    registry.names()  # loads the built-in algorithms and METARL_PLUGINS once
+
+
+for _info in (
+    FamilyInfo("navigation2d", Navigation2DParams, "workers.envs.navigation2d:Navigation2DFamily",
+               summary="point robot to a goal in the plane (MAML paper's 2D navigation)"),
+    FamilyInfo("halfcheetah-vel", HalfCheetahVelParams, "workers.envs.mujoco:HalfCheetahVelFamily",
+               summary="HalfCheetah running at a target velocity"),
+    FamilyInfo("halfcheetah-dir", MujocoParams, "workers.envs.mujoco:HalfCheetahDirFamily",
+               summary="HalfCheetah running forward or backward"),
+    FamilyInfo("ant-dir", MujocoParams, "workers.envs.mujoco:AntDirFamily", summary="Ant running forward or backward"),
+    FamilyInfo("cartpole-physics", CartPolePhysicsParams, "workers.envs.cartpole:CartPolePhysicsFamily",
+               summary="CartPole with varied pole length and mass"),
+    FamilyInfo("metaworld-ml1", MetaWorldML1Params, "workers.envs.metaworld:MetaWorldML1Family", seeded=True,
+               summary="Meta-World ML1: one env, 50 train / 50 test goals"),
+    FamilyInfo("metaworld-ml10", MetaWorldParams, "workers.envs.metaworld:MetaWorldML10Family", seeded=True,
+               summary="Meta-World ML10: 10 train envs, 5 held-out test envs"),
+    FamilyInfo("metaworld-ml45", MetaWorldParams, "workers.envs.metaworld:MetaWorldML45Family", seeded=True,
+               summary="Meta-World ML45: 45 train envs, 5 held-out test envs"),
+):
+    register_family(_info)
