@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if it not in available:
             parser.error(f"no checkpoint of iteration {it}; the run has {available}")
         state = tracking.load_checkpoint(entry["run_id"], it)
-        learner = make_learner(state.algorithm, state.policy_spec, state.config)
+        learner = make_learner(state.config, state.policy_spec, advantage=state.advantage)
         learner.load_state_dict(state)
         theta = {k: v.detach().clone() for k, v in learner.params.items()}
         tasks = TaskSchedule(family, args.tasks, args.seed).tasks(0)

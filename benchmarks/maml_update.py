@@ -29,11 +29,12 @@ import numpy as np
 import torch
 
 from algorithms import reference
-from algorithms.base import UpdateMetrics
-from algorithms.maml import MAML, MAMLConfig, TRPOConfig
+from algorithms.base import MetaBatch, UpdateMetrics
+from algorithms.maml import MAML, MAMLSpec, TRPOSpec
 from algorithms.policies import PolicySpec
 from workers.envs import make_family
-from workers.loop import TaskSchedule, collect_meta_batch, train_in_process
+from workers.loop import TaskSchedule, plan_of, train_in_process
+from workers.runner import LocalLearner, SamplerSource, collect
 from workers.sampler import Sampler
 
 SETTINGS = {
@@ -50,7 +51,7 @@ class ReferenceMAML(MAML):
     name = "maml"
 
     def trpo_step(self, train, valid) -> UpdateMetrics:  # noqa: ANN001
-        assert isinstance(self.config.outer, TRPOConfig)
+        assert isinstance(self.config.outer, TRPOSpec)
         new, metrics = reference.trpo_step(
             self.policy, self.params, train, valid,
             inner_lr=self.config.inner_lr, first_order=self.config.first_order, config=self.config.outer,
@@ -81,19 +82,14 @@ def time_update(setting: str, *, repeats: int, device: str = "cpu") -> dict:
     cfg = SETTINGS[setting]
     family = make_family(setting, **cfg["family"])
     spec = spec_for(family)
-    config = MAMLConfig(inner_lr=0.1, outer=TRPOConfig(max_kl=0.01))
+    config = MAMLSpec(inner_lr=0.1, outer=TRPOSpec(max_kl=0.01))
     learner = MAML(spec, config, seed=0, device=device)
     sampler = Sampler(family, spec, envs_per_task=10, seed=0)
     tasks = TaskSchedule(family, cfg["meta_batch"], 0).tasks(0)
-    sample_s = 0.0
-
-    def sample(ts, params):  # noqa: ANN001, ANN202
-        nonlocal sample_s
-        out = sampler.sample(ts, params, episodes_per_task=cfg["episodes"])
-        sample_s += sampler.last_stats.seconds
-        return out
-
-    batch = collect_meta_batch(learner, sample, tasks, inner_steps=1)
+    source = SamplerSource(sampler, cfg["episodes"])
+    phases = collect(plan_of(learner), tasks, source=source, learner=LocalLearner(learner)).phases
+    sample_s = source.seconds
+    batch = MetaBatch(train=phases[:-1], valid=phases[-1])
     sampler.close()
     train = [learner.batch(s) for s in batch.train]
     valid = learner.batch(batch.valid)
@@ -142,14 +138,14 @@ def time_update(setting: str, *, repeats: int, device: str = "cpu") -> dict:
 def learning_curves(iterations: int, seeds: list[int]) -> dict:
     family = make_family("navigation2d")
     spec = spec_for(family)
-    config = MAMLConfig(inner_lr=0.1, outer=TRPOConfig(max_kl=0.01))
+    config = MAMLSpec(inner_lr=0.1, outer=TRPOSpec(max_kl=0.01))
     curves: dict[str, dict[int, dict]] = {"default": {}, "reference": {}}
     for seed in seeds:
         for label, cls in (("default", MAML), ("reference", ReferenceMAML)):
             learner = cls(spec, replace(config), seed=seed)
             t0 = time.perf_counter()
             res = train_in_process(learner, family, meta_batch_size=20, episodes_per_task=20, iterations=iterations,
-                                   inner_steps=1, seed=seed)
+                                   seed=seed)
             curves[label][seed] = {
                 "pre": [r.metrics["meta/return_pre"] for r in res],
                 "post": [r.metrics["meta/return_post"] for r in res],

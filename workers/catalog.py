@@ -123,10 +123,27 @@ class FamilyInfo:
         try:
             return self.params.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'parameters'}: {e['msg']}" for e in exc.errors()
-            )
-            raise ValueError(f"task family {self.name!r}: {problems}") from None
+            problems = sorted({self._problem(e) for e in exc.errors()})
+            raise ValueError(f"task family {self.name!r}: " + "; ".join(problems)) from None
+
+    def _problem(self, error: Any) -> str:
+        """One validation error as a user reads it."""
+        field = ".".join(str(p) for p in error["loc"]) or "parameters"
+        ctx, kind = error.get("ctx") or {}, error["type"]
+        valid = sorted(self.params.model_fields)
+        if kind == "missing":
+            return f"needs {field}"
+        if kind == "extra_forbidden":
+            return f"unknown parameter {field!r}; valid: {valid}"
+        if kind == "literal_error":
+            return f"unknown {field} {error['input']!r}; valid: {ctx.get('expected')}"
+        bounds = {"less_than_equal": "at most {le}", "less_than": "below {lt}", "greater_than_equal": "at least {ge}",
+                  "greater_than": "above {gt}"}
+        if kind in bounds:
+            return f"{field} must be {bounds[kind].format(**ctx)}, got {error['input']!r}"
+        if kind == "value_error":
+            return str(ctx.get("error", error["msg"]))
+        return f"{field}: {error['msg']}"
 
     def builder_class(self) -> type:
         module, _, attr = self.builder.partition(":")

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from algorithms.maml import MAML, MAMLConfig
+from algorithms.maml import MAML, MAMLSpec
 from algorithms.policies import PolicySpec
 from workers.envs import make_family
 from workers.loop import IterationResult, train_in_process
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     console = Console()
     family = make_family("navigation2d")
     spec = PolicySpec(obs_dim=2, act_dim=2, hidden_sizes=(100, 100), activation="relu")
-    learner = MAML(spec, MAMLConfig(inner_lr=0.1), seed=args.seed)
+    learner = MAML(spec, MAMLSpec(inner_lr=0.1), seed=args.seed)
     console.print(
         "[bold]metarl demo[/bold]: MAML-TRPO (Finn et al. 2017) on 2D navigation — meta-batch 20 tasks, "
         "20 episodes x 100 steps per task, one inner step (inner_lr 0.1), max_kl 0.01"
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
 
         train_in_process(
             learner, family, meta_batch_size=20, episodes_per_task=20, iterations=args.iterations,
-            inner_steps=1, seed=args.seed, on_iteration=show,
+            seed=args.seed, on_iteration=show,
         )
     console.print(learning_curve(rows))
     last = rows[-5:]

@@ -8,7 +8,7 @@ from torch.func import functional_call
 from algorithms import functional as F
 from algorithms import reference
 from algorithms.base import MetaBatch
-from algorithms.maml import MAML, MAMLConfig, PPOConfig, TRPOConfig, VanillaPGConfig
+from algorithms.maml import MAML, MAMLSpec, PPOSpec, TRPOSpec, VanillaSpec
 from algorithms.policies import PolicySpec
 from tests.algorithms.helpers import policy_episodes, rel_err
 
@@ -18,7 +18,7 @@ N_TASKS, HORIZON, EPISODES = 3, 8, 6
 def make_problem(*, discrete=False, first_order=False, inner_steps=1, dtype=torch.float64, seed=0, outer=None,
                  tasks=N_TASKS, episodes=EPISODES, horizon=HORIZON, hidden=(16, 16), inner_lr=0.5):
     spec = PolicySpec(obs_dim=3, act_dim=3 if discrete else 2, hidden_sizes=hidden, discrete=discrete, activation="tanh")
-    cfg = MAMLConfig(inner_lr=inner_lr, inner_steps=inner_steps, first_order=first_order, outer=outer or TRPOConfig(curvature_subsample=1.0))
+    cfg = MAMLSpec(inner_lr=inner_lr, inner_steps=inner_steps, first_order=first_order, outer=outer or TRPOSpec(curvature_subsample=1.0))
     learner = MAML(spec, cfg, seed=seed)
     learner.policy.to(dtype)
     # a non-trivial output layer so inner steps matter
@@ -220,7 +220,7 @@ def test_trpo_step_respects_kl_and_improves_surrogate():
 
 
 def test_trpo_step_rejected_when_line_search_fails_leaves_params_unchanged():
-    learner, train, valid, _ = make_problem(dtype=torch.float32, outer=TRPOConfig(max_kl=1e-30, max_backtracks=3))
+    learner, train, valid, _ = make_problem(dtype=torch.float32, outer=TRPOSpec(max_kl=1e-30, max_backtracks=3))
     before = {k: v.clone() for k, v in learner.params.items()}
     metrics = learner.trpo_step(train, valid)
     assert not metrics.accepted
@@ -229,7 +229,7 @@ def test_trpo_step_rejected_when_line_search_fails_leaves_params_unchanged():
         assert torch.equal(before[k], learner.params[k])
 
 
-@pytest.mark.parametrize("outer", [PPOConfig(epochs=3), VanillaPGConfig()])
+@pytest.mark.parametrize("outer", [PPOSpec(epochs=3), VanillaSpec()])
 def test_gradient_outer_steps_improve_the_surrogate(outer):
     learner, train, valid, batch = make_problem(dtype=torch.float32, outer=outer, episodes=10)
     theta = {k: v.clone().requires_grad_(True) for k, v in learner.params.items()}
@@ -255,7 +255,7 @@ def test_nan_in_loss_rejects_update_and_keeps_params():
 
 
 def test_checkpoint_round_trip_continues_iteration_and_optimizer():
-    learner, _, _, batch = make_problem(dtype=torch.float32, outer=PPOConfig(epochs=2))
+    learner, _, _, batch = make_problem(dtype=torch.float32, outer=PPOSpec(epochs=2))
     learner.step(batch)
     state = learner.state_dict()
     clone = MAML(state.policy_spec, state.config, seed=123)

@@ -4,9 +4,9 @@ import torch
 from algorithms import reference
 from algorithms.base import MetaBatch, MetaLearner
 from algorithms.maml import MAML
-from algorithms.multitask import MultiTaskPG, MultiTaskPGConfig
+from algorithms.multitask import MultiTaskPG, MultiTaskPGSpec
 from algorithms.policies import PolicySpec
-from algorithms.reptile import Reptile, ReptileConfig
+from algorithms.reptile import Reptile, ReptileSpec
 from tests.algorithms.helpers import policy_episodes
 
 SPEC = PolicySpec(obs_dim=3, act_dim=2, hidden_sizes=(16,), activation="tanh")
@@ -17,7 +17,7 @@ def episodes_for(learner, rng, n_tasks=3, seed=0):
 
 
 def test_reptile_update_is_theta_plus_eps_mean_of_adapted_minus_theta():
-    learner = Reptile(SPEC, ReptileConfig(inner_lr=0.3, inner_steps=2, outer_lr=0.4), seed=0)
+    learner = Reptile(SPEC, ReptileSpec(inner_lr=0.3, inner_steps=2, outer_lr=0.4), seed=0)
     rng = np.random.default_rng(0)
     train = [episodes_for(learner, rng, seed=0), episodes_for(learner, rng, seed=10)]
     batch = MetaBatch(train=train, valid=episodes_for(learner, rng, seed=20))
@@ -35,7 +35,7 @@ def test_reptile_update_is_theta_plus_eps_mean_of_adapted_minus_theta():
 
 
 def test_multitask_pg_ppo_improves_clipped_objective_and_adapts_by_fine_tuning():
-    learner = MultiTaskPG(SPEC, MultiTaskPGConfig(epochs=4, minibatches=2, lr=1e-2), seed=0)
+    learner = MultiTaskPG(SPEC, MultiTaskPGSpec(epochs=4, minibatches=2, lr=1e-2), seed=0)
     rng = np.random.default_rng(1)
     train = episodes_for(learner, rng)
     batch = MetaBatch(train=[train], valid=episodes_for(learner, rng, seed=5))

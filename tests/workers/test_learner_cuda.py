@@ -12,12 +12,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from algorithms.maml import MAMLConfig, TRPOConfig
+from algorithms.base import MetaBatch
+from algorithms.maml import MAMLSpec, TRPOSpec
 from algorithms.policies import PolicySpec
 from tests.algorithms.helpers import rel_err
 from workers.envs import make_family
 from workers.learner import Learner
-from workers.loop import TaskSchedule, collect_meta_batch
+from workers.loop import TaskSchedule, collect_phases
 from workers.sampler import Sampler
 
 pytestmark = pytest.mark.gpu
@@ -27,12 +28,12 @@ pytestmark = pytest.mark.gpu
 def problem():
     family = make_family("navigation2d")
     spec = PolicySpec(obs_dim=2, act_dim=2, hidden_sizes=(100, 100), activation="relu")
-    config = MAMLConfig(inner_lr=0.1, outer=TRPOConfig(max_kl=0.01, curvature_subsample=1.0))
-    cpu = Learner("maml", spec, config, seed=0, gpus=0)
+    config = MAMLSpec(inner_lr=0.1, outer=TRPOSpec(max_kl=0.01, curvature_subsample=1.0))
+    cpu = Learner(config, spec, seed=0, gpus=0)
     sampler = Sampler(family, spec, envs_per_task=20, seed=0)
     try:
-        batch = collect_meta_batch(cpu.learner, lambda t, p: sampler.sample(t, p, episodes_per_task=20),
-                                   TaskSchedule(family, 8, 0).tasks(0), inner_steps=1)
+        phases = collect_phases(cpu.learner, sampler, TaskSchedule(family, 8, 0).tasks(0), episodes_per_task=20)
+        batch = MetaBatch(train=phases[:-1], valid=phases[-1])
     finally:
         sampler.close()
     return spec, config, batch
@@ -40,7 +41,7 @@ def problem():
 
 def test_learner_asked_for_a_gpu_holds_its_policy_on_cuda_and_hands_cpu_params(problem):
     spec, config, _ = problem
-    gpu = Learner("maml", spec, config, seed=0, gpus=1)
+    gpu = Learner(config, spec, seed=0, gpus=1)
     assert gpu.device.type == "cuda"
     assert all(p.device.type == "cuda" for p in gpu.learner.policy.parameters())
     assert all(v.device.type == "cpu" for v in gpu.params().values())  # what rollout workers get
@@ -48,8 +49,8 @@ def test_learner_asked_for_a_gpu_holds_its_policy_on_cuda_and_hands_cpu_params(p
 
 def test_adaptation_and_trpo_update_on_cuda_match_the_cpu(problem):
     spec, config, batch = problem
-    cpu = Learner("maml", spec, config, seed=0, gpus=0)
-    gpu = Learner("maml", spec, config, seed=0, gpus=1)
+    cpu = Learner(config, spec, seed=0, gpus=0)
+    gpu = Learner(config, spec, seed=0, gpus=1)
     theta = cpu.params()
     for k, v in gpu.params().items():
         assert torch.equal(v, theta[k])  # same seed, same initial policy

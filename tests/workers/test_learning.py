@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms.maml import MAML, MAMLConfig, TRPOConfig
+from algorithms.maml import MAML, MAMLSpec, TRPOSpec
 from algorithms.policies import PolicySpec
 from workers.envs import make_family
 from workers.loop import train_in_process
@@ -19,9 +19,9 @@ def test_maml_trpo_navigation2d_learns_to_adapt(seed):
     torch.set_num_threads(2)
     family = make_family("navigation2d")
     spec = PolicySpec(obs_dim=2, act_dim=2, hidden_sizes=(100, 100), activation="relu")
-    learner = MAML(spec, MAMLConfig(inner_lr=0.1, inner_steps=1, outer=TRPOConfig(max_kl=0.01)), seed=seed)
+    learner = MAML(spec, MAMLSpec(inner_lr=0.1, inner_steps=1, outer=TRPOSpec(max_kl=0.01)), seed=seed)
     results = train_in_process(
-        learner, family, meta_batch_size=20, episodes_per_task=20, iterations=30, inner_steps=1, seed=seed
+        learner, family, meta_batch_size=20, episodes_per_task=20, iterations=30, seed=seed
     )
     last = results[25:30]
     pre = np.mean([r.metrics["meta/return_pre"] for r in last])

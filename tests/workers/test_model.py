@@ -65,10 +65,10 @@ def _train(spec: JobSpec, learner_cls: type) -> Trained:
     discrete = not hasattr(space, "shape") or space.shape == ()
     act_dim = int(space.n) if discrete else int(space.shape[0])
     policy_spec = spec.policy_spec(obs_dim=family.observation_space.shape[0], act_dim=act_dim, discrete=discrete)
-    learner = learner_cls(policy_spec, spec.learner_config(), seed=spec.seed)
+    learner = learner_cls(policy_spec, spec.algorithm, advantage=spec.advantage, seed=spec.seed)
     results = train_in_process(
         learner, family, meta_batch_size=spec.meta_batch_size, episodes_per_task=spec.episodes_per_task,
-        iterations=spec.iterations, inner_steps=spec.inner_steps, seed=spec.seed,
+        iterations=spec.iterations, seed=spec.seed,
     )
     return Trained(spec=spec, state=learner.state_dict(), metrics=results[-1].metrics)
 
@@ -208,7 +208,7 @@ def test_adapt_takes_the_learners_inner_step(nav, registered):
     policy = MetaPolicy.load(registered.uri)
     task = policy.family.sample_tasks(1, np.random.default_rng(2), split="test")[0]
     adapted = policy.adapt(task, episodes=4, steps=1, seed=5)
-    learner = MAML(nav.state.policy_spec, nav.spec.learner_config())
+    learner = MAML(nav.state.policy_spec, nav.spec.algorithm, advantage=nav.spec.advantage)
     learner.load_state_dict(nav.state)
     sampler = Sampler(policy.family, policy.policy_spec, envs_per_task=4, seed=5)
     episodes = sampler.sample([task], learner.params, episodes_per_task=4)
@@ -389,7 +389,7 @@ def test_initial_policy_is_what_training_starts_from(nav, tmp_path):
     """MetaPolicy.initial(spec): the learner's parameters before the first iteration (the
     random-initialisation baseline), evaluable from a saved directory."""
     initial = MetaPolicy.initial(nav.spec)
-    fresh = MAML(nav.state.policy_spec, nav.spec.learner_config(), seed=nav.spec.seed)
+    fresh = MAML(nav.state.policy_spec, nav.spec.algorithm, advantage=nav.spec.advantage, seed=nav.spec.seed)
     assert initial.policy_spec == nav.state.policy_spec and initial.iteration == 0
     assert initial.inner_lr == pytest.approx(0.1) and initial.algorithm == "maml"
     for k, v in fresh.params.items():

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from algorithms.maml import MAMLConfig, PPOConfig, TRPOConfig
-from algorithms.multitask import MultiTaskPGConfig
-from algorithms.reptile import ReptileConfig
+from algorithms.maml import MAMLSpec, PPOSpec, TRPOSpec
+from algorithms.multitask import MultiTaskPGSpec
+from algorithms.reptile import ReptileSpec
 from workers.contract import JobSpec
 
 PRESETS = Path(__file__).resolve().parents[2] / "workers" / "presets"
@@ -68,14 +68,16 @@ def test_unknown_algorithm_family_and_env_name_list_valid_choices():
         spec(task_family={"name": "halfcheetah-vel", "params": {"speed": 1.0}})
 
 
-def test_spec_is_frozen_and_converts_to_learner_configs():
+def test_spec_is_frozen_and_its_algorithm_section_is_the_learners_config():
     s = spec(algorithm={"name": "maml", "outer": {"name": "ppo", "epochs": 3}})
     with pytest.raises(ValidationError):
         s.meta_batch_size = 3  # type: ignore[misc]
-    cfg = s.learner_config()
-    assert isinstance(cfg, MAMLConfig) and isinstance(cfg.outer, PPOConfig) and cfg.outer.epochs == 3
-    assert isinstance(spec().learner_config().outer, TRPOConfig)
-    assert isinstance(spec(algorithm={"name": "reptile"}).learner_config(), ReptileConfig)
-    assert isinstance(spec(algorithm={"name": "multitask-pg"}).learner_config(), MultiTaskPGConfig)
+    cfg = s.algorithm  # the registered spec model itself: no second config class
+    assert isinstance(cfg, MAMLSpec) and isinstance(cfg.outer, PPOSpec) and cfg.outer.epochs == 3
+    assert isinstance(spec().algorithm.outer, TRPOSpec)
+    assert isinstance(spec(algorithm={"name": "reptile"}).algorithm, ReptileSpec)
+    assert isinstance(spec(algorithm={"name": "multitask-pg"}).algorithm, MultiTaskPGSpec)
+    # one default for every path: the job's advantage section (GAE lambda 1.0), in process too
+    assert spec(algorithm={"name": "multitask-pg"}).advantage.gae_lambda == 1.0
     flat = s.flat_params()
     assert flat["algorithm.outer.name"] == "ppo" and flat["task_family.name"] == "navigation2d"

@@ -23,13 +23,13 @@ def test_checkpoints_by_iteration(mlflow_store):
     import torch
 
     from algorithms.base import LearnerState
-    from algorithms.maml import MAML, MAMLConfig
+    from algorithms.maml import MAML, MAMLSpec
     from algorithms.policies import PolicySpec
 
     run = tracking.Tracker.start(run_name="ckpts", job_id="ckpts", params={})
     c, run_id = tracking.client(), run.run_id
     assert tracking.checkpoint_iterations(run_id) == [] and tracking.load_checkpoint(run_id) is None
-    learner = MAML(PolicySpec(obs_dim=2, act_dim=2, hidden_sizes=(4,)), MAMLConfig(), seed=0)
+    learner = MAML(PolicySpec(obs_dim=2, act_dim=2, hidden_sizes=(4,)), MAMLSpec(), seed=0)
     saved = {}
     for it in (10, 20, 30):
         with torch.no_grad():

@@ -11,51 +11,16 @@ meta-iterations.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
 
-Split = Literal["train", "test"]
-SPLITS: tuple[Split, ...] = ("train", "test")
+from workers.tasks import SPLITS, Split, Task, TaskDistribution, TaskFamilyError
 
-
-class TaskFamilyError(ValueError):
-    """A family name, parameter or task that does not exist; the message lists what does."""
-
-
-@dataclass(frozen=True)
-class Task:
-    """One task of a family: plain, picklable data (it crosses process boundaries).
-
-    Attributes:
-        family: the family's registered name, e.g. ``"halfcheetah-vel"``.
-        split: ``"train"`` or ``"test"``.
-        index: position of the task in its family's task list where the family has a finite
-            list (Meta-World), else a running index of the draw.
-        params: the task's physical parameters, e.g. ``{"goal_x": .1, "goal_y": -.3}``,
-            ``{"velocity": 1.3}`` or ``{"direction": -1.0}``; Meta-World tasks carry
-            ``{"env_name": "reach-v3"}`` plus the opaque task ``data``.
-        data: an opaque payload the family needs to rebuild the task (Meta-World's
-            pickled goal/state data); ``b""`` where none.
-    """
-
-    family: str
-    split: Split
-    index: int
-    params: Mapping[str, float | str] = field(default_factory=dict)
-    data: bytes = b""
-
-    @property
-    def env_name(self) -> str | None:
-        name = self.params.get("env_name")
-        return str(name) if name is not None else None
-
-    def describe(self) -> str:
-        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.params.items()}
-        return f"{self.family}[{self.split}#{self.index}]{shown}"
+__all__ = ["SPLITS", "Split", "Task", "TaskEnv", "TaskFamily", "TaskFamilyError", "env_thunks", "set_vector_tasks"]
 
 
 class TaskEnv(gym.Env):
@@ -66,7 +31,7 @@ class TaskEnv(gym.Env):
         """Switch this env to ``task``; takes effect at the next ``reset``."""
 
 
-class TaskFamily(abc.ABC):
+class TaskFamily(TaskDistribution):
     """A distribution over tasks sharing observation and action spaces.
 
     Subclasses set ``name`` and implement the abstract methods.  ``max_episode_steps`` is the
@@ -74,6 +39,7 @@ class TaskFamily(abc.ABC):
     """
 
     name: str = ""
+    kind: ClassVar[Literal["rl", "supervised"]] = "rl"
     #: True where episodes report ``info["success"]`` (Meta-World).
     has_success: bool = False
     #: whether samplers clip continuous actions to ``action_space`` before stepping
@@ -112,9 +78,6 @@ class TaskFamily(abc.ABC):
     def sample_tasks(self, n: int, rng: np.random.Generator, *, split: Split = "train") -> list[Task]:
         """Draw ``n`` tasks of ``split``; deterministic given ``rng``'s state."""
 
-    def num_tasks(self, split: Split = "train") -> int | None:
-        """Size of a finite task list (Meta-World), or None for a continuous family."""
-        return None
 
     # --- envs ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -143,17 +106,8 @@ class TaskFamily(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """What this family is, for logs and run params."""
-        return {"name": self.name, "max_episode_steps": self.max_episode_steps}
+        return {**super().describe(), "max_episode_steps": self.max_episode_steps}
 
-    def _check_split(self, split: str) -> Split:
-        if split not in SPLITS:
-            raise TaskFamilyError(f"{self.name}: unknown split {split!r}; valid splits: {list(SPLITS)}")
-        return split  # type: ignore[return-value]
-
-    def _check_n(self, n: int) -> int:
-        if not isinstance(n, int | np.integer) or n < 1:
-            raise TaskFamilyError(f"{self.name}: number of tasks must be a positive integer, got {n!r}")
-        return int(n)
 
 
 def set_vector_tasks(vec: gym.vector.VectorEnv, tasks: Sequence[Task], envs_per_task: int) -> None:

@@ -78,6 +78,10 @@ class MetaWorldFamily(TaskFamily):
     """A Meta-World ML benchmark; tasks are drawn from the split's task list."""
 
     has_success = True
+    # Meta-World's meta-test protocol (metaworld.evaluation): 3 evaluation episodes per test goal
+    # after adaptation, with the deterministic evaluation action (the policy mean)
+    eval_episodes = 3
+    deterministic_eval = True
     #: the Meta-World benchmark class name.
     benchmark_name: str = ""
 
