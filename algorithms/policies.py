@@ -80,6 +80,7 @@ class _MLPPolicy(nn.Module):
         # exploration (spec.output_gain = 1 is the ports' plain Xavier output layer).
         gain = self.spec.output_gain
         for i, layer in enumerate(self.body):
+            assert isinstance(layer, nn.Linear)
             nn.init.xavier_uniform_(layer.weight, gain=gain if i == len(self.body) - 1 else 1.0)
             nn.init.zeros_(layer.bias)
 

@@ -1,5 +1,5 @@
-"""``make run`` (until the service exists): a short real MAML-TRPO meta-training on 2D navigation,
-in this process, with a live progress table and the learning curve at the end.
+"""A short real MAML-TRPO meta-training on 2D navigation in this process -- the demo job's
+training without Ray or the service -- with a live progress table and the learning curve.
 
     python -m workers.demo [--iterations 15] [--seed 0]
 """

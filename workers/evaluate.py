@@ -213,66 +213,27 @@ def evaluate(
         ValueError: a count below 1, a negative seed, a ``later_lr`` that is not positive, an
             unknown split or a malformed ``evaluation_id``.
     """
-    for name, value in (("episodes", episodes), ("steps", steps), ("tasks", tasks)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if later_lr is not None and not (math.isfinite(later_lr) and later_lr > 0):
-        raise ValueError(f"later_lr must be a positive number, got {later_lr!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    if evaluation_id is not None and not EVALUATION_ID_PATTERN.match(evaluation_id):
-        raise ValueError(f"evaluation_id must match {EVALUATION_ID_PATTERN.pattern}, got {evaluation_id!r}")
+    _check_request(episodes=episodes, steps=steps, tasks=tasks, seed=seed, later_lr=later_lr, split=split,
+                   evaluation_id=evaluation_id)
     start = time.perf_counter()
     resolved = resolve_model_version(model_uri)
     policy = MetaPolicy.load(model_uri if resolved is None else f"models:/{resolved[0]}/{resolved[1]}")
     parsed = parse_registry_uri(model_uri)
-    model_name = resolved[0] if resolved else (parsed[0] if parsed else None)
-    model_version = resolved[1] if resolved else None
-
     family = policy.family
-    # the family's evaluation protocol (Meta-World: 3 deterministic episodes per goal)
-    eval_episodes = family.eval_episodes or episodes
     test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split=split)
-    per_task = _envs_per_task(episodes=episodes, steps=steps, eval_episodes=eval_episodes)
-    chunk = max(1, MAX_ENVS // per_task)
-    sampler = Sampler(family, policy.policy_spec, envs_per_task=per_task, seed=seed)
-    source = SamplerSource.evaluating(sampler, family, episodes_per_task=episodes)
-    # by_step[k][i]: task i's episodes after k inner steps; by_step[n] the evaluation episodes
-    by_step: list[list[Episodes]] = [[] for _ in range(steps + 1)]
-    try:
-        for i in range(0, len(test_tasks), chunk):
-            group: list[Task] = test_tasks[i : i + chunk]
-            collected = policy.meta_test(group, source=source, steps=steps, later_lr=later_lr)
-            for k, phase in enumerate(collected.phases):
-                by_step[k].extend(phase)
-            log.info("evaluated %d/%d %s tasks", min(i + chunk, len(test_tasks)), len(test_tasks), split)
-    finally:
-        sampler.close()
-
-    results = tuple(
-        TaskResult(
-            index=i,
-            task=task.describe(),
-            return_pre=float(by_step[0][i].returns.mean()),
-            return_post=float(by_step[steps][i].returns.mean()),
-            success_pre=float(by_step[0][i].successes.mean()),
-            success_post=float(by_step[steps][i].successes.mean()),
-            return_steps=tuple(float(by_step[k][i].returns.mean()) for k in range(steps + 1)),
-            success_steps=tuple(float(by_step[k][i].successes.mean()) for k in range(steps + 1)),
-        )
-        for i, task in enumerate(test_tasks)
-    )
+    by_step = _meta_test(policy, test_tasks, episodes=episodes, steps=steps, seed=seed, later_lr=later_lr)
+    log.info("evaluated %d %s tasks", len(test_tasks), split)
+    results = tuple(_task_result(i, task, [by_step[k][i] for k in range(steps + 1)])
+                    for i, task in enumerate(test_tasks))
     report = EvaluationReport(
         model_uri=model_uri,
-        model_name=model_name,
-        model_version=model_version,
+        model_name=resolved[0] if resolved else (parsed[0] if parsed else None),
+        model_version=resolved[1] if resolved else None,
         task_family=family.name,
         episodes=episodes,
         steps=steps,
         seed=seed,
-        eval_episodes=eval_episodes,
+        eval_episodes=family.eval_episodes or episodes,
         deterministic_eval=family.deterministic_eval,
         has_success=family.has_success,
         results=results,
@@ -291,6 +252,56 @@ def evaluate(
         run_id = log_evaluation(report, training_run_id=policy.training_run_id, evaluation_id=evaluation_id)
         report = dataclasses.replace(report, run_id=run_id)
     return report
+
+
+def _check_request(*, episodes: int, steps: int, tasks: int, seed: int, later_lr: float | None, split: str,
+                   evaluation_id: str | None) -> None:
+    for name, value in (("episodes", episodes), ("steps", steps), ("tasks", tasks)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if later_lr is not None and not (math.isfinite(later_lr) and later_lr > 0):
+        raise ValueError(f"later_lr must be a positive number, got {later_lr!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if evaluation_id is not None and not EVALUATION_ID_PATTERN.match(evaluation_id):
+        raise ValueError(f"evaluation_id must match {EVALUATION_ID_PATTERN.pattern}, got {evaluation_id!r}")
+
+
+def _meta_test(policy: MetaPolicy, tasks: list[Task], *, episodes: int, steps: int, seed: int,
+               later_lr: float | None) -> list[list[Episodes]]:
+    """``by_step[k][i]``: task ``i``'s episodes after ``k`` inner steps; ``by_step[steps]`` are the
+    evaluation episodes (the family's evaluation protocol: Meta-World's 3 deterministic
+    episodes per goal).  Tasks go through the meta-test plan in chunks that fit ``MAX_ENVS``."""
+    family = policy.family
+    per_task = _envs_per_task(episodes=episodes, steps=steps, eval_episodes=family.eval_episodes or episodes)
+    chunk = max(1, MAX_ENVS // per_task)
+    sampler = Sampler(family, policy.policy_spec, envs_per_task=per_task, seed=seed)
+    source = SamplerSource.evaluating(sampler, family, episodes_per_task=episodes)
+    by_step: list[list[Episodes]] = [[] for _ in range(steps + 1)]
+    try:
+        for i in range(0, len(tasks), chunk):
+            collected = policy.meta_test(tasks[i : i + chunk], source=source, steps=steps, later_lr=later_lr)
+            for k, phase in enumerate(collected.phases):
+                by_step[k].extend(phase)
+    finally:
+        sampler.close()
+    return by_step
+
+
+def _task_result(index: int, task: Task, by_step: list[Episodes]) -> TaskResult:
+    """One task's figures from its episodes after ``k = 0..n`` inner steps."""
+    return TaskResult(
+        index=index,
+        task=task.describe(),
+        return_pre=float(by_step[0].returns.mean()),
+        return_post=float(by_step[-1].returns.mean()),
+        success_pre=float(by_step[0].successes.mean()),
+        success_post=float(by_step[-1].successes.mean()),
+        return_steps=tuple(float(e.returns.mean()) for e in by_step),
+        success_steps=tuple(float(e.successes.mean()) for e in by_step),
+    )
 
 
 def _envs_per_task(*, episodes: int, steps: int, eval_episodes: int) -> int:

@@ -77,8 +77,9 @@ class Sampler:
         space = family.action_space
         self._discrete = isinstance(space, gym.spaces.Discrete)
         clip = not self._discrete and family.clips_actions
-        self._low = np.asarray(space.low, dtype=np.float32) if clip else None
-        self._high = np.asarray(space.high, dtype=np.float32) if clip else None
+        box = space if isinstance(space, gym.spaces.Box) else None
+        self._low = np.asarray(box.low, dtype=np.float32) if clip and box is not None else None
+        self._high = np.asarray(box.high, dtype=np.float32) if clip and box is not None else None
         self.last_stats = SampleStats(0, 0.0)
 
     def close(self) -> None:
@@ -148,7 +149,8 @@ class Sampler:
         if self._seeded:
             obs, _ = vec.reset()
         else:
-            obs, _ = vec.reset(seed=[self.seed * 100_003 + i for i in range(num)])
+            # one seed per sub-env (gymnasium's vector envs take a list; its stub says int)
+            obs, _ = vec.reset(seed=[self.seed * 100_003 + i for i in range(num)])  # type: ignore[arg-type]
             self._seeded = True
         policy = self.policy
         obs_dim = policy.spec.obs_dim

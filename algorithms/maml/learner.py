@@ -86,6 +86,8 @@ class MAML(PolicyGradientLearner):
 
     # ---- outer loop --------------------------------------------------------------------
     def step(self, batch: MetaBatch) -> UpdateMetrics:
+        if batch.valid is None:
+            raise ValueError("MAML learns from the post-adaptation (valid) phase; the batch has none")
         train = [self.batch(step) for step in batch.train]
         valid = self.batch(batch.valid)
         outer = self.config.outer
@@ -236,7 +238,7 @@ class MAML(PolicyGradientLearner):
         cfg = self.config.outer
         assert self._optimizer is not None and not isinstance(cfg, TRPOSpec)
         backup = {k: v.clone() for k, v in self.params.items()}
-        theta = dict(self.policy.named_parameters())
+        theta: Params = dict(self.policy.named_parameters())
         with torch.no_grad():
             phi0 = self.adapted(train, theta=self.params, create_graph=False)
             old_dist = F.detach_dist(self.policy.forward_stacked(phi0, valid.obs))

@@ -65,10 +65,12 @@ class MultiTaskPG(PolicyGradientLearner):
                 if not torch.isfinite(loss):
                     self._set_params(backup)
                     raise NonFiniteError("multi-task PPO loss is not finite (NaN or inf); the update was rejected")
-                self._optimizer.zero_grad(set_to_none=True)
+                optimizer = self._optimizer
+                assert optimizer is not None
+                optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
-                self._optimizer.step()
+                optimizer.step()
                 losses.append(float(loss))
             with torch.no_grad():
                 kls.append(float((old_logp - self.policy.log_prob(self.policy(obs), actions)).mean()))
