@@ -127,7 +127,9 @@ def make_task_batch(
     feats = baseline.features(obs, mask, dones)
     weights = baseline.fit(feats, rets, mask)
     values = baseline.predict(feats, weights)
-    adv = untm(gae(tm(rewards * mask), tm(values), tm(dones), gamma=advantage.gamma, gae_lambda=advantage.gae_lambda)) * mask
+    adv = untm(
+        gae(tm(rewards * mask), tm(values), tm(dones), gamma=advantage.gamma, gae_lambda=advantage.gae_lambda)
+    ) * mask
     if advantage.normalize:
         adv = normalize(adv, mask, dims=(1, 2))
 

@@ -30,7 +30,8 @@ def _task_loss_inner(policy: Policy, params: Params, b: TaskBatch, i: int) -> Te
 
 
 def adapt_task(
-    policy: Policy, theta: Params, train: Sequence[TaskBatch], i: int, *, inner_lr: float, first_order: bool, create_graph: bool = True
+    policy: Policy, theta: Params, train: Sequence[TaskBatch], i: int, *, inner_lr: float, first_order: bool,
+    create_graph: bool = True
 ) -> Params:
     """φ_i(θ) of task ``i`` by plain per-task autograd."""
     params = theta
@@ -123,6 +124,8 @@ def trpo_step(
     )
     new = {k: t.detach().clone() for k, t in zip(names, F.unflat(x, vals), strict=True)}
     return new, UpdateMetrics(
-        values={"loss/outer": float(loss), "meta/kl": ls.kl if ls.accepted else 0.0, "trpo/accepted": float(ls.accepted)},
+        values={
+            "loss/outer": float(loss), "meta/kl": ls.kl if ls.accepted else 0.0, "trpo/accepted": float(ls.accepted)
+        },
         accepted=ls.accepted,
     )

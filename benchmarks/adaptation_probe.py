@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, required=True, help="a reproduce.py --workdir (state.json, MLflow store)")
+    parser.add_argument("--workdir", type=Path, required=True,
+                        help="a reproduce.py --workdir (state.json, MLflow store)")
     parser.add_argument("--run", default="maml/seed0", help="the run's key in state.json")
     parser.add_argument("--checkpoints", required=True, help="comma-separated iterations with a checkpoint")
     parser.add_argument("--tasks", type=int, default=8)
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     fam = entry["spec"]["task_family"]
-    family = make_family(fam["name"], **({"env_name": fam["env_name"]} if fam.get("env_name") else {}), **fam.get("params", {}))
+    family = make_family(fam["name"], **({"env_name": fam["env_name"]} if fam.get("env_name") else {}),
+                         **fam.get("params", {}))
     available = tracking.checkpoint_iterations(entry["run_id"])
     for it in (int(x) for x in args.checkpoints.split(",")):
         if it not in available:

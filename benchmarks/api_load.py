@@ -109,8 +109,9 @@ def free_port() -> int:
 def start_service(home: Path, port: int, workers: int = 1) -> subprocess.Popen:
     import httpx
 
-    env = dict(os.environ, METARL_HOME=str(home), METARL_PORT=str(port), METARL_RECONCILE_ON_START="false", METARL_WORKERS=str(workers),
-               METARL_RAY_DASHBOARD=f"http://127.0.0.1:{free_port()}", MLFLOW_DISABLE_TELEMETRY="true")
+    env = dict(os.environ, METARL_HOME=str(home), METARL_PORT=str(port), METARL_RECONCILE_ON_START="false",
+               METARL_WORKERS=str(workers), METARL_RAY_DASHBOARD=f"http://127.0.0.1:{free_port()}",
+               MLFLOW_DISABLE_TELEMETRY="true")
     env.pop("METARL_DATABASE_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     log = open(home / "service.log", "a")  # noqa: SIM115 - lives as long as the server
@@ -184,7 +185,8 @@ async def load(*, url: str, key: str, phase: str, job_ids: list[str], n_jobs: in
     def pct(xs: list[float], q: float) -> float:
         return round(1000 * xs[min(len(xs) - 1, int(q * len(xs)))], 2) if xs else float("nan")
 
-    return {"sent": sent, "requests": n, "p50_ms": pct(every, 0.50), "p99_ms": pct(every, 0.99), "max_ms": pct(every, 1.0),
+    return {"sent": sent, "requests": n, "p50_ms": pct(every, 0.50), "p99_ms": pct(every, 0.99),
+            "max_ms": pct(every, 1.0),
             "requests_per_s": round(n / seconds, 1), "errors": sum(errors.values()), "error_kinds": errors,
             "p99_ms_by_route": {k: pct(sorted(v), 0.99) for k, v in sorted(lat.items())},
             "requests_by_route": {k: len(v) for k, v in sorted(lat.items())}}
@@ -239,7 +241,8 @@ def wrk_load(*, url: str, key: str, phase: str, job_ids: list[str], connections:
     try:
         base = ["wrk", "-t1", f"-c{connections}", "--timeout", "10s", "-s", f.name, url]
         subprocess.run(base[:1] + [f"-d{int(WARMUP_S)}s"] + base[1:], capture_output=True, check=True)
-        out = subprocess.run(base[:1] + [f"-d{int(seconds)}s"] + base[1:], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(base[:1] + [f"-d{int(seconds)}s"] + base[1:], capture_output=True, text=True,
+                             check=True).stdout
     finally:
         os.unlink(f.name)
     line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
@@ -341,9 +344,12 @@ def main() -> int:
         "ratio_rps": round(mix["requests_per_s"] / base["requests_per_s"], 2),
         "connections": args.connections, "seconds": args.seconds, "warmup_s": WARMUP_S,
         "jobs": args.jobs, "metrics_per_run": args.metrics, "iterations_per_metric": args.iterations,
-        "seed_s": round(seed_s, 1), "client": "aiohttp (uvloop), separate process" if args.client == "aiohttp" else "wrk 4.1 (-t1), separate process",
+        "seed_s": round(seed_s, 1),
+        "client": ("aiohttp (uvloop), separate process" if args.client == "aiohttp"
+                   else "wrk 4.1 (-t1), separate process"),
         "server": f"python -m service (uvicorn, METARL_WORKERS={args.server_workers})", "cpus": os.cpu_count(),
-        "loadavg_1m_at_start": round(load_start[0], 2), "loadavg_1m_before": round(load_before[0], 2), "loadavg_1m_after": round(load_after[0], 2),
+        "loadavg_1m_at_start": round(load_start[0], 2), "loadavg_1m_before": round(load_before[0], 2),
+        "loadavg_1m_after": round(load_after[0], 2),
     }
     print(json.dumps(row))
     args.out.parent.mkdir(parents=True, exist_ok=True)

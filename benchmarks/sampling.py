@@ -83,8 +83,10 @@ class Setting:
 def _bare_cheetah(family: TaskFamily) -> tuple[gym.Env, str]:
     from workers.envs.mujoco import CHEETAH_CTRL_COST_WEIGHT
 
-    env = gym.make("HalfCheetah-v5", ctrl_cost_weight=CHEETAH_CTRL_COST_WEIGHT, max_episode_steps=family.max_episode_steps)
-    return env, "gymnasium.make('HalfCheetah-v5', ctrl_cost_weight=0.05) (TimeLimit/OrderEnforcing/PassiveEnvChecker wrappers)"
+    env = gym.make("HalfCheetah-v5", ctrl_cost_weight=CHEETAH_CTRL_COST_WEIGHT,
+                   max_episode_steps=family.max_episode_steps)
+    return env, ("gymnasium.make('HalfCheetah-v5', ctrl_cost_weight=0.05) "
+                 "(TimeLimit/OrderEnforcing/PassiveEnvChecker wrappers)")
 
 
 def _bare_metaworld(family: TaskFamily) -> tuple[gym.Env, str]:
@@ -98,7 +100,8 @@ def _bare_metaworld(family: TaskFamily) -> tuple[gym.Env, str]:
 
 
 def _bare_navigation(family: TaskFamily) -> tuple[gym.Env, str]:
-    return family.make_env(family.sample_tasks(1, np.random.default_rng(0))[0]), "Navigation2DEnv (the family env itself)"
+    return (family.make_env(family.sample_tasks(1, np.random.default_rng(0))[0]),
+            "Navigation2DEnv (the family env itself)")
 
 
 SETTINGS = {
@@ -238,7 +241,8 @@ class RawProbe:
 def policy_spec(family: TaskFamily, activation: str) -> PolicySpec:
     space = family.action_space
     discrete = isinstance(space, gym.spaces.Discrete)
-    return PolicySpec(obs_dim=int(family.observation_space.shape[0]), act_dim=int(space.n if discrete else space.shape[0]),
+    return PolicySpec(obs_dim=int(family.observation_space.shape[0]),
+                      act_dim=int(space.n if discrete else space.shape[0]),
                       hidden_sizes=HIDDEN, activation=activation, discrete=discrete)
 
 
@@ -262,7 +266,8 @@ def measure_sampler(setting: Setting, family: TaskFamily, calls: int, probe: Raw
     raws.append(probe.chunk(phase, bare=True))
     load = meter.stop()
     sampler.close()
-    return {"rate": steps / seconds, "envs_per_task": envs_per_task, "paired": paired(rates, raws, 1), "phase": phase, **load}
+    return {"rate": steps / seconds, "envs_per_task": envs_per_task, "paired": paired(rates, raws, 1), "phase": phase,
+            **load}
 
 
 def _deliver(learner_self: Any, *shards: list[Any]) -> int:
@@ -288,7 +293,8 @@ def raw_parallel(setting: Setting, actors: list[Any], seed: int) -> float:
     between the calls, 0.78 without.)"""
     import ray
 
-    refs = [a.__ray_call__.remote(_raw_in_actor, setting, setting.raw_chunk, seed * 10 + i) for i, a in enumerate(actors)]
+    refs = [a.__ray_call__.remote(_raw_in_actor, setting, setting.raw_chunk, seed * 10 + i)
+            for i, a in enumerate(actors)]
     return sum(ray.get(refs))
 
 
@@ -297,7 +303,8 @@ def paired(rates: list[float], raws: list[float], workers: int) -> list[float]:
     return [r / (workers * (a + b) / 2) for r, a, b in zip(rates, raws[:-1], raws[1:], strict=False)]
 
 
-def measure_system(setting: Setting, family: TaskFamily, workers: int, calls: int, learner: Any, probe: RawProbe, phase: str) -> dict[str, Any]:
+def measure_system(setting: Setting, family: TaskFamily, workers: int, calls: int, learner: Any, probe: RawProbe,
+                   phase: str) -> dict[str, Any]:
     """WorkerPool actors, episodes delivered to the learner actor; a raw chunk in this process
     before every call (the actors are idle then)."""
     import ray
@@ -447,7 +454,7 @@ def _rllib_missing() -> str | None:
     return None
 
 
-def main() -> None:
+def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envs", default="halfcheetah-vel,reach-v3,navigation2d")
     parser.add_argument("--workers", default="1,2")
@@ -459,10 +466,126 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=2)
     parser.add_argument("--retry-wait", type=float, default=20.0)
     parser.add_argument("--out", default=str(RESULTS / "sampling.jsonl"))
-    args = parser.parse_args()
-    skipped = None if args.no_rllib else _rllib_missing()
-    if args.no_rllib:
-        skipped = "skipped: --no-rllib"
+    return parser.parse_args()
+
+
+def _quiet(args: argparse.Namespace, label: str, fn: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """``fn(phase)``, repeated (up to ``--retries`` times) while other processes used more than
+    ``--max-foreign`` of the machine during it; the attempts are recorded."""
+    attempts = []
+    for attempt in range(args.retries + 1):
+        result = fn(f"{label}#{attempt}")
+        attempts.append(result["foreign_cpu_frac"])
+        if result["foreign_cpu_frac"] <= args.max_foreign:
+            break
+        time.sleep(args.retry_wait)
+    result["attempts_foreign_cpu_frac"] = attempts
+    return result
+
+
+def _our_row(setting: Setting, family: Any, w: int, r: dict[str, Any], local: dict[str, Any], probe: RawProbe, *,
+             ncpu: int, calls: int, batch: dict[str, Any], peer: dict[str, Any] | None, skipped: str | None
+             ) -> dict[str, Any]:
+    raw = probe.rate(r["phase"])
+    sampler_raw = probe.rate(local["phase"])
+    row: dict[str, Any] = {
+        "env": setting.name, "family": setting.family, "workers": w,
+        "raw_steps_per_s": round(raw, 1),
+        "raw_env": "the family's own env (simulator + task reward wrapper), one process, actions drawn "
+                   "beforehand, reset at episode end; median of chunks run between this row's calls",
+        "raw_runs": [round(x, 1) for x in probe.runs[r["phase"]]],
+        "raw_median_all_phases": round(statistics.median(probe.all_runs()), 1),
+        "bare_steps_per_s": round(statistics.median(probe.bare_runs), 1), "bare_env": probe.bare_desc,
+        "bare_vs_raw": round(statistics.median(probe.bare_runs) / sampler_raw, 3),
+        "sampler_steps_per_s": round(local["rate"], 1),
+        "sampler_efficiency": round(local["rate"] / sampler_raw, 3),
+        "sampler_efficiency_paired": _spread(local["paired"]),
+        "sampler_raw_steps_per_s": round(sampler_raw, 1),
+        "system_steps_per_s": round(r["system"], 1),
+        "efficiency": round(r["system"] / (w * raw), 3),
+        "efficiency_paired": _spread(r["paired"]),
+        "worker_steps_per_s": round(r["worker_rate"], 1),
+        "worker_efficiency": round(r["worker_rate"] / raw, 3),
+        "shard_balance": round(r["shard_balance"], 3),
+        "time_in_slowest_shard": round(r["time_in_shards"], 3),
+        "delivered_steps": r["delivered_steps"], "simulated_steps": r["steps"],
+        "batch": batch, "calls": calls, "policy": f"{len(HIDDEN)}x{HIDDEN[0]} {setting.activation}",
+        "system": f"WorkerPool actors in a local ray.init(num_cpus={ncpu}); time from submit until the "
+                  "learner actor holds the episodes",
+        "actor_omp_threads": r["actor_omp_threads"],
+        **{k: r[k] for k in LOAD_KEYS},
+        "sampler_foreign_cpu_frac": local["foreign_cpu_frac"],
+        "attempts_foreign_cpu_frac": r["attempts_foreign_cpu_frac"],
+    }
+    if "parallel" in r:
+        par = statistics.median(r["parallel"])
+        row["raw_parallel_steps_per_s"] = round(par, 1)
+        row["raw_parallel_runs"] = [round(x, 1) for x in r["parallel"]]
+        row["raw_parallel_scaling"] = round(par / (w * raw), 3)
+        row["efficiency_vs_raw_parallel"] = round(r["system"] / par, 3)
+        row["efficiency_vs_raw_parallel_paired"] = _spread(r["paired_parallel"])
+    if peer is not None:
+        row["rllib_steps_per_s"] = round(peer["lifetime_throughput"], 1)
+        row["ratio_vs_rllib"] = round(r["system"] / peer["lifetime_throughput"], 2)
+    else:
+        row["rllib"] = skipped
+    return row
+
+
+def _peer_row(setting: Setting, w: int, p: dict[str, Any], probe: RawProbe) -> dict[str, Any]:
+    raw = probe.rate(p["phase"])
+    return {
+        "env": setting.name, "peer": "rllib", "workers": w,
+        "system_steps_per_s": round(p["lifetime_throughput"], 1),
+        "metric": "result['env_runners']['num_env_steps_sampled_lifetime_throughput']"
+                  "['throughput_since_last_reduce'], mean over the measured train() calls",
+        "lifetime_throughput_per_iteration": p["lifetime_throughput_per_iteration"],
+        "steps_per_train_s": round(p["steps_per_train_s"], 1),
+        "raw_steps_per_s": round(raw, 1),
+        "efficiency": round(p["lifetime_throughput"] / (w * raw), 3),
+        "env_creator": "ray.tune.registry.register_env with the family's single env (same wrapper as raw)",
+        "config": p["config"],
+        **{k: p[k] for k in LOAD_KEYS},
+        "attempts_foreign_cpu_frac": p["attempts_foreign_cpu_frac"],
+    }
+
+
+def _measure_env(name: str, args: argparse.Namespace, worker_counts: list[int], skipped: str | None,
+                 ncpu: int) -> list[dict[str, Any]]:
+    """Every row of one env: ours for each worker count, then the RLlib peer's."""
+    import ray
+
+    from algorithms.maml import MAMLSpec
+    from workers.learner import remote_learner
+
+    setting = SETTINGS[name]
+    family = make_family(setting.family, **setting.kwargs)
+    spec = policy_spec(family, setting.activation)
+    learner = remote_learner(gpus=0).remote(MAMLSpec(), spec, seed=0, gpus=0)
+    ray.get(learner.get_iteration.remote())
+    probe = RawProbe(setting, family)
+    local = _quiet(args, "sampler", functools.partial(measure_sampler, setting, family, args.calls, probe))
+    ours: dict[int, dict[str, Any]] = {}
+    peers: dict[int, dict[str, Any]] = {}
+    for w in worker_counts:
+        ours[w] = _quiet(args, f"system-{w}",
+                         functools.partial(measure_system, setting, family, w, args.calls, learner, probe))
+        if skipped is None:
+            peers[w] = _quiet(args, f"rllib-{w}",
+                              functools.partial(measure_rllib, setting, w, args.rllib_iterations, probe))
+    ray.kill(learner)
+    probe.close()
+    batch = {"tasks": setting.tasks, "episodes_per_task": setting.episodes, "horizon": family.max_episode_steps,
+             "steps_per_call": setting.tasks * setting.episodes * family.max_episode_steps,
+             "envs_per_worker": setting.envs_per_worker}
+    rows = [_our_row(setting, family, w, ours[w], local, probe, ncpu=ncpu, calls=args.calls, batch=batch,
+                     peer=peers.get(w), skipped=skipped) for w in worker_counts]
+    return rows + [_peer_row(setting, w, p, probe) for w, p in peers.items()]
+
+
+def main() -> None:
+    args = _parse()
+    skipped = "skipped: --no-rllib" if args.no_rllib else _rllib_missing()
     if skipped:
         print(f"RLlib peer {skipped}", file=sys.stderr, flush=True)
     names = [n for n in args.envs.split(",") if n]
@@ -472,115 +595,17 @@ def main() -> None:
 
     import ray
 
-    from workers.learner import remote_learner
-
     ncpu = max(worker_counts)
     tmp = tempfile.mkdtemp(prefix="metarl-bench-")
     ray.init(num_cpus=ncpu, include_dashboard=False, _temp_dir=tmp, logging_level=logging.WARNING)
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-
-    def emit(row: dict[str, Any]) -> None:
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-
     try:
         for name in names:
-            setting = SETTINGS[name]
-            family = make_family(setting.family, **setting.kwargs)
-            spec = policy_spec(family, setting.activation)
-            learner = remote_learner(gpus=0).remote("maml", spec, None, seed=0, gpus=0)
-            ray.get(learner.get_iteration.remote())
-            probe = RawProbe(setting, family)
-            def quiet(label: str, fn: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
-                """``fn(phase)``, repeated (up to ``--retries`` times) while other processes used
-                more than ``--max-foreign`` of the machine during it; the attempts are recorded."""
-                attempts = []
-                for attempt in range(args.retries + 1):
-                    result = fn(f"{label}#{attempt}")
-                    attempts.append(result["foreign_cpu_frac"])
-                    if result["foreign_cpu_frac"] <= args.max_foreign:
-                        break
-                    time.sleep(args.retry_wait)
-                result["attempts_foreign_cpu_frac"] = attempts
-                return result
-
-            local = quiet("sampler", functools.partial(measure_sampler, setting, family, args.calls, probe))
-            ours: dict[int, dict[str, Any]] = {}
-            peers: dict[int, dict[str, Any]] = {}
-            for w in worker_counts:
-                ours[w] = quiet(f"system-{w}", functools.partial(measure_system, setting, family, w, args.calls, learner, probe))
-                if skipped is None:
-                    peers[w] = quiet(f"rllib-{w}", functools.partial(measure_rllib, setting, w, args.rllib_iterations, probe))
-            ray.kill(learner)
-            probe.close()
-            all_raw = statistics.median(probe.all_runs())
-            sampler_raw = probe.rate(local["phase"])
-            batch = {"tasks": setting.tasks, "episodes_per_task": setting.episodes, "horizon": family.max_episode_steps,
-                     "steps_per_call": setting.tasks * setting.episodes * family.max_episode_steps,
-                     "envs_per_worker": setting.envs_per_worker}
-            for w in worker_counts:
-                r = ours[w]
-                raw = probe.rate(r["phase"])
-                row: dict[str, Any] = {
-                    "env": setting.name, "family": setting.family, "workers": w,
-                    "raw_steps_per_s": round(raw, 1),
-                    "raw_env": "the family's own env (simulator + task reward wrapper), one process, actions drawn "
-                               "beforehand, reset at episode end; median of chunks run between this row's calls",
-                    "raw_runs": [round(x, 1) for x in probe.runs[r["phase"]]],
-                    "raw_median_all_phases": round(all_raw, 1),
-                    "bare_steps_per_s": round(statistics.median(probe.bare_runs), 1), "bare_env": probe.bare_desc,
-                    "bare_vs_raw": round(statistics.median(probe.bare_runs) / sampler_raw, 3),
-                    "sampler_steps_per_s": round(local["rate"], 1),
-                    "sampler_efficiency": round(local["rate"] / sampler_raw, 3),
-                    "sampler_efficiency_paired": _spread(local["paired"]),
-                    "sampler_raw_steps_per_s": round(sampler_raw, 1),
-                    "system_steps_per_s": round(r["system"], 1),
-                    "efficiency": round(r["system"] / (w * raw), 3),
-                    "efficiency_paired": _spread(r["paired"]),
-                    "worker_steps_per_s": round(r["worker_rate"], 1),
-                    "worker_efficiency": round(r["worker_rate"] / raw, 3),
-                    "shard_balance": round(r["shard_balance"], 3),
-                    "time_in_slowest_shard": round(r["time_in_shards"], 3),
-                    "delivered_steps": r["delivered_steps"], "simulated_steps": r["steps"],
-                    "batch": batch, "calls": args.calls, "policy": f"{len(HIDDEN)}x{HIDDEN[0]} {setting.activation}",
-                    "system": f"WorkerPool actors in a local ray.init(num_cpus={ncpu}); time from submit until the "
-                              "learner actor holds the episodes",
-                    "actor_omp_threads": r["actor_omp_threads"],
-                    **{k: r[k] for k in LOAD_KEYS},
-                    "sampler_foreign_cpu_frac": local["foreign_cpu_frac"],
-                    "attempts_foreign_cpu_frac": r["attempts_foreign_cpu_frac"],
-                }
-                if "parallel" in r:
-                    par = statistics.median(r["parallel"])
-                    row["raw_parallel_steps_per_s"] = round(par, 1)
-                    row["raw_parallel_runs"] = [round(x, 1) for x in r["parallel"]]
-                    row["raw_parallel_scaling"] = round(par / (w * raw), 3)
-                    row["efficiency_vs_raw_parallel"] = round(r["system"] / par, 3)
-                    row["efficiency_vs_raw_parallel_paired"] = _spread(r["paired_parallel"])
-                if w in peers:
-                    row["rllib_steps_per_s"] = round(peers[w]["lifetime_throughput"], 1)
-                    row["ratio_vs_rllib"] = round(r["system"] / peers[w]["lifetime_throughput"], 2)
-                else:
-                    row["rllib"] = skipped
-                emit(row)
-            for w, p in peers.items():
-                raw = probe.rate(p["phase"])
-                emit({
-                    "env": setting.name, "peer": "rllib", "workers": w,
-                    "system_steps_per_s": round(p["lifetime_throughput"], 1),
-                    "metric": "result['env_runners']['num_env_steps_sampled_lifetime_throughput']"
-                              "['throughput_since_last_reduce'], mean over the measured train() calls",
-                    "lifetime_throughput_per_iteration": p["lifetime_throughput_per_iteration"],
-                    "steps_per_train_s": round(p["steps_per_train_s"], 1),
-                    "raw_steps_per_s": round(raw, 1),
-                    "efficiency": round(p["lifetime_throughput"] / (w * raw), 3),
-                    "env_creator": "ray.tune.registry.register_env with the family's single env (same wrapper as raw)",
-                    "config": p["config"],
-                    **{k: p[k] for k in LOAD_KEYS},
-                    "attempts_foreign_cpu_frac": p["attempts_foreign_cpu_frac"],
-                })
+            for row in _measure_env(name, args, worker_counts, skipped, ncpu):
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     finally:
         ray.shutdown()
         with out_path.open("w") as f:

@@ -95,7 +95,9 @@ class MetaWorldParams(FamilyParams):
 
 
 class MetaWorldML1Params(MetaWorldParams):
-    env_name: Literal[METAWORLD_V3_ENVS] = Field(description="the Meta-World v3 env, e.g. reach-v3")  # type: ignore[valid-type]
+    env_name: Literal[METAWORLD_V3_ENVS] = Field(  # type: ignore[valid-type]
+        description="the Meta-World v3 env, e.g. reach-v3"
+    )
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ class TaskFamilySpec(Spec):
     env_name: str | None = Field(None, description="Meta-World env name (metaworld-ml1 only), e.g. reach-v3")
     max_episode_steps: int | None = Field(None, ge=1, le=10_000, description="horizon; the family's default if omitted")
     params: dict[str, bool | int | float] = Field(
-        default_factory=dict, description="other family parameters, e.g. velocity_high, observe_position, frame_skip, clip_actions"
+        default_factory=dict,
+        description="other family parameters, e.g. velocity_high, observe_position, frame_skip, clip_actions",
     )
 
     @model_validator(mode="after")

@@ -334,9 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run a metarl meta-training job.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--spec", help="path of the job spec JSON")
-    source.add_argument("--spec-env", metavar="VAR", help="read the job spec JSON from this environment variable (the service's launcher)")
+    source.add_argument("--spec-env", metavar="VAR",
+                        help="read the job spec JSON from this environment variable (the service's launcher)")
     parser.add_argument("--job-id", default=os.environ.get("METARL_JOB_ID"))
-    parser.add_argument("--resume", default=None, metavar="RUN_ID", help="continue this MLflow run from its last checkpoint")
+    parser.add_argument("--resume", default=None, metavar="RUN_ID",
+                        help="continue this MLflow run from its last checkpoint")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     where = args.spec or f"${args.spec_env}"

@@ -24,8 +24,9 @@ Fig. 5 and the appendix tables): step 0 is the pre episodes, step ``k < n`` the 
 after ``k`` steps (the batch the next step learns from), step ``n`` the post evaluation
 episodes.  Since every step samples with the same sampler in the same order, step ``k`` of an
 ``n``-step evaluation equals the post value of a ``k``-step one with the same seed (for
-families whose evaluation episodes are sampled like the adaptation ones).  The evaluation is logged as a run of the MLflow experiment
-``metarl-evaluations`` tagged with the model it evaluated (and with ``metarl.evaluation_id``
+families whose evaluation episodes are sampled like the adaptation ones).  The evaluation is
+logged as a run of the MLflow experiment ``metarl-evaluations`` tagged with the model it
+evaluated (and with ``metarl.evaluation_id``
 when the control plane submitted it, which is how the service finds the result).
 """
 
@@ -363,7 +364,9 @@ def log_evaluation(
                 metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, 0))
                 metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, 0))
         # the curve over inner steps: MLflow step = number of inner steps taken
-        curves = [("return_step", report.return_steps)] + ([("success_step", report.success_steps)] if report.has_success else [])
+        curves = [("return_step", report.return_steps)] + (
+            [("success_step", report.success_steps)] if report.has_success else []
+        )
         for key, curve in curves:
             for k, interval in enumerate(curve):
                 metrics.append(Metric(f"eval/{key}", interval.mean, now, k))
@@ -377,7 +380,9 @@ def log_evaluation(
         for i in range(0, len(metrics), 1000):  # MLflow's log_batch limit
             client.log_batch(run_id, metrics=metrics[i : i + 1000])
         client.log_batch(run_id, tags=[RunTag("metarl.seconds", f"{report.seconds:.3f}")])
-        client.log_text(run_id, json.dumps(dataclasses.replace(report, run_id=run_id).to_dict(), indent=2), EVALUATION_REPORT)
+        client.log_text(
+            run_id, json.dumps(dataclasses.replace(report, run_id=run_id).to_dict(), indent=2), EVALUATION_REPORT
+        )
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
@@ -473,11 +478,13 @@ def _steps_table(report: EvaluationReport) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m workers.evaluate", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="models:/NAME/VERSION, models:/NAME@ALIAS, runs:/... or a directory")
+    parser.add_argument("--model", required=True,
+                        help="models:/NAME/VERSION, models:/NAME@ALIAS, runs:/... or a directory")
     parser.add_argument("--episodes", type=_positive, default=10, help="K: episodes per adaptation step (default 10)")
     parser.add_argument("--steps", type=_positive, default=1, help="n: inner policy-gradient steps (default 1)")
     parser.add_argument("--tasks", type=_positive, default=10, help="N: held-out test tasks (default 10)")
-    parser.add_argument("--seed", type=_non_negative, default=0, help="seed of tasks, resets and action noise (default 0)")
+    parser.add_argument("--seed", type=_non_negative, default=0,
+                        help="seed of tasks, resets and action noise (default 0)")
     parser.add_argument("--later-lr", type=_positive_float, default=None,
                         help="step size of inner steps 2..n (default: the model's inner_lr; the MAML paper uses 0.05)")
     parser.add_argument("--split", choices=SPLITS, default="test", help="task split to evaluate on (default test)")

@@ -89,7 +89,9 @@ class Learner:
         return self.learner.iteration
 
 
-def remote_learner(*, gpus: float, num_cpus: float = 0.0, node_id: str | None = None):  # noqa: ANN201 - a Ray actor class
+def remote_learner(  # noqa: ANN201 - a Ray actor class
+    *, gpus: float, num_cpus: float = 0.0, node_id: str | None = None
+):
     """The one place :class:`Learner` becomes a Ray actor.
 
     With ``gpus > 0`` it requests them (Ray schedules it on a GPU node).  Without, it takes no

@@ -84,7 +84,12 @@ def train_in_process(
     from workers.sampler import Sampler
 
     plan = plan_of(learner)
-    sampler = Sampler(family, learner.policy.spec, envs_per_task=envs_per_task or episodes_per_task, seed=seed)  # type: ignore[attr-defined]
+    sampler = Sampler(
+        family,
+        learner.policy.spec,  # type: ignore[attr-defined]
+        envs_per_task=envs_per_task or episodes_per_task,
+        seed=seed,
+    )
     schedule = TaskSchedule(family, meta_batch_size, seed)
     port = LocalLearner(learner)
     steps_total = 0.0

@@ -101,8 +101,12 @@ class WorkerPool:
         cls = remote_rollout_worker()
         actor = cls.options(
             name=f"{self.name_prefix}-rollout-{index}",
-            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=bundle),
-        ).remote(self.family, self.policy_spec, envs_per_worker=self.envs_per_worker, seed=self.seed, worker_index=index)
+            scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement_group=group, placement_group_bundle_index=bundle
+            ),
+        ).remote(
+            self.family, self.policy_spec, envs_per_worker=self.envs_per_worker, seed=self.seed, worker_index=index
+        )
         return _Slot(actor=actor, index=index, group=group, bundle=bundle)
 
     def _replace(self, i: int) -> None:
@@ -157,7 +161,8 @@ class WorkerPool:
                     slot = submitted[s][0]
                     if attempts[s] >= self.max_attempts:
                         raise RuntimeError(
-                            f"rollout shard {s} (tasks {shards[s].tolist()}) failed {attempts[s]} times; last error: {exc}"
+                            f"rollout shard {s} (tasks {shards[s].tolist()}) failed {attempts[s]} times; "
+                            f"last error: {exc}"
                         ) from exc
                     attempts[s] += 1
                     log.warning("rollout worker %d lost its shard (%s); re-sampling it", slot, type(exc).__name__)

@@ -124,7 +124,11 @@ class Sampler:
             stacked = stack_params([{key: v.detach().cpu() for key, v in p.items()} for p in params])
         start = time.perf_counter()
         vec = self._vector_env(tasks)
-        actor = _NumpyActor(self.policy, shared if shared is not None else stacked, n, k, shared=shared is not None) if _NumpyActor.supports(self.policy) else None
+        actor = (
+            _NumpyActor(self.policy, shared if shared is not None else stacked, n, k, shared=shared is not None)
+            if _NumpyActor.supports(self.policy)
+            else None
+        )
         rounds = math.ceil(episodes_per_task / k)
         parts = [self._round(vec, stacked, actor, n, deterministic) for _ in range(rounds)]
         out = []
@@ -136,7 +140,9 @@ class Sampler:
         self.last_stats = SampleStats(env_steps=steps, seconds=time.perf_counter() - start)
         return out
 
-    def _round(self, vec: gym.vector.VectorEnv, params: Params, actor: _NumpyActor | None, n: int, deterministic: bool) -> Episodes:
+    def _round(
+        self, vec: gym.vector.VectorEnv, params: Params, actor: _NumpyActor | None, n: int, deterministic: bool
+    ) -> Episodes:
         """One round: reset every sub-env, step them together until all ended or the horizon.
 
         Per step only what the next action needs runs; the raw step results go into the
@@ -155,7 +161,11 @@ class Sampler:
         policy = self.policy
         obs_dim = policy.spec.obs_dim
         obs_buf = np.zeros((horizon, num, obs_dim), np.float32)
-        act_buf = np.zeros((horizon, num), np.int64) if self._discrete else np.zeros((horizon, num, policy.spec.act_dim), np.float32)
+        act_buf = (
+            np.zeros((horizon, num), np.int64)
+            if self._discrete
+            else np.zeros((horizon, num, policy.spec.act_dim), np.float32)
+        )
         rew = np.zeros((horizon, num), np.float32)
         dones = np.zeros((horizon, num), bool)
         success = np.zeros((horizon, num), np.float32)
@@ -205,7 +215,10 @@ class Sampler:
         rew[off] = 0.0
         logp[off] = 0.0
         success[off] = 0.0
-        return Episodes(obs=obs_buf, actions=act_buf, rewards=rew, dones=dones, mask=mask.astype(np.float32), log_probs=logp, success=success)
+        return Episodes(
+            obs=obs_buf, actions=act_buf, rewards=rew, dones=dones, mask=mask.astype(np.float32), log_probs=logp,
+            success=success
+        )
 
     def _log_probs(self, params: Params, obs: np.ndarray, actions: np.ndarray, n: int, k: int) -> np.ndarray:
         """The behaviour policy's log-probabilities of ``actions`` ``[T, num]``: its own
@@ -214,7 +227,9 @@ class Sampler:
 
         def by_task(a: np.ndarray) -> torch.Tensor:  # [T, n*k, ...] -> [n, T*k, ...]
             rest = a.shape[2:]
-            return torch.from_numpy(np.ascontiguousarray(a.reshape(steps, n, k, *rest).swapaxes(0, 1)).reshape(n, steps * k, *rest))
+            return torch.from_numpy(
+                np.ascontiguousarray(a.reshape(steps, n, k, *rest).swapaxes(0, 1)).reshape(n, steps * k, *rest)
+            )
 
         dist = self.policy.forward_stacked(params, by_task(obs))
         lp = self.policy.log_prob(dist, by_task(actions)).numpy()  # [n, T*k]
@@ -232,7 +247,9 @@ class _NumpyActor:
     kept, and the log-probabilities of a round come from the policy's own ``log_prob`` on them.
     """
 
-    def __init__(self, policy: GaussianMLPPolicy | CategoricalMLPPolicy, params: Params, n: int, k: int, *, shared: bool) -> None:
+    def __init__(
+        self, policy: GaussianMLPPolicy | CategoricalMLPPolicy, params: Params, n: int, k: int, *, shared: bool
+    ) -> None:
         self.policy = policy
         self.n, self.k, self.shared = n, k, shared
         self.discrete = isinstance(policy, CategoricalMLPPolicy)

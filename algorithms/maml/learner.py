@@ -225,7 +225,9 @@ class MAML(PolicyGradientLearner):
 
         return cvp
 
-    def _subsample(self, train: Sequence[TaskBatch], valid: TaskBatch, fraction: float) -> tuple[list[TaskBatch], TaskBatch]:
+    def _subsample(
+        self, train: Sequence[TaskBatch], valid: TaskBatch, fraction: float
+    ) -> tuple[list[TaskBatch], TaskBatch]:
         def cols(b: TaskBatch) -> Tensor:
             k = max(1, math.ceil(fraction * b.episodes))
             idx = np.sort(self._rng.choice(b.episodes, size=k, replace=False))

@@ -51,7 +51,9 @@ class Reptile(PolicyGradientLearner):
             # the PG loss at θ on the first batch, and how far the update moved the policy there
             loss = F.inner_loss(self.policy, expand_params(theta, n), first).mean()
             old = self.policy.forward_stacked(expand_params(theta, n), first.obs)
-            kl = F.mean_kl(self.policy, old, self.policy.forward_stacked(expand_params(new, n), first.obs), first).mean()
+            kl = F.mean_kl(
+                self.policy, old, self.policy.forward_stacked(expand_params(new, n), first.obs), first
+            ).mean()
         self._set_params(new)
         metrics = {"loss/outer": float(loss), "meta/kl": float(kl), "outer/step_norm": float(delta.norm())}
         return self._finish(UpdateMetrics(values=metrics), batch)

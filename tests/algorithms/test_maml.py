@@ -17,8 +17,10 @@ N_TASKS, HORIZON, EPISODES = 3, 8, 6
 
 def make_problem(*, discrete=False, first_order=False, inner_steps=1, dtype=torch.float64, seed=0, outer=None,
                  tasks=N_TASKS, episodes=EPISODES, horizon=HORIZON, hidden=(16, 16), inner_lr=0.5):
-    spec = PolicySpec(obs_dim=3, act_dim=3 if discrete else 2, hidden_sizes=hidden, discrete=discrete, activation="tanh")
-    cfg = MAMLSpec(inner_lr=inner_lr, inner_steps=inner_steps, first_order=first_order, outer=outer or TRPOSpec(curvature_subsample=1.0))
+    spec = PolicySpec(obs_dim=3, act_dim=3 if discrete else 2, hidden_sizes=hidden, discrete=discrete,
+                      activation="tanh")
+    cfg = MAMLSpec(inner_lr=inner_lr, inner_steps=inner_steps, first_order=first_order,
+                   outer=outer or TRPOSpec(curvature_subsample=1.0))
     learner = MAML(spec, cfg, seed=seed)
     learner.policy.to(dtype)
     # a non-trivial output layer so inner steps matter
@@ -61,7 +63,9 @@ def explicit_outer_gradient(learner, train, valid):
     x0 = F.flat([theta[k] for k in names])
 
     def unflat(x):
-        return dict(zip(names, [t.view(s) for t, s in zip(F.unflat(x, [theta[k] for k in names]), shapes, strict=True)], strict=True))
+        return dict(zip(names,
+                        [t.view(s) for t, s in zip(F.unflat(x, [theta[k] for k in names]), shapes, strict=True)],
+                        strict=True))
 
     total = torch.zeros_like(x0)
     for i in range(valid.n_tasks):
@@ -209,7 +213,8 @@ def test_trpo_step_respects_kl_and_improves_surrogate():
     after = learner.params
     assert any(not torch.equal(before[k], after[k]) for k in before)
     # recompute independently at the new parameters
-    phi = learner.adapted(train, theta={k: v.clone().requires_grad_(True) for k, v in after.items()}, create_graph=False)
+    phi = learner.adapted(train, theta={k: v.clone().requires_grad_(True) for k, v in after.items()},
+                          create_graph=False)
     with torch.no_grad():
         dist = learner.policy.forward_stacked(phi, valid.obs)
         new_loss = F.surrogate_loss(learner.policy, dist, valid, obj.old_log_probs).mean()
@@ -237,9 +242,11 @@ def test_gradient_outer_steps_improve_the_surrogate(outer):
     old = learner.outer_objective(train, valid, theta=theta)
     metrics = learner.step(batch)
     assert np.isfinite(metrics["loss/outer"])
-    phi = learner.adapted(train, theta={k: v.clone().requires_grad_(True) for k, v in learner.params.items()}, create_graph=False)
+    phi = learner.adapted(train, theta={k: v.clone().requires_grad_(True) for k, v in learner.params.items()},
+                          create_graph=False)
     with torch.no_grad():
-        after = float(F.surrogate_loss(learner.policy, learner.policy.forward_stacked(phi, valid.obs), valid, old.old_log_probs).mean())
+        after = float(F.surrogate_loss(learner.policy, learner.policy.forward_stacked(phi, valid.obs), valid,
+                                       old.old_log_probs).mean())
     assert after < before
 
 

@@ -13,7 +13,8 @@ SPEC = PolicySpec(obs_dim=3, act_dim=2, hidden_sizes=(16,), activation="tanh")
 
 
 def episodes_for(learner, rng, n_tasks=3, seed=0):
-    return [policy_episodes(learner.policy, learner.params, rng, horizon=10, episodes=4, seed=seed + i) for i in range(n_tasks)]
+    return [policy_episodes(learner.policy, learner.params, rng, horizon=10, episodes=4, seed=seed + i)
+            for i in range(n_tasks)]
 
 
 def test_reptile_update_is_theta_plus_eps_mean_of_adapted_minus_theta():

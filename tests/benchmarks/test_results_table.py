@@ -112,7 +112,8 @@ def test_convergence_note():
     assert early["stopped_early"] and not early["converged"] and "stopped early" in early["note"]
 
 
-def _result(suite: Suite, means: dict[int, list[float]], *, command: str = "python benchmarks/reproduce.py --suite navigation2d",
+def _result(suite: Suite, means: dict[int, list[float]], *,
+            command: str = "python benchmarks/reproduce.py --suite navigation2d",
             variants: dict[str, float] | None = None) -> dict:
     """A result file as ``build_result`` writes it, reduced to what the table reads; ``variants``
     adds other evaluated variants, their per-seed means shifted by the given amount."""
@@ -150,7 +151,8 @@ def test_table_rows_and_a_hand_edited_number(tmp_path):
     # steps 0-3 of the chosen checkpoint and of the final model, steps 2-3 under the sensitivity step size
     assert len(rows) == 10
     selected, final, sensitivity = rows[:4], rows[4:8], rows[8:]
-    assert all("checkpoint chosen on validation tasks" in r and "| 3 × 100, checkpoints 50/70/40 |" in r for r in selected)
+    assert all("checkpoint chosen on validation tasks" in r and "| 3 × 100, checkpoints 50/70/40 |" in r
+               for r in selected)
     assert "| -11.50 [" in selected[1] and "yes (>= -12.85)" in selected[1] and "yes (>= -4.50)" in selected[3]
     assert all("final iteration" in r and "| 3 × 100 |" in r for r in final)
     assert all("later α = 0.025" in r and "| — | — |" in r for r in sensitivity)  # no paper number, no target
@@ -187,7 +189,8 @@ def test_target_missed_and_success_formatting(tmp_path):
 def test_suite_specs_are_the_papers_settings():
     nav = SUITES["navigation2d"].job_spec("maml", seed=2, iterations=100)
     assert (nav.meta_batch_size, nav.episodes_per_task, nav.seed, nav.iterations) == (20, 20, 2, 100)
-    assert nav.algorithm.inner_lr == 0.1 and nav.algorithm.outer.max_kl == 0.01 and nav.policy.hidden_sizes == (100, 100)
+    assert (nav.algorithm.inner_lr == 0.1 and nav.algorithm.outer.max_kl == 0.01
+            and nav.policy.hidden_sizes == (100, 100))
     assert nav.policy.activation == "relu" and nav.register_as == "reproduce-navigation2d-maml-s2"
     cheetah = SUITES["halfcheetah-dir"].job_spec("maml", seed=0, iterations=1)
     assert cheetah.task_family.name == "halfcheetah-dir" and cheetah.meta_batch_size == 40
@@ -279,7 +282,8 @@ def test_a_suites_departures_from_the_paper_are_in_its_note(tmp_path):
 
     def note() -> str:
         (tmp_path / "reproduce_halfcheetah-dir.json").write_text(json.dumps(result))
-        return [line for line in render_results_table(tmp_path).splitlines() if line.startswith("- `halfcheetah-dir`")][0]
+        return [line for line in render_results_table(tmp_path).splitlines()
+                if line.startswith("- `halfcheetah-dir`")][0]
 
     text = note()
     assert "NOT the paper setting" not in text

@@ -289,7 +289,8 @@ def test_compose_metarl_variables_are_real_settings() -> None:
     assert api["METARL_HOST"] == "0.0.0.0"
     assert api["METARL_RAY_DASHBOARD"] == "http://ray-head:8265"
     assert api["METARL_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert api["METARL_DATABASE_URL"].startswith("postgresql+psycopg://") and "@postgres:5432/" in api["METARL_DATABASE_URL"]
+    assert (api["METARL_DATABASE_URL"].startswith("postgresql+psycopg://")
+            and "@postgres:5432/" in api["METARL_DATABASE_URL"])
     # the values parse as the service's settings would (port, URL validator)
     Settings(**{k.removeprefix("METARL_").lower(): v for k, v in api.items()
                 if k.startswith("METARL_") and "${" not in v})
@@ -309,7 +310,8 @@ def test_k8s_metarl_variables_are_real_settings(rendered: tuple[str, list[dict[s
                     assert ref["key"] in cms[ref["name"]], f"{ref} missing"
     assert {"METARL_DATABASE_URL", "METARL_RAY_DASHBOARD", "METARL_MLFLOW_TRACKING_URI", "METARL_HOST"} <= used
     assert used <= names, f"not fields of service.settings.Settings: {sorted(used - names)}"
-    assert cms["metarl-config"]["METARL_RAY_DASHBOARD"] == f"http://{raycluster(docs)['metadata']['name']}-head-svc:8265"
+    assert (cms["metarl-config"]["METARL_RAY_DASHBOARD"]
+            == f"http://{raycluster(docs)['metadata']['name']}-head-svc:8265")
 
 
 # ---- compose security ------------------------------------------------------------------------------
@@ -346,7 +348,8 @@ def test_compose_ray_token_auth_everywhere() -> None:
         secret = token_path.removeprefix("/run/secrets/")
         assert token_path.startswith("/run/secrets/") and secret in svc.get("secrets", []), name
         assert secret in secrets and set(secrets[secret]) & {"environment", "file"}, secret
-    assert compose_env(c["services"]["api"])["METARL_RAY_TOKEN_FILE"] == compose_env(c["services"]["api"])["RAY_AUTH_TOKEN_PATH"]
+    assert (compose_env(c["services"]["api"])["METARL_RAY_TOKEN_FILE"]
+            == compose_env(c["services"]["api"])["RAY_AUTH_TOKEN_PATH"])
     assert "ray-head:8265" in compose_env(c["services"]["api"])["METARL_RAY_DASHBOARD"]
 
 
@@ -435,7 +438,9 @@ def test_raycluster_uses_only_kuberay_fields(rendered: tuple[str, list[dict[str,
 
     def check(obj: dict[str, Any], what: str) -> None:
         assert set(obj) <= RAYCLUSTER_FIELDS[what], f"{what}: not KubeRay fields: {set(obj) - RAYCLUSTER_FIELDS[what]}"
-        assert RAYCLUSTER_REQUIRED.get(what, set()) <= set(obj), f"{what}: missing {RAYCLUSTER_REQUIRED[what] - set(obj)}"
+        assert RAYCLUSTER_REQUIRED.get(what, set()) <= set(obj), (
+            f"{what}: missing {RAYCLUSTER_REQUIRED[what] - set(obj)}"
+        )
 
     spec = rc["spec"]
     check(spec, "spec")

@@ -142,7 +142,8 @@ def main() -> None:
     logs = Path(args.logs or tempfile.mkdtemp(prefix="make-run-logs-"))
     logs.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
-        "what": "`make run` from a fresh clone, repeated; every other run with another Ray cluster on Ray's default ports",
+        "what": "`make run` from a fresh clone, repeated; every other run with another Ray cluster "
+                "on Ray's default ports",
         "command": "tests/e2e/make_run_repeat.py --runs " + str(args.runs),
         "commit": _git("rev-parse", "HEAD"), "cpus": os.cpu_count(), "runs": [],
     }
@@ -151,7 +152,9 @@ def main() -> None:
             row = one_run(i, foreign=i % 2 == 1, work=Path(tmp), logs=logs, timeout_s=args.timeout)
             result["runs"].append(row)
             result["successes"] = sum(r["ok"] for r in result["runs"])
-            result["successes_with_another_ray_cluster"] = sum(r["ok"] for r in result["runs"] if r["another_ray_cluster"])
+            result["successes_with_another_ray_cluster"] = sum(
+                r["ok"] for r in result["runs"] if r["another_ray_cluster"]
+            )
             out.write_text(json.dumps(result, indent=1) + "\n")
             print(json.dumps({k: v for k, v in row.items() if k != "tail"}), flush=True)
     print(json.dumps({"successes": result["successes"], "runs": args.runs}), flush=True)

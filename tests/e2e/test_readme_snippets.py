@@ -16,9 +16,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from workers.contract import JobSpec
 from workers.envs import make_family
 from workers.loop import train_in_process
-from workers.contract import JobSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = "navigation2d-maml-demo"
@@ -49,7 +49,8 @@ def home(tmp_path_factory):  # noqa: ANN201
     })
     family = make_family("navigation2d", seed=0)
     obs_dim, act_dim, discrete = family.policy_dims()
-    learner = MAML(spec.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete), spec.algorithm, advantage=spec.advantage, seed=0)
+    learner = MAML(spec.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete), spec.algorithm,
+                   advantage=spec.advantage, seed=0)
     results = train_in_process(learner, family, meta_batch_size=4, episodes_per_task=4, iterations=2, seed=0)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)

@@ -14,8 +14,8 @@ import ray
 import torch
 
 from workers import tracking
-from workers.driver import DriverHooks, JobFailed, run_job
 from workers.contract import JobSpec
+from workers.driver import DriverHooks, JobFailed, run_job
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]

@@ -469,7 +469,9 @@ def test_cheetah_vector_env_matches_single_envs_bit_for_bit(
     for round_ in range(2):
         seeds = [10 * round_ + i for i in range(6)]
         obs, _ = vec.reset(seed=seeds)
-        np.testing.assert_array_equal(obs, np.stack([env.reset(seed=s)[0] for env, s in zip(singles, seeds, strict=True)]))
+        np.testing.assert_array_equal(
+            obs, np.stack([env.reset(seed=s)[0] for env, s in zip(singles, seeds, strict=True)])
+        )
         if observe_position:  # the root's x leads the observation
             np.testing.assert_array_equal(obs[:, 0], [np.float32(env.env.data.qpos[0]) for env in singles])
         _, rew, _, trunc, _ = run(30)  # 5 steps past the horizon: finished sub-envs hold
@@ -632,7 +634,9 @@ def test_metaworld_vector_env_matches_single_envs_bit_for_bit(benchmark: str, re
     for round_ in range(2):
         seeds = [10 * round_ + i for i in range(6)]
         obs, _ = vec.reset(seed=seeds)
-        np.testing.assert_array_equal(obs, np.stack([env.reset(seed=s)[0] for env, s in zip(singles, seeds, strict=True)]))
+        np.testing.assert_array_equal(
+            obs, np.stack([env.reset(seed=s)[0] for env, s in zip(singles, seeds, strict=True)])
+        )
         _, rew, _, trunc, _ = run(family.max_episode_steps + 5, np.float32 if round_ == 0 else np.float64)
         assert trunc.all() and not rew.any()
         tasks = family.sample_tasks(3, rng, split="test" if benchmark == "ml10" else "train")

@@ -19,12 +19,12 @@ from algorithms.batch import make_task_batch
 from algorithms.maml import MAML
 from algorithms.multitask import MultiTaskPG
 from algorithms.policies import make_policy, stack_params, unstack_params
+from workers.contract import JobSpec
 from workers.envs import make_family
 from workers.evaluate import EXPERIMENT, evaluate, main
 from workers.loop import train_in_process
 from workers.model import MetaPolicy, ModelNotFoundError, RegisteredModel, log_meta_policy
 from workers.sampler import Sampler
-from workers.contract import JobSpec
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,8 @@ def test_log_needs_an_active_run(nav):
 def test_load_acts_with_the_trained_parameters(store, nav, registered, how):
     if how == "alias":
         mlflow.MlflowClient(store.uri).set_registered_model_alias("nav-model", "champion", "1")
-    uri = {"version": "models:/nav-model/1", "alias": "models:/nav-model@champion", "latest": "models:/nav-model@latest"}[how]
+    uri = {"version": "models:/nav-model/1", "alias": "models:/nav-model@champion",
+           "latest": "models:/nav-model@latest"}[how]
     policy = MetaPolicy.load(uri)
     assert policy.spec == nav.spec
     assert policy.policy_spec == nav.state.policy_spec
@@ -224,7 +225,8 @@ def test_log_without_registering(store, nav):
     assert logged.name is None and logged.version is None
     assert logged.uri == f"models:/{logged.model_id}"
     policy = MetaPolicy.load(logged.uri)
-    np.testing.assert_allclose(policy.act(np.ones((2, 2))), MetaPolicy.load(f"runs:/{logged.run_id}/meta_policy").act(np.ones((2, 2))))
+    np.testing.assert_allclose(policy.act(np.ones((2, 2))),
+                               MetaPolicy.load(f"runs:/{logged.run_id}/meta_policy").act(np.ones((2, 2))))
 
 
 def test_adapt_to_a_gymnasium_env(registered):
@@ -416,7 +418,8 @@ def test_discrete_policy_round_trips(store, tmp_path):
     )
     trained = _train(spec, MultiTaskPG)
     with mlflow.start_run(experiment_id=store.experiment_id):
-        reg = log_meta_policy(state=trained.state, spec=spec, final_metrics=trained.metrics, register_as="cartpole-model")
+        reg = log_meta_policy(state=trained.state, spec=spec, final_metrics=trained.metrics,
+                              register_as="cartpole-model")
     policy = MetaPolicy.load(reg.uri)
     assert policy.policy_spec.discrete and policy.algorithm == "multitask-pg"
     single = policy.act(np.zeros(4, np.float32))

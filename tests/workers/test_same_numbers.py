@@ -47,7 +47,8 @@ def test_in_process_runs_reproduce_the_record(key):
     spec = JobSpec.model_validate(GOLDEN["settings"][key])
     family = make_family(spec.task_family.name, seed=spec.seed, **spec.task_family.family_kwargs())
     obs_dim, act_dim, discrete = family.policy_dims()
-    learner = registry.make_learner(spec.algorithm, spec.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete),
+    learner = registry.make_learner(spec.algorithm,
+                                    spec.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete),
                                     advantage=spec.advantage, seed=spec.seed)
     results = train_in_process(learner, family, meta_batch_size=spec.meta_batch_size,
                                episodes_per_task=spec.episodes_per_task, iterations=spec.iterations, seed=spec.seed)

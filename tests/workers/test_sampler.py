@@ -11,7 +11,8 @@ def spec_for(family, hidden=(16,)):
     space = family.action_space
     discrete = not hasattr(space, "shape") or space.shape == ()
     act_dim = int(space.n) if discrete else int(space.shape[0])
-    return PolicySpec(obs_dim=int(family.observation_space.shape[0]), act_dim=act_dim, hidden_sizes=hidden, discrete=discrete)
+    return PolicySpec(obs_dim=int(family.observation_space.shape[0]), act_dim=act_dim, hidden_sizes=hidden,
+                      discrete=discrete)
 
 
 def test_navigation2d_sampler_shapes_rounds_and_log_probs():
@@ -47,7 +48,9 @@ def test_sampler_is_deterministic_given_seed_and_uses_per_task_params():
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x.actions, y.actions)
     # deterministic actions with per-task params equal each policy's own mean action
-    det = Sampler(family, spec, envs_per_task=1, seed=0).sample(tasks, [p0, p1], episodes_per_task=1, deterministic=True)
+    det = Sampler(family, spec, envs_per_task=1, seed=0).sample(
+        tasks, [p0, p1], episodes_per_task=1, deterministic=True
+    )
     for e, p in zip(det, (p0, p1), strict=True):
         pol = make_policy(spec)
         with torch.no_grad():
@@ -71,6 +74,7 @@ def test_sampler_on_real_families(name, params, horizon):
     assert all(np.isin(e.success, [0.0, 1.0]).all() for e in eps)
     assert all(np.isfinite(e.rewards).all() for e in eps)
     # a second call re-targets the same envs at new tasks
-    eps2 = sampler.sample(family.sample_tasks(2, np.random.default_rng(1)), make_policy(spec, seed=0).params(), episodes_per_task=2)
+    eps2 = sampler.sample(family.sample_tasks(2, np.random.default_rng(1)), make_policy(spec, seed=0).params(),
+                          episodes_per_task=2)
     assert len(eps2) == 2
     sampler.close()

@@ -13,7 +13,8 @@ def test_metric_history_keeps_the_latest_value_per_step(mlflow_store):
     c = tracking.client()
     run_id = c.create_run(tracking.ensure_experiment()).info.run_id
     c.log_batch(run_id, metrics=[Metric("meta/return_post", v, t, s) for s, v, t in
-                                 [(0, -50.0, 1000), (1, -40.0, 2000), (2, -30.0, 3000), (2, -35.0, 4000), (1, -20.0, 500)]])
+                                 [(0, -50.0, 1000), (1, -40.0, 2000), (2, -30.0, 3000), (2, -35.0, 4000),
+                                  (1, -20.0, 500)]])
     assert tracking.metric_history(run_id, "meta/return_post") == [(0, -50.0), (1, -40.0), (2, -35.0)]
     assert tracking.metric_history(run_id, "missing") == []
 

@@ -11,8 +11,8 @@ import ray
 from ray.cluster_utils import Cluster
 
 from workers import tracking
-from workers.driver import DriverHooks, run_job
 from workers.contract import JobSpec
+from workers.driver import DriverHooks, run_job
 
 
 def main() -> None:
@@ -34,7 +34,8 @@ def main() -> None:
     def remove_worker_node(pool, label):  # noqa: ANN001
         if label == "2:train0" and not removed:
             removed["nodes_before"] = sorted({ray.get(a.info.remote())["node_id"] for a in pool.actors})
-            sys.stderr.write(f"head={cluster.head_node.node_id} worker={worker.node_id} actors={removed['nodes_before']}\n")
+            sys.stderr.write(f"head={cluster.head_node.node_id} worker={worker.node_id} "
+                             f"actors={removed['nodes_before']}\n")
             cluster.remove_node(worker)
             removed["node"] = worker.node_id
 

@@ -184,7 +184,11 @@ class MetaWorldVectorEnv(LeanVectorEnv):
     def step(
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Step every running sub-env with its row of ``actions``; finished sub-envs hold."""
+        """Step every running sub-env with its row of ``actions``; finished sub-envs hold.
+
+        Deliberately one function (the hot loop of Meta-World sampling): the batched mocap move,
+        the simulator steps and the batched observation run in sequence over the same arrays,
+        and splitting them would add calls and temporaries on every env step."""
         self._check_step(actions)
         actions = np.asarray(actions)
         self._rewards.fill(0.0)

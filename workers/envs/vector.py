@@ -181,7 +181,9 @@ class LeanVectorEnv(gym.vector.VectorEnv):
                 present = [key in info for info in infos]
                 self._info_present[key][sel] = present
                 if any(present):
-                    self._info_values[key][sel] = [info[key] if p else 0.0 for info, p in zip(infos, present, strict=True)]
+                    self._info_values[key][sel] = [
+                        info[key] if p else 0.0 for info, p in zip(infos, present, strict=True)
+                    ]
             if ended:
                 for j, (te, tr) in enumerate(zip(terminated, truncated, strict=True)):
                     if te or tr:

@@ -115,7 +115,9 @@ class MetaPolicy:
             )
         for k, v in params.items():
             if tuple(v.shape) != tuple(expected[k].shape):
-                raise ModelFormatError(f"parameter {k!r} has shape {tuple(v.shape)}, the policy spec needs {tuple(expected[k].shape)}")
+                raise ModelFormatError(
+                    f"parameter {k!r} has shape {tuple(v.shape)}, the policy spec needs {tuple(expected[k].shape)}"
+                )
         # the policy module's order, so stacking and functional calls see the same keys
         self._params: Params = {k: params[k].detach().to("cpu", torch.float32).clone() for k in expected}
         self.algorithm = algorithm
@@ -183,11 +185,14 @@ class MetaPolicy:
         :meth:`save` wrote."""
         if not path.is_dir():
             raise ModelNotFoundError(
-                f"no model directory at {str(path)!r}; pass a models:/ or runs:/ URI, or the directory of a downloaded model"
+                f"no model directory at {str(path)!r}; pass a models:/ or runs:/ URI, "
+                "or the directory of a downloaded model"
             )
         for base in (path, path / "artifacts"):
             if (base / CARD_FILE).is_file() and (base / PARAMS_FILE).is_file():
-                return cls.from_files(params_file=base / PARAMS_FILE, card_file=base / CARD_FILE, source=source or str(path))
+                return cls.from_files(
+                    params_file=base / PARAMS_FILE, card_file=base / CARD_FILE, source=source or str(path)
+                )
         raise ModelFormatError(
             f"{str(path)!r} holds no meta-policy ({CARD_FILE} and {PARAMS_FILE}, directly or under artifacts/); "
             "was it logged with workers.model.log_meta_policy?"
@@ -337,7 +342,9 @@ class MetaPolicy:
             gen = torch.Generator().manual_seed(seed)
             eps = self._rollout(task_or_env, self._params, episodes=episodes, seed=seed * 100_003, gen=gen)
         else:
-            raise TypeError(f"mean_return takes a workers.envs.Task or a gymnasium.Env, got {type(task_or_env).__name__}")
+            raise TypeError(
+                f"mean_return takes a workers.envs.Task or a gymnasium.Env, got {type(task_or_env).__name__}"
+            )
         return float(eps.returns.mean())
 
     # ---- adapting ----
@@ -469,7 +476,9 @@ class MetaPolicy:
 
     def _rollout(self, env: gym.Env, params: Params, *, episodes: int, seed: int, gen: torch.Generator) -> Episodes:
         max_steps = env_rollout.horizon(env, self._spec.task_family.max_episode_steps)
-        return env_rollout.rollout(self._policy, params, env, episodes=episodes, seed=seed, gen=gen, max_steps=max_steps)
+        return env_rollout.rollout(
+            self._policy, params, env, episodes=episodes, seed=seed, gen=gen, max_steps=max_steps
+        )
 
 
 

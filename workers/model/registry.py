@@ -131,7 +131,8 @@ def log_meta_policy(
     version = mlflow.register_model(info.model_uri, register_as, tags=tags)
     number = int(version.version)
     return RegisteredModel(
-        name=register_as, version=number, uri=f"models:/{register_as}/{number}", run_id=run.info.run_id, model_id=model_id
+        name=register_as, version=number, uri=f"models:/{register_as}/{number}", run_id=run.info.run_id,
+        model_id=model_id
     )
 
 
