@@ -273,7 +273,7 @@ def run_load(*, url: str, key: str, phase: str, job_ids: list[str], connections:
     return result
 
 
-def main() -> int:
+def _parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--connections", type=int, default=50)
@@ -287,7 +287,11 @@ def main() -> int:
     ap.add_argument("--profile", type=Path, default=None, metavar="PATH",
                     help="record the server during the mix with py-spy (collapsed stacks written to PATH)")
     ap.add_argument("--load-worker", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> int:
+    args = _parse()
     if args.load_worker:
         try:
             import uvloop

@@ -66,8 +66,8 @@ class BodyLimit:
         import json
 
         payload = json.dumps(errors.body("too_large", f"request body over {self.limit} bytes")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -102,7 +102,9 @@ def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None
                 TrackingView(settings.tracking_uri).reachable()
                 secret = load_secret(home=settings.home,
                                      configured=settings.key_secret.get_secret_value() if settings.key_secret else None)
-                return secret, bootstrap_admin(store, path=settings.admin_key_file, owner=settings.admin_owner, secret=secret)
+                created = bootstrap_admin(store, path=settings.admin_key_file, owner=settings.admin_owner,
+                                          secret=secret)
+                return secret, created
 
         secret, created = await asyncio.to_thread(first_start)
         if created:
@@ -120,7 +122,8 @@ def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None
         # process: keep it out of the cyclic GC, whose full passes otherwise stall every request
         gc.collect()
         gc.freeze()
-        gc.set_threshold(50_000, 20, 20)  # request garbage is short-lived and acyclic: collect the young generation rarely
+        # request garbage is short-lived and acyclic: collect the young generation rarely
+        gc.set_threshold(50_000, 20, 20)
         poller = asyncio.create_task(jobs.poll_forever(app))
         try:
             yield

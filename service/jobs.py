@@ -307,10 +307,12 @@ def submit_job(*, store: Store, launcher: RayLauncher, principal: Principal, spe
                                    {"job_id": prior.id})
                 return prior, False
         if max_active is not None:
-            active = s.scalar(select(func.count()).select_from(Job).where(Job.owner == principal.owner, Job.status.in_(ACTIVE))) or 0
+            mine = select(func.count()).select_from(Job).where(Job.owner == principal.owner, Job.status.in_(ACTIVE))
+            active = s.scalar(mine) or 0
             if active >= max_active:
-                raise ApiError(429, "too_many_jobs", f"{principal.owner} has {active} pending or running jobs (the limit is "
-                               f"{max_active}, METARL_MAX_ACTIVE_JOBS); wait for one to finish or cancel one",
+                raise ApiError(429, "too_many_jobs",
+                               f"{principal.owner} has {active} pending or running jobs (the limit is {max_active}, "
+                               "METARL_MAX_ACTIVE_JOBS); wait for one to finish or cancel one",
                                {"active": active, "limit": max_active})
         taken = s.scalar(select(Job.owner).where(Job.model_name == model_name, Job.owner != principal.owner).limit(1))
         if taken is not None and not principal.is_admin:
@@ -346,7 +348,9 @@ def refresh(*, store: Store, launcher: RayLauncher, view: TrackingView, job_id: 
         if info is None:
             # a row is written just before its submission: give the submission time to land
             if job.status in ACTIVE and unknown_for_too_long(job.updated_at):
-                job.status, job.message = "FAILED", "Ray has no record of this job (was the cluster restarted?); resume it to continue from its last checkpoint"
+                job.status = "FAILED"
+                job.message = ("Ray has no record of this job (was the cluster restarted?); "
+                               "resume it to continue from its last checkpoint")
                 job.finished_at = utcnow()
             return job
         if job.run_id is None:

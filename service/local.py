@@ -227,7 +227,8 @@ def _processes() -> list[Proc]:
                 continue
             out.append(Proc(int(d.name), int(ppid), args))
         return out
-    ps = subprocess.run(["ps", "-A", "-ww", "-o", "pid=,ppid=,uid=,stat=,args="], capture_output=True, text=True, check=False)
+    ps = subprocess.run(["ps", "-A", "-ww", "-o", "pid=,ppid=,uid=,stat=,args="], capture_output=True, text=True,
+                        check=False)
     for line in ps.stdout.splitlines():
         parts = line.split(None, 4)
         if len(parts) == 5 and int(parts[2]) == uid and not parts[3].startswith("Z"):
@@ -380,7 +381,8 @@ def start_ray(paths: Paths, *, num_cpus: int, dashboard_port: int | None, ray_po
             url = f"http://127.0.0.1:{head['dashboard_port']}"
             note = "started by metarl up"
             if dashboard_port is not None and dashboard_port != head["dashboard_port"]:
-                note += f" (on port {head['dashboard_port']}, not --dashboard-port {dashboard_port}: `down` first to move it)"
+                note += (f" (on port {head['dashboard_port']}, not --dashboard-port {dashboard_port}: "
+                         "`down` first to move it)")
             return Component("Ray head + job server", url, "-", "already running", note)
         # a head we started earlier died (or lost its port): clean up what is left of it
         leftovers = head_processes(Path(head["temp_dir"]), head.get("gcs_port"))
@@ -394,10 +396,12 @@ def start_ray(paths: Paths, *, num_cpus: int, dashboard_port: int | None, ray_po
             return Component("Ray head + job server", url, "-", "already running",
                              "not started by metarl up: `down` leaves it running")
         if state == "foreign":
-            raise LocalError(f"a Ray dashboard on port {dashboard_port} refuses this data dir's token ({paths.token_file}): "
-                             "another Ray cluster runs there; stop it, or leave out --dashboard-port to get a free port")
+            raise LocalError(f"a Ray dashboard on port {dashboard_port} refuses this data dir's token "
+                             f"({paths.token_file}): another Ray cluster runs there; stop it, or leave out "
+                             "--dashboard-port to get a free port")
         if state == "other" or not _port_free(dashboard_port):
-            raise LocalError(f"port {dashboard_port} is in use by something that is not a Ray dashboard; pick --dashboard-port")
+            raise LocalError(f"port {dashboard_port} is in use by something that is not a Ray dashboard; "
+                             "pick --dashboard-port")
 
     failures: list[str] = []
     for attempt in range(1, START_ATTEMPTS + 1):
@@ -409,7 +413,8 @@ def start_ray(paths: Paths, *, num_cpus: int, dashboard_port: int | None, ray_po
             failures.append(str(exc))
             stop_ray(paths, say=lambda _: None)
             if attempt < START_ATTEMPTS:
-                say(f"the Ray head did not come up ({exc}); trying again with fresh ports ({attempt + 1}/{START_ATTEMPTS})")
+                say(f"the Ray head did not come up ({exc}); trying again with fresh ports "
+                    f"({attempt + 1}/{START_ATTEMPTS})")
     raise LocalError(f"the Ray head did not come up in {START_ATTEMPTS} attempts: " + "; ".join(failures)
                      + f"\nthe last `ray start` output ({paths.ray_log}):\n{_tail(paths.ray_log)}")
 
@@ -574,7 +579,8 @@ def _start_worker(paths: Paths, *, index: int, gcs_port: int, dashboard: str, to
     rec = {"index": index, "temp_dir": str(temp_dir), "num_cpus": cpus, "started_at": time.time()}
     if rc != 0:
         terminate([p.pid for p in worker_processes(paths, index)])
-        raise LocalError(f"`ray start` of worker node {index} failed (exit {rc}); its output ({log_path}):\n{_tail(log_path)}")
+        raise LocalError(f"`ray start` of worker node {index} failed (exit {rc}); its output ({log_path}):\n"
+                         f"{_tail(log_path)}")
     node = _wait(lambda: _worker_node(dashboard, token, index) is not None, timeout=60)
     found = _worker_node(dashboard, token, index) if node else None
     if found is None:
@@ -683,17 +689,19 @@ def start_api(paths: Paths, *, port: int | None, dashboard_port: int, say: Say) 
     url = f"http://127.0.0.1:{port}"
     say(f"starting the API on {url} ...")
     with paths.api_log.open("a") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "service"], env=api_env(paths, port=port, dashboard_port=dashboard_port),
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=paths.home,
-                                start_new_session=True)
+        env = api_env(paths, port=port, dashboard_port=dashboard_port)
+        proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=paths.home, start_new_session=True)
     paths.api_pid.write_text(f"{proc.pid}\n")
     paths.api_url.write_text(f"{url}\n")
     paths.api_ray.write_text(f"{dashboard}\n")
     if not _wait(lambda: proc.poll() is not None or _healthy(url), timeout=90):
-        raise LocalError(f"the API did not answer at {url} within 90 s; its log ({paths.api_log}):\n{_tail(paths.api_log)}")
+        raise LocalError(f"the API did not answer at {url} within 90 s; its log ({paths.api_log}):\n"
+                         f"{_tail(paths.api_log)}")
     if proc.poll() is not None:
         paths.api_pid.unlink(missing_ok=True)
-        raise LocalError(f"the API exited with code {proc.returncode}; its log ({paths.api_log}):\n{_tail(paths.api_log)}")
+        raise LocalError(f"the API exited with code {proc.returncode}; its log ({paths.api_log}):\n"
+                         f"{_tail(paths.api_log)}")
     return Component("API", url, str(proc.pid), "started", f"log {paths.api_log}")
 
 

@@ -48,7 +48,8 @@ class HttpMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = ("method", "route", "status")
         self.requests = Counter("metarl_http_requests", "HTTP requests", labels, registry=registry)
-        self.latency = Histogram("metarl_http_request_duration_seconds", "HTTP request latency (to the end of the response)",
+        self.latency = Histogram("metarl_http_request_duration_seconds",
+                                 "HTTP request latency (to the end of the response)",
                                  labels, buckets=BUCKETS, registry=registry)
 
     def observe(self, *, method: str, route: str, status: int, seconds: float) -> None:

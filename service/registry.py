@@ -139,7 +139,8 @@ def list_models(*, view: TrackingView, principal: Principal) -> list[ModelPublic
             by_name: dict[str, list[Any]] = {}
             for mv in _search_versions(view, None):
                 by_name.setdefault(mv.name, []).append(mv)
-            token, models = None, []
+            token: str | None = None
+            models: list[Any] = []
             while True:
                 page = view.client.search_registered_models(max_results=_PAGE, page_token=token)
                 models.extend(page)
@@ -173,7 +174,8 @@ def list_versions(*, view: TrackingView, principal: Principal, name: str) -> lis
         by_version: dict[str, list[str]] = {}
         for alias, v in (view.client.get_registered_model(name).aliases or {}).items():
             by_version.setdefault(str(v), []).append(alias)
-    return [version_public(mv, metrics=run_metrics(view=view, run_id=mv.run_id), aliases=by_version.get(str(mv.version), []))
+    return [version_public(mv, metrics=run_metrics(view=view, run_id=mv.run_id),
+                           aliases=by_version.get(str(mv.version), []))
             for mv in versions]
 
 

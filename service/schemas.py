@@ -162,7 +162,8 @@ class EvaluationCreate(_In):
     later_lr: float | None = Field(None, gt=0, le=10.0, description=(
         "step size of inner steps 2..n (default: the model's inner_lr); the MAML paper's meta-test uses 0.05"))
     split: Literal["test", "train"] = Field("test", description=(
-        "tasks to adapt on: the family's held-out test tasks, or its training tasks (Meta-World's train goals/classes)"))
+        "tasks to adapt on: the family's held-out test tasks, or its training tasks "
+        "(Meta-World's train goals/classes)"))
 
 
 class EvaluationPublic(_Out):

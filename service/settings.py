@@ -20,23 +20,33 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="METARL_", extra="ignore", frozen=True)
 
-    home: Path = Field(default_factory=_default_home, description="data dir: job store, admin key, local MLflow store, logs")
-    database_url: str | None = Field(None, description="SQLAlchemy URL of the job store; SQLite in the data dir if unset")
-    ray_dashboard: str = Field("http://127.0.0.1:8265", description="Ray dashboard / job server address")
-    ray_token_file: Path | None = Field(None, description="Ray auth token file (RAY_AUTH_MODE=token); RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token if unset and present")
-    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI; MLFLOW_TRACKING_URI or SQLite in the data dir if unset")
-    artifact_root: str | None = Field(None, description="artifact root of the local MLflow store")
-    host: str = Field("127.0.0.1", description="interface the API binds")
-    port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(1, ge=1, le=64, description="API server processes (uvicorn workers); one of them runs the poller")
-    max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="request bodies above this get 413")
-    poll_interval_s: float = Field(2.0, gt=0, le=60, description="how often running jobs are refreshed from Ray")
-    sse_interval_s: float = Field(1.0, gt=0, le=60, description="how often an event stream looks for news")
+    # ``default=`` by keyword: type checkers read a field's default from it (a positional one they miss)
+    home: Path = Field(default_factory=_default_home,
+                       description="data dir: job store, admin key, local MLflow store, logs")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the job store; SQLite in the data dir if unset")
+    ray_dashboard: str = Field(default="http://127.0.0.1:8265", description="Ray dashboard / job server address")
+    ray_token_file: Path | None = Field(default=None, description=(
+        "Ray auth token file (RAY_AUTH_MODE=token); RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token if unset and present"))
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; MLFLOW_TRACKING_URI or SQLite in the data dir if unset")
+    artifact_root: str | None = Field(default=None, description="artifact root of the local MLflow store")
+    host: str = Field(default="127.0.0.1", description="interface the API binds")
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64,
+                         description="API server processes (uvicorn workers); one of them runs the poller")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30, description="request bodies above this get 413")
+    poll_interval_s: float = Field(default=2.0, gt=0, le=60,
+                                   description="how often running jobs are refreshed from Ray")
+    sse_interval_s: float = Field(default=1.0, gt=0, le=60, description="how often an event stream looks for news")
     job_env: dict[str, str] = Field(default_factory=dict, description="extra environment variables for job drivers")
-    max_active_jobs: int = Field(16, ge=1, le=100_000, description="pending + running jobs one owner may have; more get 429")
-    admin_owner: str = Field("admin", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    max_active_jobs: int = Field(default=16, ge=1, le=100_000,
+                                 description="pending + running jobs one owner may have; more get 429")
+    admin_owner: str = Field(default="admin", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     reconcile_on_start: bool = True
-    key_secret: SecretStr | None = Field(None, description="secret of the API keys' keyed hash; <home>/key_secret (generated, 0600) if unset; replicas sharing a job store need the same")
+    key_secret: SecretStr | None = Field(default=None, description=(
+        "secret of the API keys' keyed hash; <home>/key_secret (generated, 0600) if unset; "
+        "replicas sharing a job store need the same"))
 
     @field_validator("ray_dashboard")
     @classmethod

@@ -98,7 +98,8 @@ class TrackingView:
         """Each metric's latest value (one query, without the iteration count)."""
         return dict(self.client.get_run(run_id).data.metrics)
 
-    def cached_history(self, run_id: str, keys: list[str], *, final_as: Hashable) -> dict[str, list[dict[str, Any]]] | None:
+    def cached_history(self, run_id: str, keys: list[str], *,
+                       final_as: Hashable) -> dict[str, list[dict[str, Any]]] | None:
         """The histories of ``keys`` if all are cached under ``final_as`` (no MLflow access), else None."""
         out = {}
         for key in keys:

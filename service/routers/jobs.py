@@ -74,11 +74,13 @@ async def show(job_id: str, store: StoreDep, caches: JobCachesDep, view: ViewDep
 @router.get("/{job_id}/metrics", response_model=MetricsPublic)
 async def metrics(job_id: str, store: StoreDep, caches: JobCachesDep, view: ViewDep, principal: PrincipalDep,
                   key: Annotated[list[str] | None, Query(description="only these metrics")] = None) -> Response:
-    job = jobs.cached_job(caches=caches, principal=principal, job_id=job_id)
+    cached = jobs.cached_job(caches=caches, principal=principal, job_id=job_id)
     history = None
-    if job is not None and job.run_id is not None and key:
-        history = view.cached_history(job.run_id, key, final_as=job.attempt)
-    if job is None or history is None:
+    if cached is not None and cached.run_id is not None and key:  # settled, its histories maybe in memory
+        history = view.cached_history(cached.run_id, key, final_as=cached.attempt)
+    if cached is not None and history is not None:
+        job = cached
+    else:
         job, history = await asyncio.to_thread(jobs.job_history, store=store, caches=caches, view=view,
                                                principal=principal, job_id=job_id, keys=key)
     return _json(MetricsPublic.model_validate({"job_id": job.id, "run_id": job.run_id, "metrics": history}))

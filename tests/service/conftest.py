@@ -39,12 +39,14 @@ class LiveService:
         return (self.home / "admin.key").read_text().strip()
 
     def client(self, key: str | None = None, timeout: float = 60.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key or self.admin_key}"}, timeout=timeout)
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key or self.admin_key}"},
+                            timeout=timeout)
 
     def start(self) -> None:
         self.log_file = self.home / "service.log"
         self._log = open(self.log_file, "a")  # noqa: SIM115 - closed in kill()
-        self.proc = subprocess.Popen([sys.executable, "-m", "service"], env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "service"], env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

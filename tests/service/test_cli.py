@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -120,6 +121,77 @@ def test_connection_refused_is_one_clear_line():
     r = metarl("jobs", "list", url=url, key="mrl_x")
     assert r.exit_code == 1
     assert f"cannot reach the metarl API at {url}" in r.output and "metarl up" in r.output
+
+
+# ---- what a job shows: the metrics its algorithm declares (no server: a scripted event stream) -------
+class ScriptedClient:
+    """What ``watch_job`` reads of the API: the job, then its event stream."""
+
+    def __init__(self, job: dict, events: list[tuple[str, dict]]) -> None:
+        self.job, self._events = job, events
+
+    def get(self, path: str, **params: object) -> dict:
+        return self.job
+
+    def events(self, path: str):  # noqa: ANN201
+        yield from self._events
+
+
+def _scripted(algorithm: str, steps: list[dict]) -> ScriptedClient:
+    from workers.contract import declared_metrics
+
+    job = {"id": "job-0123456789ab", "name": f"{algorithm}-job", "status": "RUNNING", "message": None, "attempt": 1,
+           "progress": {"iteration": 0, "iterations": len(steps)}, "run_id": "run-1", "model_uri": None,
+           "created_at": "2026-01-01T00:00:00Z", "finished_at": None, "metrics_declared": declared_metrics(algorithm)}
+    end = {**job, "status": "SUCCEEDED", "progress": {"iteration": len(steps), "iterations": len(steps)},
+           "model_uri": f"models:/{algorithm}-job/1", "finished_at": "2026-01-01T00:01:05Z"}
+    events = [("status", job)] + [("metrics", {"step": i, "metrics": m}) for i, m in enumerate(steps)]
+    return ScriptedClient(job, events + [("end", end)])
+
+
+def _watched(client: ScriptedClient, capsys) -> str:  # noqa: ANN001
+    from service.cli.jobs import summary, watch_job
+
+    summary(watch_job(client, client.job["id"]))
+    return capsys.readouterr().out
+
+
+def test_a_maml_job_shows_its_returns_before_and_after_adaptation(capsys):
+    steps = [{"meta/return_pre": -69.64, "meta/return_post": -41.71, "perf/env_steps_per_s": 1234.4},
+             {"meta/return_pre": -60.0, "meta/return_post": -30.26, "perf/env_steps_per_s": 2000.0}]
+    out = _watched(_scripted("maml", steps), capsys)
+    assert "iteration 1/2  return -69.6 → -41.7  1,234 steps/s" in out, out
+    assert "iteration 2/2  return -60.0 → -30.3  2,000 steps/s" in out, out
+    assert re.search(r"return before adaptation\s+-69\.6 → -60\.0", out), out  # first → last
+    assert re.search(r"return after adaptation\s+-41\.7 → -30\.3", out), out
+    assert re.search(r"env steps/s \(mean\)\s+1,617", out), out
+    assert "success" not in out  # declared, never logged (navigation): not shown
+    assert out.count("models:/maml-job/1") == 1 and "model URI: models:/maml-job/1" in out
+
+
+def test_a_multitask_job_shows_its_own_metrics(capsys):
+    steps = [{"meta/return_pre": -3.5, "meta/success_pre": 0.25}, {"meta/return_pre": -2.0, "meta/success_pre": 0.5}]
+    out = _watched(_scripted("multitask-pg", steps), capsys)
+    assert "iteration 1/2  return -3.5  success 0.25" in out, out
+    assert re.search(r"\breturn\s+-3\.5 → -2\.0", out) and re.search(r"\bsuccess\s+0\.25 → 0\.50", out), out
+    assert "adaptation" not in out and "steps/s" not in out
+
+
+def test_declared_metrics_in_the_bar_the_evaluation_and_the_version_table():
+    from service.cli.models import _version_columns, summary_rows
+    from service.cli.output import bar_stats, headlines, metric_stats
+    from workers.contract import declared_metrics
+
+    maml = declared_metrics("maml")
+    logged = {"meta/return_pre": -5.0, "meta/return_post": 12.25, "meta/success_post": 0.5, "perf/env_steps_per_s": 9e3}
+    assert [h.keys for h in headlines(maml)] == [("meta/return_pre", "meta/return_post"), ("meta/success_post",)]
+    assert bar_stats(logged, maml) == "-5.0→12.2 succ 0.50 9k steps/s"
+    assert metric_stats(logged, maml) == "return -5.0 → 12.2  success after adaptation 0.50  9,000 steps/s"
+    assert metric_stats(logged, []) == "9,000 steps/s"  # an algorithm declaring nothing: throughput only
+    rows = summary_rows({"return_post": 12.34, "return_pre": -5.0, "other_thing": 1}, maml)
+    assert rows == [("return before adaptation", "-5.0"), ("return after adaptation", "12.3"), ("other thing", "1.00")]
+    versions = [{"metrics_declared": maml, "metrics": {"meta/return_post": 1.0}, "tags": {"return_pre": "-2.0"}}]
+    assert [m["key"] for m in _version_columns(versions)] == ["meta/return_pre", "meta/return_post"]
 
 
 # ---- against the live service ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 from ray.util.state import list_actors, list_placement_groups
 
 from tests.service.helpers import job, sse, tiny_spec, wait_for, wait_status
+from workers.contract import declared_metrics
 
 pytestmark = pytest.mark.ray
 
@@ -17,7 +18,9 @@ def test_submit_streams_live_metrics_and_succeeds(live_service):
         r = c.post("/v1/jobs", json=tiny_spec("svc-e2e", iterations=3))
         assert r.status_code == 201, r.text
         created = r.json()
-        assert created["status"] == "PENDING" and created["progress"] == {"iteration": 0, "iterations": 3, "fraction": 0.0}
+        assert created["status"] == "PENDING"
+        assert created["progress"] == {"iteration": 0, "iterations": 3, "fraction": 0.0}
+        assert created["metrics_declared"] == declared_metrics("maml")  # stored with the job at submission
         assert r.headers["location"] == f"/v1/jobs/{created['id']}"
         events = list(sse(c, f"/v1/jobs/{created['id']}/events"))
     kinds = [k for k, _ in events]
@@ -31,7 +34,8 @@ def test_submit_streams_live_metrics_and_succeeds(live_service):
     assert statuses_before[-1] == "RUNNING", "metrics arrive while the job runs"
     assert any(k == "status" and d["status"] == "SUCCEEDED" for k, d in events[first_metrics:])
     m = events[first_metrics][1]["metrics"]
-    for key in ("meta/return_pre", "meta/return_post", "loss/outer", "meta/kl", "time/sample_s", "perf/env_steps_per_s"):
+    for key in ("meta/return_pre", "meta/return_post", "loss/outer", "meta/kl", "time/sample_s",
+                "perf/env_steps_per_s"):
         assert key in m
 
     with live_service.client() as c:
@@ -39,7 +43,8 @@ def test_submit_streams_live_metrics_and_succeeds(live_service):
         assert done["progress"]["iteration"] == 3 and done["progress"]["fraction"] == 1.0
         assert done["model_name"] == "svc-e2e" and done["model_version"] == "1"
         assert done["model_uri"] == "models:/svc-e2e/1" and done["run_id"]
-        assert done["latest_metrics"]["meta/return_post"] == pytest.approx(events[-2][1]["metrics"]["meta/return_post"]) \
+        latest = done["latest_metrics"]
+        assert latest["meta/return_post"] == pytest.approx(events[-2][1]["metrics"]["meta/return_post"]) \
             if events[-2][0] == "metrics" else "meta/return_post" in done["latest_metrics"]
         hist = c.get(f"/v1/jobs/{created['id']}/metrics", params={"key": ["meta/return_post"]}).json()
         assert [p["step"] for p in hist["metrics"]["meta/return_post"]] == [0, 1, 2]
@@ -61,7 +66,8 @@ def test_bad_input_is_a_clear_error_and_nothing_is_created(live_service):
         assert r.status_code == 422 and "entrypoint" in r.json()["error"]["message"]
         r = c.post("/v1/jobs", json=tiny_spec(task_family={"name": "nope"}))
         assert r.status_code == 422 and "unknown task family" in r.text
-        r = c.post("/v1/jobs", content=b'{"name": "' + b"x" * (2 << 20) + b'"}', headers={"content-type": "application/json"})
+        r = c.post("/v1/jobs", content=b'{"name": "' + b"x" * (2 << 20) + b'"}',
+                   headers={"content-type": "application/json"})
         assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
         r = c.patch("/v1/jobs/job-missing", json={"rollout_workers": 0})
         assert r.status_code == 422 and "rollout_workers" in r.json()["error"]["message"]
@@ -94,7 +100,8 @@ def test_owners_idempotency_and_keys(live_service):
         assert job(admin, job_id)["owner"] == "bob"  # admins see every job
     with live_service.client(carol_key) as carol:
         for r in (carol.get(f"/v1/jobs/{job_id}"), carol.get(f"/v1/jobs/{job_id}/events"),
-                  carol.post(f"/v1/jobs/{job_id}/cancel"), carol.patch(f"/v1/jobs/{job_id}", json={"rollout_workers": 2})):
+                  carol.post(f"/v1/jobs/{job_id}/cancel"),
+                  carol.patch(f"/v1/jobs/{job_id}", json={"rollout_workers": 2})):
             assert r.status_code == 404, r.text
         assert carol.get("/v1/jobs").json()["count"] == 0
         taken = carol.post("/v1/jobs", json=tiny_spec("carol-job", register_as="bob-job"))

@@ -9,8 +9,11 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 FORBIDDEN = ("torch", "gymnasium", "mujoco", "metaworld")
 
@@ -26,7 +29,8 @@ SPY = textwrap.dedent("""
             top = name.partition(".")[0]
             if top in FORBIDDEN and top not in chains:
                 frames = traceback.extract_stack()[:-1]
-                chains[top] = [f"{f.filename}:{f.lineno} ({f.line})" for f in frames if "importlib" not in f.filename]
+                chains[top] = [f"{f.filename}:{f.lineno} ({f.line})" for f in frames
+                               if not f.filename.startswith("<frozen")]
             return None  # the real finders import it
 
     sys.meta_path.insert(0, Spy())
@@ -39,7 +43,7 @@ SPY = textwrap.dedent("""
 
 def _imports(code: str) -> dict:
     """Run ``code`` after the spy in a fresh interpreter; its report of forbidden modules."""
-    out = subprocess.run([sys.executable, "-c", SPY + textwrap.dedent(code) + "\nreport()\n"],
+    out = subprocess.run([sys.executable, "-c", SPY + textwrap.dedent(code) + "\nreport()\n"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -61,7 +65,8 @@ def test_the_api_app_imports_no_engine_stack(tmp_path):
         app = create_app(Settings(home={str(tmp_path / "home")!r}))  # built, not started: no Ray, no MLflow
         assert app.state.job_caches is not None and app.routes
         from workers.contract import JobSpec  # what the app validates job specs with
-        JobSpec.model_validate({{"name": "n", "algorithm": {{"name": "maml"}}, "task_family": {{"name": "navigation2d"}}}})
+        spec = {{"name": "n", "algorithm": {{"name": "maml"}}, "task_family": {{"name": "navigation2d"}}}}
+        JobSpec.model_validate(spec)
     """)
     assert report["loaded"] == [], _explain(report)
 
@@ -79,10 +84,12 @@ def test_the_cli_imports_no_engine_stack(module):
 
 
 def test_the_spy_names_the_chain():
-    """The report is worth reading: a forbidden import is caught with the line that asked for it."""
+    """The report is worth reading: a forbidden import comes with the frames that asked for it (a
+    module's file and line, with its source), e.g. the service's old import of workers.tracking."""
     report = _imports("""
-        import json.tool  # something light first
-        import torch  # noqa: F401
+        import workers.tracking  # noqa: F401 - the engine's MLflow side: imports torch
     """)
     assert report["loaded"][:1] == ["torch"]
-    assert any("import torch" in frame for frame in report["chains"]["torch"]), report
+    chain = report["chains"]["torch"]
+    assert chain[0].startswith("<string>:"), chain
+    assert any("workers/tracking.py" in frame and "import torch" in frame for frame in chain), chain

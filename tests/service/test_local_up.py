@@ -86,7 +86,8 @@ def test_up_beside_another_ray_detached_from_its_terminal(foreign_ray, tmp_path)
 
     home = (tmp_path / "home").resolve()
     env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "METARL_ARTIFACT_ROOT", "RAY_ADDRESS", "METARL_API_URL", "METARL_API_KEY")}
+           if k not in ("MLFLOW_TRACKING_URI", "METARL_ARTIFACT_ROOT", "RAY_ADDRESS", "METARL_API_URL",
+                        "METARL_API_KEY")}
     env.update(METARL_HOME=str(home), COLUMNS="200", METARL_POLL_INTERVAL_S="0.5")
     head: dict = {}
     try:

@@ -15,6 +15,7 @@ import pytest
 from tests.ports import free_port
 from tests.service.conftest import LiveService, service_env
 from tests.service.helpers import wait_for
+from workers.contract import declared_metrics
 
 pytestmark = pytest.mark.ray
 
@@ -41,8 +42,8 @@ def _key(live_service: LiveService, owner: str) -> str:
 def trained(live_service, ray_session) -> Trained:  # noqa: ANN001
     """One tiny model trained by the real driver into the live service's MLflow store (owner
     admin, version 1), plus version 2 of the same files registered for owner carol."""
-    from workers.driver import run_job
     from workers.contract import JobSpec
+    from workers.driver import run_job
 
     spec = JobSpec.model_validate({
         "name": MODEL, "algorithm": {"name": "maml", "inner_lr": 0.1}, "task_family": {"name": "navigation2d"},
@@ -82,6 +83,7 @@ def test_models_versions_and_show_with_tags_and_metrics(live_service, trained):
     tags = v1["tags"]
     assert tags["owner"] == "admin" and tags["job_id"].startswith("job-")
     assert tags["algorithm"] == "maml" and tags["task_family"] == "navigation2d"
+    assert v1["metrics_declared"] == declared_metrics("maml")  # what the CLI shows of it, by its algorithm
     assert float(tags["return_post"]) == pytest.approx(trained.final_metrics["meta/return_post"])
     for key in ("meta/return_pre", "meta/return_post", "loss/outer", "perf/env_steps_total"):
         assert v1["metrics"][key] == pytest.approx(trained.final_metrics[key]), key
@@ -170,9 +172,11 @@ def test_download_extracts_to_a_loadable_policy(live_service, trained, tmp_path)
 
 def test_evaluation_runs_on_ray_and_reports_pre_and_post_return(live_service, trained):
     from service import evaluations
-    from workers import evaluate
+    from workers import contract, evaluate
 
-    assert (evaluations.EXPERIMENT, evaluations.EVALUATION_ID_TAG) == (evaluate.EXPERIMENT, evaluate.EVALUATION_ID_TAG)
+    # the names the service looks the report up by are the engine's (both from the job contract)
+    assert (evaluations.EVALUATION_EXPERIMENT, evaluations.EVALUATION_ID_TAG, evaluations.EVALUATION_REPORT) == (
+        evaluate.EXPERIMENT, evaluate.EVALUATION_ID_TAG, contract.EVALUATION_REPORT)
     with live_service.client() as c:
         asked = {"episodes": 2, "steps": 2, "tasks": 2, "seed": 3, "later_lr": 0.05, "split": "test"}
         r = c.post(f"/v1/models/{MODEL}/versions/1/evaluations", json=asked)
@@ -192,6 +196,7 @@ def test_evaluation_runs_on_ray_and_reports_pre_and_post_return(live_service, tr
     for key in ("return_pre", "return_post"):
         assert isinstance(done[key], float) and np.isfinite(done[key]), key
     assert done["success_post"] is None  # navigation reports no success (not a success rate of 0)
+    assert done["summary"] == {"return_pre": done["return_pre"], "return_post": done["return_post"]}
     report = done["result"]
     assert report["tasks"] == 2 and report["model_name"] == MODEL and report["model_version"] == 1
     assert report["return_post"]["mean"] == pytest.approx(done["return_post"])
@@ -199,7 +204,8 @@ def test_evaluation_runs_on_ray_and_reports_pre_and_post_return(live_service, tr
     # the same code path as benchmarks/reproduce.py: the curve over inner steps, the later step size
     assert report["steps"] == 2 and report["later_lr"] == 0.05 and report["split"] == "test"
     curve = [p["mean"] for p in report["return_steps"]]  # after k = 0, 1, 2 inner steps
-    assert len(curve) == 3 and curve[0] == pytest.approx(done["return_pre"]) and curve[-1] == pytest.approx(done["return_post"])
+    assert len(curve) == 3
+    assert curve[0] == pytest.approx(done["return_pre"]) and curve[-1] == pytest.approx(done["return_post"])
     assert [e["id"] for e in listed["data"]] == [created["id"]] and listed["count"] == 1
 
     run = mlflow.MlflowClient(live_service.env["MLFLOW_TRACKING_URI"]).get_run(done["run_id"])

@@ -102,7 +102,8 @@ def test_job_spreads_over_worker_nodes_and_survives_losing_one(tmp_path, monkeyp
         assert at_kill["status"] == "RUNNING" and at_kill["progress"]["iteration"] < ITERATIONS, at_kill
         killed_at = time.monotonic()
         wait_for(lambda: not local.worker_processes(paths, 2), timeout=30, what="worker node 2's processes to exit")
-        wait_for(lambda: any(n["node_id"] == victim["node_id"] and not n["alive"] for n in c.get("/v1/cluster").json()["nodes"]),
+        wait_for(lambda: any(n["node_id"] == victim["node_id"] and not n["alive"]
+                             for n in c.get("/v1/cluster").json()["nodes"]),
                  timeout=120, what="Ray to mark worker node 2 dead")
         dead_after = time.monotonic() - killed_at
 
@@ -133,8 +134,9 @@ def test_job_spreads_over_worker_nodes_and_survives_losing_one(tmp_path, monkeyp
         assert ran_on == {w["node_id"] for w in workers}, (ran_on, workers)
         resampled = sum(p["value"] for p in hist["fault/resampled_shards"])
         its = ", ".join(f"{p['value']:.1f}" for p in hist["time/iteration_s"])
-        print(f"\nkilled worker node 2 at iteration {at_kill['progress']['iteration']}; marked dead after {dead_after:.0f} s; "
-              f"shards re-sampled: {resampled:g}; rollout actors alive afterwards on {sorted(live_nodes)}; "
+        print(f"\nkilled worker node 2 at iteration {at_kill['progress']['iteration']}; "
+              f"marked dead after {dead_after:.0f} s; shards re-sampled: {resampled:g}; "
+              f"rollout actors alive afterwards on {sorted(live_nodes)}; "
               f"ran on {sorted(ran_on)}; iteration seconds: {its}")
     finally:
         r = _metarl("down", home=home)

@@ -128,7 +128,8 @@ def test_an_upgrade_from_0002_keeps_every_row_and_moves_evaluation_numbers_into_
     assert "summary" in _columns(store, "evaluations") and "metric_names" in _columns(store, "jobs")
     with store.session() as s:
         key = s.get(ApiKey, "k1")
-        assert key is not None and (key.owner, key.key_hash, key.is_admin, key.revoked) == ("ann", "digest", False, False)
+        assert key is not None
+        assert (key.owner, key.key_hash, key.is_admin, key.revoked) == ("ann", "digest", False, False)
         for job_id, (spec, metrics) in OLD_JOBS.items():
             job = s.get(Job, job_id)
             assert job is not None and (job.spec, job.latest_metrics, job.metric_names) == (spec, metrics, None)
@@ -143,7 +144,8 @@ def test_an_upgrade_from_0002_keeps_every_row_and_moves_evaluation_numbers_into_
         for eval_id, values in OLD_EVALUATIONS.items():
             row = s.get(Evaluation, eval_id)
             assert row is not None and row.model_name == "nav" and row.model_version == "4" and row.run_id == "run-e"
-            summary = {k: v for k, v in zip(("return_pre", "return_post", "success_post"), values) if v is not None}
+            named = zip(("return_pre", "return_post", "success_post"), values, strict=True)
+            summary = {k: v for k, v in named if v is not None}
             assert (json.loads(row.summary) if row.summary else {}) == summary
             public = evaluations.to_public(row)
             assert (public.return_pre, public.return_post, public.success_post) == values
@@ -303,3 +305,41 @@ def test_cached_list_pages_stay_within_their_byte_budget(tmp_path):
             if pages.cached(principal=ann, status=None, offset=k, limit=5, version=version) is not None]
     assert kept == [7, 8, 9] and pages.size_bytes <= 3 * len(one)
     assert jobs.JobCaches().pages.max_bytes == jobs.ListPages.MAX_BYTES  # an app's default budget
+
+
+def test_a_job_keeps_the_metrics_its_run_declares(tmp_path):
+    """Submission stores the algorithm's declaration; a refresh keeps the one the run's driver tags
+    (the engine's word on what it logs) and leaves the row alone when the tag is missing or bad."""
+    import json
+    from types import SimpleNamespace
+
+    from service import jobs
+    from service.auth import Principal
+    from service.launcher import SubmissionInfo
+    from service.tracking_view import RunState
+    from workers.contract import METRICS_TAG, JobSpec, declared_metrics
+
+    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.migrate()
+    ann = Principal(owner="ann", is_admin=False, key_id="k")
+    launcher = SimpleNamespace(submit_driver=lambda **kw: None,
+                               info=lambda sid: SubmissionInfo(status="RUNNING", message=None, start_time=None,
+                                                               end_time=None))
+    tags: dict[str, str] = {}
+    view = SimpleNamespace(find_run=lambda job_id: "run-1",
+                           run_state=lambda run_id: RunState(run_id=run_id, status="RUNNING", iteration=1,
+                                                             metrics={"x/loss": 0.5}, tags=tags))
+    spec = JobSpec.model_validate({"name": "nav", "algorithm": {"name": "maml"},
+                                   "task_family": {"name": "navigation2d"}})
+    job, created = jobs.submit_job(store=store, launcher=launcher, principal=ann, spec=spec, idempotency_key=None)
+    assert created and json.loads(job.metric_names or "") == declared_metrics("maml")
+
+    def declared_now() -> list[dict]:
+        refreshed = jobs.refresh(store=store, launcher=launcher, view=view, job_id=job.id)
+        return [m.model_dump() for m in jobs.to_public(refreshed).metrics_declared]
+
+    assert declared_now() == declared_metrics("maml")  # no tag yet
+    tags[METRICS_TAG] = "not json"
+    assert declared_now() == declared_metrics("maml")
+    tags[METRICS_TAG] = json.dumps([{"key": "x/loss", "label": "loss", "fmt": ".3f"}])
+    assert declared_now() == [{"key": "x/loss", "label": "loss", "fmt": ".3f"}]
