@@ -31,6 +31,8 @@ from workers.contract import JobSpec
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 HEARTBEAT_S = 15.0
+#: The largest page offset accepted (SQLite and PostgreSQL take 64-bit offsets; a larger one is a 422).
+MAX_OFFSET = 2**31 - 1
 
 
 def _json(model: BaseModel) -> Response:
@@ -55,7 +57,7 @@ async def submit(spec: JobSpec, response: Response, store: StoreDep, launcher: L
 
 @router.get("", response_model=JobsPublic)
 async def list_(store: StoreDep, caches: JobCachesDep, principal: PrincipalDep, status: JobStatus | None = None,
-                offset: Annotated[int, Query(ge=0)] = 0,
+                offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
                 limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
     body = await asyncio.to_thread(jobs.list_page, store=store, caches=caches, principal=principal, status=status,
                                    offset=offset, limit=limit)

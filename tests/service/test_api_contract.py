@@ -83,6 +83,7 @@ CASES: list[tuple[str, str, str, Any, bytes | None, str, int, str]] = [
     ("oversized body", "POST", "/v1/jobs", None, b'{"name": "' + BIG.encode() + b'"}', "admin", 413, "bytes"),
     ("bad status filter", "GET", "/v1/jobs?status=DONE", None, None, "admin", 422, "status"),
     ("page size zero", "GET", "/v1/jobs?limit=0", None, None, "admin", 422, "limit"),
+    ("offset past any page", "GET", "/v1/jobs?offset=949489839360212629259812864", None, None, "admin", 422, "offset"),
     ("unknown job", "GET", "/v1/jobs/job-000000000000", None, None, "admin", 404, "job-000000000000"),
     ("another owner's job", "GET", "/v1/jobs/{done}", None, None, "bob", 404, "{done}"),
     ("another owner's job cancelled", "POST", "/v1/jobs/{done}/cancel", None, None, "bob", 404, "{done}"),
