@@ -161,6 +161,19 @@ def make_learner(spec: AlgorithmSpec, policy_spec: Any, *, advantage: AdvantageS
     return cls(policy_spec, spec, advantage=advantage or AdvantageSpec(), seed=seed, device=device)
 
 
+def lazy_names(module: str) -> Callable[[str], Any]:
+    """A module-level ``__getattr__`` (PEP 562) that takes unknown names from ``module`` on first
+    use: an algorithm's light package re-exports its learner's names without importing torch."""
+
+    def __getattr__(name: str) -> Any:
+        try:
+            return getattr(importlib.import_module(module), name)
+        except AttributeError:
+            raise AttributeError(f"module {module.rsplit('.', 1)[0]!r} has no attribute {name!r}") from None
+
+    return __getattr__
+
+
 _BUILTINS = ("algorithms.maml", "algorithms.reptile", "algorithms.multitask")
 _loaded = False
 

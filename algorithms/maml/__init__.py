@@ -5,12 +5,12 @@ imported where it runs; ``from algorithms.maml import MAML`` still works (loaded
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from algorithms.plans import adaptation_plan, inner_loop_plan
-from algorithms.registry import Algorithm, AlgorithmSpec, Metric, Spec, register
+from algorithms.registry import Algorithm, AlgorithmSpec, Metric, Spec, lazy_names, register
 
 
 class TRPOSpec(Spec):
@@ -81,12 +81,5 @@ MAML_ALGORITHM = register(Algorithm(
 ))
 
 
-def __getattr__(name: str) -> Any:
-    """The learner's names, imported on first use (keeps this module free of torch)."""
-    import importlib
-
-    learner = importlib.import_module("algorithms.maml.learner")
-    try:
-        return getattr(learner, name)
-    except AttributeError:
-        raise AttributeError(f"module 'algorithms.maml' has no attribute {name!r}") from None
+#: the learner's names (``from algorithms.maml import ...``), imported on first use
+__getattr__ = lazy_names("algorithms.maml.learner")

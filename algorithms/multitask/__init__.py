@@ -4,12 +4,12 @@ Its spec (its configuration) and its registration; the learner is
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from algorithms.plans import adaptation_plan, single_phase_plan
-from algorithms.registry import Algorithm, AlgorithmSpec, Metric, register
+from algorithms.registry import Algorithm, AlgorithmSpec, Metric, lazy_names, register
 
 
 class MultiTaskPGSpec(AlgorithmSpec):
@@ -38,11 +38,5 @@ MULTITASK_ALGORITHM = register(Algorithm(
 ))
 
 
-def __getattr__(name: str) -> Any:
-    import importlib
-
-    learner = importlib.import_module("algorithms.multitask.learner")
-    try:
-        return getattr(learner, name)
-    except AttributeError:
-        raise AttributeError(f"module 'algorithms.multitask' has no attribute {name!r}") from None
+#: the learner's names (``from algorithms.multitask import ...``), imported on first use
+__getattr__ = lazy_names("algorithms.multitask.learner")

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from algorithms.maml import RL_METRICS
 from algorithms.plans import adaptation_plan, inner_loop_plan
-from algorithms.registry import Algorithm, AlgorithmSpec, register
+from algorithms.registry import Algorithm, AlgorithmSpec, lazy_names, register
 
 
 class ReptileSpec(AlgorithmSpec):
@@ -34,11 +34,5 @@ REPTILE_ALGORITHM = register(Algorithm(
 ))
 
 
-def __getattr__(name: str) -> Any:
-    import importlib
-
-    learner = importlib.import_module("algorithms.reptile.learner")
-    try:
-        return getattr(learner, name)
-    except AttributeError:
-        raise AttributeError(f"module 'algorithms.reptile' has no attribute {name!r}") from None
+#: the learner's names (``from algorithms.reptile import ...``), imported on first use
+__getattr__ = lazy_names("algorithms.reptile.learner")
