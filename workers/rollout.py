@@ -7,6 +7,8 @@ it is given with parameters passed by reference (``ray.put`` once per phase by t
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,6 +67,11 @@ class RolloutWorker:
         self.seed = seed + 1000 * worker_index
         self.worker_index = worker_index
         self._samplers: dict[int, Sampler] = {}
+        if _in_actor():
+            # a job that is cancelled or ends takes its actors with it by SIGTERM; Ray's own
+            # handler raises SystemExit wherever the process is (often inside a vector env's
+            # __del__), which prints a traceback into the job's log that reads like a crash
+            signal.signal(signal.SIGTERM, _exit_quietly)
 
     def _sampler(self, envs_per_task: int) -> Sampler:
         if envs_per_task not in self._samplers:
@@ -102,6 +109,21 @@ class RolloutWorker:
 
     def info(self) -> dict[str, Any]:
         return {"worker_index": self.worker_index, "node_id": _node_id(), "pid": os.getpid()}
+
+
+def _in_actor() -> bool:
+    """This runs as a Ray actor, in its worker process's main thread (not in process)."""
+    try:
+        import ray
+
+        return (ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+                and threading.current_thread() is threading.main_thread())
+    except Exception:  # noqa: BLE001 - outside Ray: not an actor
+        return False
+
+
+def _exit_quietly(signum: int, frame: Any) -> None:
+    os._exit(0)
 
 
 def _node_id() -> str:
