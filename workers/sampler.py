@@ -52,31 +52,24 @@ class SampleStats:
     seconds: float
 
 
-class Sampler:
-    """Steps a vector env for a set of tasks and returns one :class:`Episodes` per task.
+class TaskVectorEnvs:
+    """What every sampler of a family's vector env holds: one vector env for a set of tasks with
+    ``envs_per_task`` sub-envs each (rebuilt when the number of tasks changes, else re-targeted
+    in place), its seeding, the action-noise generator and the bounds actions are clipped to."""
 
-    Args:
-        family: the task family.
-        policy_spec: the policy architecture (parameters come with every call).
-        envs_per_task: sub-envs stepped in parallel for each task.
-        seed: base seed of the env resets and the action noise.
-    """
-
-    def __init__(self, family: TaskFamily, policy_spec: PolicySpec, *, envs_per_task: int, seed: int) -> None:
+    def __init__(self, family: TaskFamily, *, envs_per_task: int, seed: int, discrete: bool) -> None:
         if envs_per_task < 1:
             raise ValueError(f"envs_per_task must be >= 1, got {envs_per_task}")
         self.family = family
-        self.policy = make_policy(policy_spec)
-        self.policy.requires_grad_(False)
         self.envs_per_task = envs_per_task
         self.seed = seed
         self._vec: gym.vector.VectorEnv | None = None
         self._vec_tasks = 0
         self._seeded = False
         self._gen = torch.Generator().manual_seed(seed)
+        self._discrete = discrete
         space = family.action_space
-        self._discrete = isinstance(space, gym.spaces.Discrete)
-        clip = not self._discrete and family.clips_actions
+        clip = not discrete and family.clips_actions
         box = space if isinstance(space, gym.spaces.Box) else None
         self._low = np.asarray(box.low, dtype=np.float32) if clip and box is not None else None
         self._high = np.asarray(box.high, dtype=np.float32) if clip and box is not None else None
@@ -92,12 +85,29 @@ class Sampler:
             self.close()
             self._vec = self.family.make_vector_env(tasks, self.envs_per_task)
             if isinstance(self._vec, LeanVectorEnv):
-                self._vec.copy = False  # each step's results are copied into the round's buffers
+                self._vec.copy = False  # each step's results are copied into the call's buffers
             self._vec_tasks = len(tasks)
             self._seeded = False
         else:
             set_vector_tasks(self._vec, tasks, self.envs_per_task)
         return self._vec
+
+
+class Sampler(TaskVectorEnvs):
+    """Steps a vector env for a set of tasks and returns one :class:`Episodes` per task.
+
+    Args:
+        family: the task family.
+        policy_spec: the policy architecture (parameters come with every call).
+        envs_per_task: sub-envs stepped in parallel for each task.
+        seed: base seed of the env resets and the action noise.
+    """
+
+    def __init__(self, family: TaskFamily, policy_spec: PolicySpec, *, envs_per_task: int, seed: int) -> None:
+        super().__init__(family, envs_per_task=envs_per_task, seed=seed,
+                         discrete=isinstance(family.action_space, gym.spaces.Discrete))
+        self.policy = make_policy(policy_spec)
+        self.policy.requires_grad_(False)
 
     def sample(
         self,
