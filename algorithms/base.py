@@ -104,7 +104,23 @@ def check_finite(name: str, *tensors: torch.Tensor) -> None:
             raise NonFiniteError(f"{name} is not finite (NaN or inf); the update was rejected")
 
 
-class PolicyGradientLearner:
+class HoldsPolicy:
+    """θ as a learner hands it out and takes it back: the parameters of its ``policy`` module."""
+
+    policy: torch.nn.Module
+
+    @property
+    def params(self) -> Params:
+        """A copy of θ, on the learner's device."""
+        return {k: v.detach().clone() for k, v in self.policy.named_parameters()}
+
+    def _set_params(self, params: Params) -> None:
+        with torch.no_grad():
+            for k, v in self.policy.named_parameters():
+                v.copy_(params[k])
+
+
+class PolicyGradientLearner(HoldsPolicy):
     """What the three learners share: the policy θ, the inner policy-gradient step, batching
     of episodes, metrics and checkpoints.  Subclasses implement ``step``.
 
@@ -123,16 +139,6 @@ class PolicyGradientLearner:
         self.iteration = 0
         self._optimizer: torch.optim.Optimizer | None = None
         self._rng = np.random.default_rng(seed)
-
-    @property
-    def params(self) -> Params:
-        """A copy of θ, on the learner's device."""
-        return {k: v.detach().clone() for k, v in self.policy.named_parameters()}
-
-    def _set_params(self, params: Params) -> None:
-        with torch.no_grad():
-            for k, v in self.policy.named_parameters():
-                v.copy_(params[k])
 
     def batch(self, episodes: Sequence[Episodes]) -> TaskBatch:
         dtype = next(self.policy.parameters()).dtype

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from algorithms.base import LearnerState
+from algorithms.base import HoldsPolicy, LearnerState
 from algorithms.errors import NonFiniteError
 from algorithms.policies import Params
 from algorithms.registry import AdvantageSpec
@@ -195,7 +195,7 @@ def recurrent_spec_for(policy_spec: Any, spec: RL2Spec) -> RecurrentPolicySpec:
     )
 
 
-class RL2Learner:
+class RL2Learner(HoldsPolicy):
     """Recurrent PPO over trials (see the module docstring).
 
     Args:
@@ -208,6 +208,7 @@ class RL2Learner:
     """
 
     name = "rl2"
+    policy: RecurrentPolicy
 
     def __init__(self, policy_spec: RecurrentPolicySpec | Any, spec: RL2Spec | None = None, *,
                  advantage: AdvantageSpec | None = None, seed: int = 0, device: str | torch.device = "cpu") -> None:
@@ -218,16 +219,6 @@ class RL2Learner:
         self._optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr, eps=1e-5)
         self._gen = torch.Generator().manual_seed(seed)
         self.iteration = 0
-
-    @property
-    def params(self) -> Params:
-        """A copy of θ, on the learner's device."""
-        return {k: v.detach().clone() for k, v in self.policy.named_parameters()}
-
-    def _set_params(self, params: Params) -> None:
-        with torch.no_grad():
-            for k, v in self.policy.named_parameters():
-                v.copy_(params[k])
 
     def advantages(self, batch: TrialBatch) -> tuple[Tensor, Tensor]:
         """``(advantages, returns)`` of a batch from its stored values: GAE over each trial,
