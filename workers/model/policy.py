@@ -20,7 +20,7 @@ import json
 import math
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -379,11 +379,10 @@ class MetaPolicy:
             params = adapted.params[0]
         elif isinstance(task_or_env, gym.Env):
             self._check_env(task_or_env)
-            gen = torch.Generator().manual_seed(seed)
-            params = self.params
-            for k in range(steps):
-                eps = self._rollout(task_or_env, params, episodes=episodes, seed=seed * 100_003 + k * episodes, gen=gen)
-                params = self._inner_step([params], [eps], inner_lr=self.step_lr(k, later_lr=later_lr))[0]
+            source = _EnvSource(self, task_or_env, episodes=episodes, seed=seed)
+            env_task = Task(family=self._spec.task_family.name, split="test", index=0)  # the env is the task
+            params = self.meta_test([env_task], source=source, steps=steps, later_lr=later_lr,
+                                    evaluate=False).params[0]
         else:
             raise TypeError(
                 f"adapt takes a workers.envs.Task or a gymnasium.Env, got {type(task_or_env).__name__}"
@@ -480,6 +479,28 @@ class MetaPolicy:
             self._policy, params, env, episodes=episodes, seed=seed, gen=gen, max_steps=max_steps
         )
 
+
+
+@dataclass
+class _EnvSource:
+    """Episodes of a plain gymnasium env, one after another, for :meth:`MetaPolicy.adapt`: round
+    ``k`` resets with seeds ``seed * 100003 + k * episodes + e``, actions drawn from one
+    generator seeded with ``seed``."""
+
+    policy: MetaPolicy
+    env: gym.Env
+    episodes: int
+    seed: int
+    rounds: int = 0
+    gen: torch.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gen = torch.Generator().manual_seed(self.seed)
+
+    def sample(self, phase: Any, tasks: Sequence[Task], params: list[Params]) -> list[Episodes]:
+        first = self.seed * 100_003 + self.rounds * self.episodes
+        self.rounds += 1
+        return [self.policy._rollout(self.env, params[0], episodes=self.episodes, seed=first, gen=self.gen)]
 
 
 @dataclass
