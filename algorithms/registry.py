@@ -132,7 +132,7 @@ def on_register(listener: Callable[[], None]) -> None:
 
 def get(name: str) -> Algorithm:
     """The algorithm registered as ``name``."""
-    _builtins()
+    ensure_loaded()
     try:
         return _ALGORITHMS[name]
     except KeyError:
@@ -140,12 +140,12 @@ def get(name: str) -> Algorithm:
 
 
 def names() -> list[str]:
-    _builtins()
+    ensure_loaded()
     return sorted(_ALGORITHMS)
 
 
 def algorithms() -> list[Algorithm]:
-    _builtins()
+    ensure_loaded()
     return [_ALGORITHMS[n] for n in sorted(_ALGORITHMS)]
 
 
@@ -178,7 +178,9 @@ _BUILTINS = ("algorithms.maml", "algorithms.reptile", "algorithms.multitask")
 _loaded = False
 
 
-def _builtins() -> None:
+def ensure_loaded() -> None:
+    """Import the built-in algorithms and the ``METARL_PLUGINS`` modules, once per process (their
+    imports register algorithms and task distributions)."""
     global _loaded  # noqa: PLW0603 - the registry is process-wide by nature (imports are)
     if not _loaded:
         _loaded = True

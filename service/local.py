@@ -133,10 +133,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _port_or_free(port: int) -> int:
-    return port if _port_free(port) else free_port()
-
-
 def ensure_token(paths: Paths) -> bool:
     """Create the Ray auth token file (0600) if missing; True when created."""
     paths.ray_dir.mkdir(parents=True, exist_ok=True)
@@ -434,6 +430,7 @@ def _default_or_free(port: int, what: str, say: Say) -> int:
 def _start_head(paths: Paths, *, num_cpus: int, dashboard_port: int, gcs_port: int, token: str, say: Say) -> Component:
     url = f"http://127.0.0.1:{dashboard_port}"
     temp_dir = paths.temp_dir
+    client_port = _default_or_free(10001, "Ray's client server", say)
     args = [
         _ray_executable(), "start", "--head", "--disable-usage-stats",
         f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
@@ -442,7 +439,7 @@ def _start_head(paths: Paths, *, num_cpus: int, dashboard_port: int, gcs_port: i
         # here could be taken before the agent binds it); its fixed default, 52365, would clash
         # with another Ray on this machine, as would the client server's 10001 and the workers'
         # 10002-19999 (0: each worker binds a port the OS gives it)
-        "--dashboard-agent-listen-port=0", f"--ray-client-server-port={_port_or_free(10001)}",
+        "--dashboard-agent-listen-port=0", f"--ray-client-server-port={client_port}",
         "--min-worker-port=0", "--max-worker-port=0",
     ]
     say(f"starting a Ray head ({num_cpus} CPUs, temp dir {temp_dir}) ...")

@@ -178,7 +178,7 @@ def family_names() -> list[str]:
 def _plugins() -> None:
     from algorithms import registry
 
-    registry.names()  # loads the built-in algorithms and METARL_PLUGINS once
+    registry.ensure_loaded()
 
 
 for _info in (

@@ -52,6 +52,14 @@ class SampleStats:
     seconds: float
 
 
+def steps_until(ends: np.ndarray) -> np.ndarray:
+    """``[T, B]`` bool: True for each column's steps up to and including its first end (the
+    steps that count), False after it."""
+    mask = np.ones(ends.shape, bool)
+    np.equal(np.cumsum(ends[:-1], axis=0), 0, out=mask[1:])
+    return mask
+
+
 class TaskVectorEnvs:
     """What every sampler of a family's vector env holds: one vector env for a set of tasks with
     ``envs_per_task`` sub-envs each (rebuilt when the number of tasks changes, else re-targeted
@@ -217,8 +225,7 @@ class Sampler(TaskVectorEnvs):
             else:
                 logp[:steps] = self._log_probs(params, obs_buf[:steps], act_buf[:steps], n, k)
         # a sub-env's steps count until the step its episode ended on; the rest is masked out
-        mask = np.ones((horizon, num), bool)
-        np.equal(np.cumsum(dones[:-1], axis=0), 0, out=mask[1:])
+        mask = steps_until(dones)
         off = ~mask
         obs_buf[off] = 0.0
         act_buf[off] = 0

@@ -33,7 +33,7 @@ from algorithms.policies import Params
 from algorithms.rl2.policy import RecurrentPolicy, RecurrentPolicySpec, make_recurrent_policy
 from algorithms.rl2.trials import Trials
 from workers.envs.base import Task, TaskFamily
-from workers.sampler import SampleStats, TaskVectorEnvs
+from workers.sampler import SampleStats, TaskVectorEnvs, steps_until
 
 
 class TrialSampler(TaskVectorEnvs):
@@ -176,8 +176,7 @@ class TrialSampler(TaskVectorEnvs):
         spec = self.policy.spec
         od, ad = spec.obs_dim, spec.act_dim
         num = inp.shape[1]
-        mask = np.ones(dones.shape, bool)
-        np.equal(np.cumsum(trial_end[:-1], axis=0), 0, out=mask[1:])
+        mask = steps_until(trial_end)
         off = ~mask
         inp[off] = 0.0
         acts[off] = 0
