@@ -9,7 +9,11 @@ actor).  Shapes:
   parameters (Finn et al. 2017, Algorithm 3) -- :func:`inner_loop_plan`;
 * multi-task policy gradient: one phase with θ, no inner step -- :func:`single_phase_plan`;
 * meta-test of the gradient-based learners: ``steps`` rounds of data and inner step, then the
-  evaluation phase -- :func:`adaptation_plan`.
+  evaluation phase -- :func:`adaptation_plan`;
+* RL² (a recurrent policy that adapts in its hidden state): training is one phase of trials with
+  θ (:func:`single_phase_plan`); its meta-test is one evaluation phase whose data are the
+  trial's adaptation episodes and the evaluation episodes that go on from their state
+  (:func:`trial_plan`).
 """
 
 from __future__ import annotations
@@ -66,6 +70,12 @@ def inner_loop_plan(inner_steps: int) -> IterationPlan:
 def single_phase_plan() -> IterationPlan:
     """One phase with θ and no inner step (the learner needs nothing else)."""
     return IterationPlan((Phase("train0", "meta"),))
+
+
+def trial_plan() -> IterationPlan:
+    """Meta-test of an algorithm that adapts within a trial: one evaluation phase, no inner step
+    (the source runs the adaptation episodes and the evaluation episodes from their state)."""
+    return IterationPlan((Phase("eval", "meta", evaluation=True),))
 
 
 def adaptation_plan(steps: int) -> IterationPlan:

@@ -89,6 +89,17 @@ class Algorithm:
         metrics: the headline metrics, in display order (a job shows those it logged).
         kind: the task distributions it trains on: ``"rl"`` task families or ``"supervised"``.
         summary: one line for listings.
+        policy: ``"module:function"`` mapping the job's policy spec (the MLP's
+            :class:`~algorithms.policies.PolicySpec` on the family) and the algorithm's spec to the
+            spec of the policy this algorithm trains (RL²'s recurrent policy); None: the MLP's.
+            Imported where the policy is built.
+        sampler: ``"module:function"`` building what collects a phase's data on a rollout
+            worker: ``function(family, policy_spec, spec, *, envs_per_task, seed)`` returning an
+            object with ``sample(tasks, params, *, episodes_per_task, deterministic=False)``,
+            ``last_stats`` and ``close()``; None: the episode sampler
+            (:class:`workers.sampler.Sampler`).  Imported where sampling runs.
+        check_job: called with a validated job spec; raises ``ValueError`` (the API's 422,
+            naming the field) for a combination the algorithm cannot run.
     """
 
     name: str
@@ -99,11 +110,27 @@ class Algorithm:
     metrics: tuple[Metric, ...] = ()
     kind: Literal["rl", "supervised"] = "rl"
     summary: str = ""
+    policy: str | None = None
+    sampler: str | None = None
+    check_job: Callable[[Any], None] | None = None
 
     def learner_class(self) -> type:
         """Import and return the learner class (heavy: torch)."""
-        module, _, attr = self.learner.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return _resolve(self.learner)
+
+    def sampler_factory(self) -> Callable[..., Any] | None:
+        """The registered sampler factory (imports it), or None for the episode sampler."""
+        return None if self.sampler is None else _resolve(self.sampler)
+
+    def policy_spec(self, base: Any, spec: AlgorithmSpec) -> Any:
+        """The spec of the policy this algorithm trains, from the job's MLP policy spec ``base``."""
+        return base if self.policy is None else _resolve(self.policy)(base, spec)
+
+
+def _resolve(ref: str) -> Any:
+    """The object a ``"module:attr"`` reference names (imports the module)."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 _ALGORITHMS: dict[str, Algorithm] = {}
@@ -174,7 +201,7 @@ def lazy_names(module: str) -> Callable[[str], Any]:
     return __getattr__
 
 
-_BUILTINS = ("algorithms.maml", "algorithms.reptile", "algorithms.multitask")
+_BUILTINS = ("algorithms.maml", "algorithms.reptile", "algorithms.multitask", "algorithms.rl2")
 _loaded = False
 
 

@@ -126,17 +126,21 @@ class JobSpec(Spec):
         if alg.kind != fam.kind:
             raise ValueError(f"algorithm {alg.name!r} trains on {alg.kind} task distributions; "
                              f"task family {fam.name!r} is {fam.kind}")
+        if alg.check_job is not None:
+            alg.check_job(self)
         return self
 
     def policy_spec(self, *, obs_dim: int, act_dim: int, discrete: bool) -> Any:
-        """The :class:`algorithms.policies.PolicySpec` of this job's policy on a family with
-        these dimensions (imports torch: call it where the policy is built)."""
+        """The spec of the policy this job trains on a family with these dimensions: the
+        :class:`algorithms.policies.PolicySpec` of its ``policy`` section, or what the algorithm
+        makes of it (RL²'s recurrent policy).  Imports torch: call it where the policy is built."""
         from algorithms.policies import PolicySpec
 
         p = self.policy
-        return PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden_sizes=tuple(p.hidden_sizes),
+        base = PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden_sizes=tuple(p.hidden_sizes),
                           activation=p.activation, discrete=discrete, init_std=p.init_std,
                           output_gain=p.output_gain)
+        return registry.get(self.algorithm.name).policy_spec(base, self.algorithm)
 
     @property
     def inner_steps(self) -> int:

@@ -159,7 +159,7 @@ def _start(spec: JobSpec, *, job_id: str, resume_run_id: str | None, hooks: Driv
     pool = WorkerPool(
         family=FamilyRef(spec.task_family.name, spec.seed, spec.task_family.family_kwargs()),
         policy_spec=policy_spec, envs_per_worker=spec.resources.envs_per_worker, seed=spec.seed,
-        name_prefix=f"metarl-{job_id}", on_submit=hooks.on_submit,
+        name_prefix=f"metarl-{job_id}", on_submit=hooks.on_submit, algorithm=spec.algorithm,
     )
     job = _Job(spec=spec, job_id=job_id, owner=owner, family=family, tracker=tracker, learner=learner, pool=pool,
                result=JobResult(job_id=job_id, run_id=tracker.run_id, iterations=0, status="RUNNING"))

@@ -79,12 +79,13 @@ def train_in_process(
     on_iteration: Callable[[IterationResult], None] | None = None,
 ) -> list[IterationResult]:
     """Meta-train ``learner`` (a registered algorithm's learner) on ``family`` in this process,
-    from its current iteration to ``iterations``, one :class:`~workers.sampler.Sampler` for all
-    phases."""
-    from workers.sampler import Sampler
+    from its current iteration to ``iterations``, one sampler (the algorithm's,
+    :func:`~workers.sampler.make_sampler`) for all phases."""
+    from workers.sampler import make_sampler
 
     plan = plan_of(learner)
-    sampler = Sampler(
+    sampler = make_sampler(
+        learner.config,  # type: ignore[attr-defined]
         family,
         learner.policy.spec,  # type: ignore[attr-defined]
         envs_per_task=envs_per_task or episodes_per_task,

@@ -15,7 +15,6 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from algorithms.policies import PolicySpec
 from workers.envs import Task
 from workers.rollout import FamilyRef, ShardStats, remote_rollout_worker
 
@@ -46,7 +45,7 @@ class PhaseResult:
 @dataclass
 class WorkerPool:
     family: FamilyRef
-    policy_spec: PolicySpec
+    policy_spec: Any
     envs_per_worker: int
     seed: int
     name_prefix: str
@@ -54,6 +53,8 @@ class WorkerPool:
     shard_timeout_s: float = 900.0
     max_attempts: int = 5
     on_submit: SubmitHook | None = None
+    #: the job's algorithm spec: its registered sampler collects the data (None: episodes)
+    algorithm: Any = None
     _slots: list[_Slot] = field(default_factory=list)
     _groups: list[PlacementGroup] = field(default_factory=list)
     _next_index: int = 0
@@ -105,7 +106,8 @@ class WorkerPool:
                 placement_group=group, placement_group_bundle_index=bundle
             ),
         ).remote(
-            self.family, self.policy_spec, envs_per_worker=self.envs_per_worker, seed=self.seed, worker_index=index
+            self.family, self.policy_spec, envs_per_worker=self.envs_per_worker, seed=self.seed, worker_index=index,
+            algorithm=self.algorithm,
         )
         return _Slot(actor=actor, index=index, group=group, bundle=bundle)
 

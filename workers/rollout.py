@@ -1,7 +1,9 @@
 """Rollout workers: an ordinary class (usable in-process) made a Ray actor in one place.
 
-A worker holds a :class:`~workers.sampler.Sampler` (gymnasium vector envs) and samples the tasks
-it is given with parameters passed by reference (``ray.put`` once per phase by the driver).
+A worker holds the sampler of the job's algorithm (:func:`workers.sampler.make_sampler`: a
+:class:`~workers.sampler.Sampler` of episodes over gymnasium vector envs, or the algorithm's own,
+e.g. RL²'s trials) and samples the tasks it is given with parameters passed by reference
+(``ray.put`` once per phase by the driver).
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from typing import Any
 
 import torch
 
-from algorithms.episodes import Episodes
-from algorithms.policies import Params, PolicySpec
+from algorithms.policies import Params
 from workers.envs import Task, make_family
-from workers.sampler import Sampler
+from workers.sampler import make_sampler
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class ShardStats:
 
 
 class RolloutWorker:
-    """Samples episodes for the tasks it is handed.
+    """Samples a phase's data (episodes, or the algorithm's own kind) for the tasks it is handed.
 
     Args:
         family: the task family to build.
@@ -52,10 +53,13 @@ class RolloutWorker:
         envs_per_worker: sub-envs this worker steps at once, shared among its tasks.
         seed: the job's base seed; the worker uses ``seed + 1000 * worker_index``.
         worker_index: this worker's index (for seeds and reports).
+        algorithm: the job's algorithm spec, whose registered sampler collects the data (None:
+            episodes).
     """
 
     def __init__(
-        self, family: FamilyRef, policy_spec: PolicySpec, *, envs_per_worker: int, seed: int, worker_index: int
+        self, family: FamilyRef, policy_spec: Any, *, envs_per_worker: int, seed: int, worker_index: int,
+        algorithm: Any = None,
     ) -> None:
         # rollout actors run one thread each: policy inference is tiny, and torch's default
         # thread pool per actor oversubscribes the node (measured: identical learner work took 0.8 s or 53 s)
@@ -66,18 +70,18 @@ class RolloutWorker:
         self.envs_per_worker = envs_per_worker
         self.seed = seed + 1000 * worker_index
         self.worker_index = worker_index
-        self._samplers: dict[int, Sampler] = {}
+        self.algorithm = algorithm
+        self._samplers: dict[int, Any] = {}
         if _in_actor():
             # a job that is cancelled or ends takes its actors with it by SIGTERM; Ray's own
             # handler raises SystemExit wherever the process is (often inside a vector env's
             # __del__), which prints a traceback into the job's log that reads like a crash
             signal.signal(signal.SIGTERM, _exit_quietly)
 
-    def _sampler(self, envs_per_task: int) -> Sampler:
+    def _sampler(self, envs_per_task: int) -> Any:
         if envs_per_task not in self._samplers:
-            self._samplers[envs_per_task] = Sampler(
-                self.family, self.policy_spec, envs_per_task=envs_per_task, seed=self.seed + envs_per_task
-            )
+            self._samplers[envs_per_task] = make_sampler(self.algorithm, self.family, self.policy_spec,
+                                                         envs_per_task=envs_per_task, seed=self.seed + envs_per_task)
         return self._samplers[envs_per_task]
 
     def sample(
@@ -87,8 +91,9 @@ class RolloutWorker:
         task_indices: Sequence[int],
         *,
         episodes_per_task: int,
-    ) -> tuple[ShardStats, list[Episodes]]:
-        """Episodes of ``tasks`` (one :class:`Episodes` per task, in order) and the shard's stats;
+    ) -> tuple[ShardStats, list[Any]]:
+        """The data of ``tasks`` (one :class:`~algorithms.episodes.Episodes`, or the algorithm's
+        kind, per task, in order) and the shard's stats;
         ``params`` is θ or the meta-batch's full list of per-task parameters, of which this shard
         uses ``task_indices``.  As a Ray call it has two returns, so the driver can check a shard
         without pulling its episodes."""

@@ -31,7 +31,8 @@ import torch
 
 from algorithms.policies import Params
 from algorithms.rl2.policy import RecurrentPolicy, RecurrentPolicySpec, make_recurrent_policy
-from algorithms.rl2.trials import Trials
+from algorithms.rl2.spec import RL2Spec
+from algorithms.rl2.trials import Trials, TrialState
 from workers.envs.base import Task, TaskFamily
 from workers.sampler import SampleStats, TaskVectorEnvs, steps_until
 
@@ -69,21 +70,38 @@ class TrialSampler(TaskVectorEnvs):
         return self.envs_per_task
 
     def sample(self, tasks: Sequence[Task], params: Params, *, episodes_per_trial: int,
-               deterministic: bool = False) -> list[Trials]:
+               deterministic: bool = False, start: TrialState | None = None) -> list[Trials]:
         """One trial of ``episodes_per_trial`` episodes in each of the ``trials_per_task`` sub-envs
         of every task, acting with ``params`` (θ, shared by every task); one :class:`Trials` per
-        task.  ``deterministic``: the policy's mode instead of samples."""
+        task, each with its ``end`` (where its trials stood after their last step).
+
+        Args:
+            deterministic: the policy's mode instead of samples.
+            start: where each trial starts (``tasks x trials_per_task`` rows, grouped by task):
+                the hidden state and the first step's "previous step" inputs; zeros (a new
+                trial) when omitted.  RL²'s meta-test starts each evaluation episode from the
+                state its adaptation episodes left.
+        """
         if not tasks:
             raise ValueError("sample needs at least one task")
         if episodes_per_trial < 1:
             raise ValueError(f"episodes_per_trial must be >= 1, got {episodes_per_trial}")
         if not isinstance(params, dict):
             raise TypeError("TrialSampler.sample takes one params dict (θ), shared by every task")
-        start = time.perf_counter()
+        began = time.perf_counter()
         theta = {k: v.detach().to("cpu", torch.float32) for k, v in params.items()}
-        vec = self._vector_env(tasks)
-        data = self._run(vec, theta, episodes_per_trial, deterministic)
         n, k = len(tasks), self.trials_per_task
+        spec = self.policy.spec
+        if start is None:
+            start = TrialState.zeros(n * k, spec.hidden_size, spec.act_dim)
+        elif start.num_trials != n * k or start.state.shape[1] != spec.hidden_size or \
+                start.prev_action.shape[1] != spec.act_dim:
+            raise ValueError(
+                f"start has {start.num_trials} trials of state {start.state.shape[1]} and action "
+                f"{start.prev_action.shape[1]}; this call runs {n} tasks x {k} trials of a policy with state {spec.hidden_size}, action {spec.act_dim}"
+            )
+        vec = self._vector_env(tasks)
+        data, end = self._run(vec, theta, episodes_per_trial, deterministic, start)
         out = []
         for i in range(n):
             cols = slice(i * k, (i + 1) * k)
@@ -91,14 +109,14 @@ class TrialSampler(TaskVectorEnvs):
             part = {name: np.ascontiguousarray(a[:steps, cols]) for name, a in data.items() if name != "initial_state"}
             states = part.pop("states", None)
             out.append(Trials(**part, initial_state=data["initial_state"][cols].copy(),
-                              has_success=self.family.has_success, states=states))
-        self.last_stats = SampleStats(env_steps=int(data["mask"].sum()), seconds=time.perf_counter() - start)
+                              has_success=self.family.has_success, states=states, end=end.select(cols)))
+        self.last_stats = SampleStats(env_steps=int(data["mask"].sum()), seconds=time.perf_counter() - began)
         return out
 
-    def _run(self, vec: gym.vector.VectorEnv, theta: Params, episodes: int,
-             deterministic: bool) -> dict[str, np.ndarray]:
+    def _run(self, vec: gym.vector.VectorEnv, theta: Params, episodes: int, deterministic: bool,
+             start: TrialState) -> tuple[dict[str, np.ndarray], TrialState]:
         """Every sub-env's trial, as ``[T, num_envs, ...]`` arrays (padding zeroed, ``T`` the
-        longest trial's steps)."""
+        longest trial's steps), and where each trial stood after its last step."""
         spec = self.policy.spec
         horizon = self.family.max_episode_steps
         limit = episodes * horizon  # no trial is longer
@@ -111,10 +129,16 @@ class TrialSampler(TaskVectorEnvs):
             obs, _ = vec.reset(seed=[self.seed * 100_003 + i for i in range(num)])  # type: ignore[arg-type]
             self._seeded = True
         actor = _NumpyGRUActor(self.policy, theta, num)
+        actor.h[...] = start.state
         noise = None if deterministic else actor.noise(limit, self._gen)
         # the policy's inputs [obs, previous action, previous reward, previous done] of every step,
         # one row more: a step writes the "previous" parts of the next one
         inp = np.zeros((limit + 1, num, spec.input_dim), np.float32)
+        inp[0, :, od : od + ad] = start.prev_action
+        inp[0, :, od + ad] = start.prev_reward
+        inp[0, :, od + ad + 1] = start.prev_done
+        end_inputs = np.zeros((num, ad + 2), np.float32)  # the inputs after each trial's last step
+        last_step = np.zeros(num, np.int64)
         acts = np.zeros((limit, num), np.int64) if self._discrete else np.zeros((limit, num, ad), np.float32)
         rewards = np.zeros((limit, num), np.float32)
         dones = np.zeros((limit, num), bool)
@@ -156,6 +180,8 @@ class TrialSampler(TaskVectorEnvs):
                 ended_episodes += d
                 done_trial = d & (ended_episodes >= episodes)
                 trial_end[t] = done_trial
+                end_inputs[done_trial] = nxt[done_trial, od:]
+                last_step[done_trial] = t
                 active &= ~done_trial
                 again = d & ~done_trial
                 if not active.any():
@@ -165,14 +191,21 @@ class TrialSampler(TaskVectorEnvs):
                     # only these sub-envs start their next episode (the others keep stepping)
                     obs, _ = vec.reset(options={"reset_mask": again})
                     episode_steps[again] = 0
-        return self._finish(inp[:steps], acts[:steps], rewards[:steps], dones[:steps], trial_end[:steps],
-                            success[:steps], None if states is None else states[:steps], theta)
+        data, all_states = self._finish(inp[:steps], acts[:steps], rewards[:steps], dones[:steps],
+                                        trial_end[:steps], success[:steps], None if states is None else states[:steps],
+                                        theta, start.state)
+        # the torch policy's state after each trial's last step
+        end = TrialState(state=np.ascontiguousarray(all_states[last_step + 1, np.arange(num)]),
+                         prev_action=end_inputs[:, :ad].copy(), prev_reward=end_inputs[:, ad].copy(),
+                         prev_done=end_inputs[:, ad + 1].copy())
+        return data, end
 
     def _finish(self, inp: np.ndarray, acts: np.ndarray, rewards: np.ndarray, dones: np.ndarray,
                 trial_end: np.ndarray, success: np.ndarray, states: np.ndarray | None,
-                theta: Params) -> dict[str, np.ndarray]:
+                theta: Params, state0: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Mask what follows each trial's end, then the behaviour log-probabilities and values:
-        the torch policy's ``unroll`` over the stored inputs."""
+        the torch policy's ``unroll`` over the stored inputs from ``state0``; also returns its
+        states ``[T + 1, num, hidden]``."""
         spec = self.policy.spec
         od, ad = spec.obs_dim, spec.act_dim
         num = inp.shape[1]
@@ -188,9 +221,9 @@ class TrialSampler(TaskVectorEnvs):
             states[off] = 0.0
         obs, prev_actions = inp[..., :od], inp[..., od : od + ad]
         prev_rewards, prev_dones = inp[..., od + ad], inp[..., od + ad + 1]
-        state0 = np.zeros((num, spec.hidden_size), np.float32)
+        state0 = np.ascontiguousarray(state0, dtype=np.float32)
         with torch.inference_mode():
-            dist, values, _ = self.policy.unroll(
+            dist, values, torch_states = self.policy.unroll(
                 theta, torch.from_numpy(obs), torch.from_numpy(prev_actions), torch.from_numpy(prev_rewards),
                 torch.from_numpy(prev_dones), torch.from_numpy(state0),
             )
@@ -205,7 +238,98 @@ class TrialSampler(TaskVectorEnvs):
         }
         if states is not None:
             out["states"] = states
-        return out
+        return out, torch_states.numpy()
+
+
+class TrialPhaseSampler:
+    """RL²'s data for the engine's phases (what :func:`workers.sampler.make_sampler` builds for
+    an RL² job): ``sample(tasks, params, episodes_per_task=n)`` returns, per task, ``n /
+    episodes_per_trial`` trials of ``episodes_per_trial`` episodes, run on up to
+    ``envs_per_task`` sub-envs per task at once (more trials than that are run in rounds and
+    joined).
+
+    The meta-test (``deterministic`` or not, the plan's evaluation phase) is :meth:`meta_test`.
+    """
+
+    def __init__(self, family: TaskFamily, policy_spec: RecurrentPolicySpec, *, episodes_per_trial: int,
+                 envs_per_task: int, seed: int) -> None:
+        if episodes_per_trial < 1 or envs_per_task < 1:
+            raise ValueError(
+                f"episodes_per_trial and envs_per_task must be >= 1, got {episodes_per_trial}, {envs_per_task}"
+            )
+        self.family, self.policy_spec = family, policy_spec
+        self.episodes_per_trial, self.envs_per_task, self.seed = episodes_per_trial, envs_per_task, seed
+        self._samplers: dict[int, TrialSampler] = {}
+        self.last_stats = SampleStats(env_steps=0, seconds=0.0)
+
+    def _sampler(self, trials: int) -> TrialSampler:
+        if trials not in self._samplers:
+            self._samplers[trials] = TrialSampler(self.family, self.policy_spec, trials_per_task=trials,
+                                                  seed=self.seed + 7919 * trials)
+        return self._samplers[trials]
+
+    def trials(self, tasks: Sequence[Task], params: Params, *, trials_per_task: int, episodes_per_trial: int,
+               deterministic: bool = False, start: TrialState | None = None) -> list[Trials]:
+        """``trials_per_task`` trials of every task (rounds of at most ``envs_per_task``), from
+        ``start`` (``tasks x trials_per_task`` rows) or from zeros; one :class:`Trials` per task."""
+        began = time.perf_counter()
+        steps = 0
+        parts: list[list[Trials]] = [[] for _ in tasks]
+        done = 0
+        while done < trials_per_task:
+            k = min(self.envs_per_task, trials_per_task - done)
+            rows = None if start is None else np.concatenate(
+                [np.arange(i * trials_per_task + done, i * trials_per_task + done + k) for i in range(len(tasks))])
+            sampler = self._sampler(k)
+            out = sampler.sample(tasks, params, episodes_per_trial=episodes_per_trial, deterministic=deterministic,
+                                 start=None if start is None or rows is None else start.select(rows))
+            steps += sampler.last_stats.env_steps
+            for i, t in enumerate(out):
+                parts[i].append(t)
+            done += k
+        self.last_stats = SampleStats(env_steps=steps, seconds=time.perf_counter() - began)
+        return [p[0] if len(p) == 1 else Trials.concatenate(p) for p in parts]
+
+    def sample(self, tasks: Sequence[Task], params: Params, *, episodes_per_task: int,
+               deterministic: bool = False) -> list[Trials]:
+        """A training phase: ``episodes_per_task / episodes_per_trial`` trials of every task."""
+        if episodes_per_task % self.episodes_per_trial:
+            raise ValueError(f"episodes_per_task={episodes_per_task} is not a multiple of episodes_per_trial="
+                             f"{self.episodes_per_trial}")
+        return self.trials(tasks, params, trials_per_task=episodes_per_task // self.episodes_per_trial,
+                           episodes_per_trial=self.episodes_per_trial, deterministic=deterministic)
+
+    def meta_test(self, tasks: Sequence[Task], params: Params, *, adaptation_episodes: int, eval_episodes: int,
+                  deterministic_eval: bool) -> tuple[list[Trials], list[Trials]]:
+        """RL²'s meta-test on each task: one trial of ``adaptation_episodes`` episodes (actions
+        sampled: the policy explores), then ``eval_episodes`` evaluation episodes that each start
+        from the state the adaptation episodes left (its hidden state and its last step's
+        inputs); ``deterministic_eval``: the evaluation episodes take the policy's mode.
+
+        Returns ``(adaptation, evaluation)``: per task, one trial of the adaptation episodes, and
+        ``eval_episodes`` one-episode trials.
+        """
+        adaptation = self.trials(tasks, params, trials_per_task=1, episodes_per_trial=adaptation_episodes)
+        steps = self.last_stats.env_steps
+        began = time.perf_counter()
+        start = TrialState.concatenate([t.end for t in adaptation if t.end is not None]).repeat(eval_episodes)
+        evaluation = self.trials(tasks, params, trials_per_task=eval_episodes, episodes_per_trial=1,
+                                 deterministic=deterministic_eval, start=start)
+        self.last_stats = SampleStats(env_steps=steps + self.last_stats.env_steps,
+                                      seconds=self.last_stats.seconds + time.perf_counter() - began)
+        return adaptation, evaluation
+
+    def close(self) -> None:
+        for s in self._samplers.values():
+            s.close()
+        self._samplers.clear()
+
+
+def make_trial_sampler(family: TaskFamily, policy_spec: RecurrentPolicySpec, spec: RL2Spec, *, envs_per_task: int,
+                       seed: int) -> TrialPhaseSampler:
+    """RL²'s sampler factory (its registration names it): trials of ``spec.episodes_per_trial``."""
+    return TrialPhaseSampler(family, policy_spec, episodes_per_trial=spec.episodes_per_trial,
+                             envs_per_task=envs_per_task, seed=seed)
 
 
 class _NumpyGRUActor:
@@ -298,4 +422,4 @@ class _NumpyGRUActor:
             np.add(d, noise, out=out)
 
 
-__all__ = ["TrialSampler"]
+__all__ = ["TrialPhaseSampler", "TrialSampler", "make_trial_sampler"]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from algorithms.base import HoldsPolicy, LearnerState
+from algorithms.base import HoldsPolicy, LearnerState, UpdateMetrics
 from algorithms.errors import NonFiniteError
 from algorithms.policies import Params
 from algorithms.registry import AdvantageSpec
@@ -232,15 +232,17 @@ class RL2Learner(HoldsPolicy):
                 adv = normalize(adv, batch.mask)
         return adv, returns
 
-    def learn(self, trials: Sequence[Trials]) -> dict[str, float]:
-        """One PPO update from the trials of a meta-batch's tasks (one :class:`Trials` per task).
+    def learn(self, phases: Sequence[Sequence[Trials]]) -> UpdateMetrics:
+        """One PPO update from an iteration's phases -- RL²'s plan has one: the trials of the
+        meta-batch's tasks (one :class:`Trials` per task).
 
         Raises:
             NonFiniteError: an input, a loss, a gradient or the new parameters are NaN/inf; the
                 parameters and the optimizer's state are left as they were.
         """
-        if not trials:
-            raise ValueError("RL2Learner.learn needs trials")
+        if len(phases) != 1 or not phases[0]:
+            raise ValueError(f"RL2Learner.learn takes one phase of trials, got {[len(p) for p in phases]}")
+        trials = list(phases[0])
         cfg = self.config
         dtype = next(self.policy.parameters()).dtype
         batch = make_trial_batch(trials, dtype=dtype, device=self.device)
@@ -303,7 +305,10 @@ class RL2Learner(HoldsPolicy):
             **trial_metrics(trials),
         }
         self.iteration += 1
-        return metrics
+        return UpdateMetrics(metrics)
+
+    def adapt(self, params: Any, data: Any) -> Any:
+        raise TypeError("RL² adapts in its hidden state within a trial; it takes no inner step")
 
     def state_dict(self) -> LearnerState:
         cfg = self.config

@@ -23,6 +23,59 @@ _TIME_FIELDS = (
 
 
 @dataclass
+class TrialState:
+    """Where a trial stands between two steps, per trial: the policy's hidden state and the
+    "previous step" inputs of the next step (the action applied, the reward, whether the step
+    ended an episode).  A trial that starts from one (``TrialSampler.sample(start=...)``) goes on
+    from there: the adapted state of RL²'s meta-test.
+
+    Attributes:
+        state: float32 ``[B, hidden]``.
+        prev_action: float32 ``[B, act_dim]`` (one-hot for discrete actions).
+        prev_reward: float32 ``[B]``.
+        prev_done: float32 ``[B]``.
+    """
+
+    state: np.ndarray
+    prev_action: np.ndarray
+    prev_reward: np.ndarray
+    prev_done: np.ndarray
+
+    def __post_init__(self) -> None:
+        b = self.state.shape[0]
+        if self.state.ndim != 2 or self.prev_action.ndim != 2 or self.prev_action.shape[0] != b or \
+                self.prev_reward.shape != (b,) or self.prev_done.shape != (b,):
+            raise ValueError(
+                f"TrialState: state {self.state.shape}, prev_action {self.prev_action.shape}, prev_reward "
+                f"{self.prev_reward.shape}, prev_done {self.prev_done.shape} do not describe the same trials"
+            )
+
+    @property
+    def num_trials(self) -> int:
+        return int(self.state.shape[0])
+
+    @staticmethod
+    def zeros(num: int, hidden: int, act_dim: int) -> TrialState:
+        """A trial's start: zero state and zero inputs."""
+        z = np.zeros(num, np.float32)
+        return TrialState(np.zeros((num, hidden), np.float32), np.zeros((num, act_dim), np.float32), z, z.copy())
+
+    def select(self, rows: np.ndarray | slice) -> TrialState:
+        return TrialState(self.state[rows], self.prev_action[rows], self.prev_reward[rows], self.prev_done[rows])
+
+    def repeat(self, times: int) -> TrialState:
+        """Each trial's state ``times`` times in a row (``[s0, s0, ..., s1, s1, ...]``): the
+        evaluation episodes that each start from one adapted state."""
+        return TrialState(*(np.repeat(a, times, axis=0) for a in
+                            (self.state, self.prev_action, self.prev_reward, self.prev_done)))
+
+    @staticmethod
+    def concatenate(parts: list[TrialState]) -> TrialState:
+        return TrialState(*(np.concatenate([getattr(p, f) for p in parts], axis=0)
+                            for f in ("state", "prev_action", "prev_reward", "prev_done")))
+
+
+@dataclass
 class Trials:
     """The trials of ONE task, time-major ``[T, B, ...]`` (see the module docstring).
 
@@ -32,7 +85,8 @@ class Trials:
             sampled (before any clipping to the action space): what the log-probabilities are of.
         prev_actions: float32 ``[T, B, act_dim]``, the previous step's action as the policy takes
             it: the action applied to the env (clipped where the family clips) or its one-hot
-            encoding; zeros at a trial's first step.  Carried across episode boundaries.
+            encoding; zeros at a trial's first step (or the start's, for a trial that goes on from
+            a :class:`TrialState`).  Carried across episode boundaries.
         prev_rewards: float32 ``[T, B]``, the previous step's reward (0 at a trial's first step).
         prev_dones: float32 ``[T, B]``, 1.0 where the previous step ended an episode.
         rewards: float32 ``[T, B]``.
@@ -48,6 +102,8 @@ class Trials:
         has_success: the family reports success (so success rates mean something).
         states: optional float32 ``[T, B, hidden]``, the state entering each step
             (``states[0] = initial_state``), kept by samplers on request (diagnostics, tests).
+        end: where each trial stood after its last step (its state and the next step's inputs),
+            where the sampler says: a trial can go on from it.
     """
 
     obs: np.ndarray
@@ -66,6 +122,7 @@ class Trials:
     initial_state: np.ndarray
     has_success: bool = False
     states: np.ndarray | None = None
+    end: TrialState | None = None
 
     def __post_init__(self) -> None:
         t, b = self.rewards.shape
@@ -125,7 +182,8 @@ class Trials:
         """The trials of the given columns."""
         out = {f: getattr(self, f)[:, columns] for f in _TIME_FIELDS}
         return Trials(**out, initial_state=self.initial_state[columns], has_success=self.has_success,
-                      states=None if self.states is None else self.states[:, columns])
+                      states=None if self.states is None else self.states[:, columns],
+                      end=None if self.end is None else self.end.select(columns))
 
     def pad_to(self, horizon: int) -> Trials:
         """Zero-pad (mask 0, episode index -1) to ``horizon`` steps."""
@@ -140,7 +198,7 @@ class Trials:
 
         out = {f: pad(getattr(self, f), -1 if f == "episode_index" else 0) for f in _TIME_FIELDS}
         return Trials(**out, initial_state=self.initial_state, has_success=self.has_success,
-                      states=None if self.states is None else pad(self.states))
+                      states=None if self.states is None else pad(self.states), end=self.end)
 
     @staticmethod
     def concatenate(parts: list[Trials]) -> Trials:
@@ -152,12 +210,14 @@ class Trials:
         padded = [p.pad_to(horizon) for p in parts]
         out = {f: np.concatenate([getattr(p, f) for p in padded], axis=1) for f in _TIME_FIELDS}
         keep = all(p.states is not None for p in padded)
+        ends = [p.end for p in padded if p.end is not None]
         return Trials(
             **out,
             initial_state=np.concatenate([p.initial_state for p in padded], axis=0),
             has_success=any(p.has_success for p in padded),
             states=np.concatenate([p.states for p in padded if p.states is not None], axis=1) if keep else None,
+            end=TrialState.concatenate(ends) if len(ends) == len(padded) else None,
         )
 
 
-__all__ = ["Trials"]
+__all__ = ["TrialState", "Trials"]

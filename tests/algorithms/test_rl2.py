@@ -281,7 +281,7 @@ def learner_and_trials(seed: int = 0, **spec_kw):
 def test_learner_update_metrics_and_checkpoint():
     learner, trials = learner_and_trials()
     before = learner.params
-    metrics = learner.learn(trials)
+    metrics = learner.learn([trials])
     assert learner.iteration == 1
     assert any(not torch.equal(v, before[k]) for k, v in learner.params.items())
     for key in ("loss/policy", "loss/value", "loss/entropy", "meta/kl", "meta/return_first_episode",
@@ -304,13 +304,13 @@ def test_learner_update_metrics_and_checkpoint():
 
 def test_learner_rejects_non_finite_and_keeps_its_state(monkeypatch):
     learner, trials = learner_and_trials()
-    learner.learn(trials)
+    learner.learn([trials])
     params = learner.params
     optimizer = learner._optimizer.state_dict()
     steps = {k: int(v["step"]) for k, v in optimizer["state"].items()}
     bad = Trials(**{**trials[0].__dict__, "rewards": np.where(trials[0].mask > 0, np.nan, 0.0).astype(np.float32)})
     with pytest.raises(NonFiniteError, match="rewards"):
-        learner.learn([bad, trials[1]])
+        learner.learn([[bad, trials[1]]])
     # a loss that turns NaN after two updates: both are undone, the optimizer's state too
     real, calls = ppo_module.ppo_loss, []
 
@@ -321,7 +321,7 @@ def test_learner_rejects_non_finite_and_keeps_its_state(monkeypatch):
 
     monkeypatch.setattr(ppo_module, "ppo_loss", flaky)
     with pytest.raises(NonFiniteError, match="loss"):
-        learner.learn(trials)
+        learner.learn([trials])
     assert len(calls) == 3
     assert all(torch.equal(v, params[k]) for k, v in learner.params.items())
     after = learner._optimizer.state_dict()["state"]
@@ -331,14 +331,17 @@ def test_learner_rejects_non_finite_and_keeps_its_state(monkeypatch):
 
 def test_spec_defaults_and_bounds():
     spec = RL2Spec()
-    assert (spec.name, spec.episodes_per_trial, spec.trials_per_task, spec.hidden_size, spec.encoder_sizes) == (
-        "rl2", 2, 1, 128, (64,))
+    assert (spec.name, spec.episodes_per_trial, spec.hidden_size, spec.encoder_sizes) == ("rl2", 2, 128, (64,))
     assert (spec.lr, spec.clip, spec.epochs, spec.minibatches, spec.value_coef, spec.entropy_coef,
             spec.max_grad_norm, spec.gamma, spec.gae_lambda) == (3e-4, 0.2, 5, 4, 0.5, 0.0, 0.5, 0.99, 0.95)
     for bad in ({"episodes_per_trial": 0}, {"clip": 1.0}, {"encoder_sizes": (0,)}, {"gamma": 1.5}, {"lr": 0},
                 {"unknown": 1}):
         with pytest.raises(ValidationError):
             RL2Spec(**bad)
+    # the gradient-based algorithms' settings are refused by name
+    for name in ("inner_lr", "inner_steps", "first_order"):
+        with pytest.raises(ValidationError, match=f"{name}: RL² adapts in its recurrent policy's hidden state"):
+            RL2Spec.model_validate({name: 1})
 
 
 def test_trial_batch_select_cuts_to_the_longest_selected():
@@ -369,16 +372,16 @@ def test_rl2_learns_navigation2d(one_thread):
 
     start = time.perf_counter()
     family = make_family("navigation2d", action_bound=1.0, max_episode_steps=20)
-    spec = RL2Spec(hidden_size=32, encoder_sizes=(32,), lr=3e-3, trials_per_task=4, max_grad_norm=10.0, gamma=0.9)
+    spec = RL2Spec(hidden_size=32, encoder_sizes=(32,), lr=3e-3, max_grad_norm=10.0, gamma=0.9)
     obs_dim, act_dim, discrete = family.policy_dims()
     learner = RL2Learner(PolicySpec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete), spec, seed=0)
-    sampler = TrialSampler(family, learner.policy.spec, trials_per_task=spec.trials_per_task, seed=0)
+    sampler = TrialSampler(family, learner.policy.spec, trials_per_task=4, seed=0)
     rng = np.random.default_rng(0)
     first, last = [], []
     for _ in range(100):
         trials = sampler.sample(family.sample_tasks(10, rng), learner.params,
                                 episodes_per_trial=spec.episodes_per_trial)
-        metrics = learner.learn(trials)
+        metrics = learner.learn([trials])
         first.append(metrics["meta/return_first_episode"])
         last.append(metrics["meta/return_last_episode"])
     early, late = float(np.mean(last[:20])), float(np.mean(last[-20:]))
