@@ -28,6 +28,19 @@ families whose evaluation episodes are sampled like the adaptation ones).  The e
 logged as a run of the MLflow experiment ``metarl-evaluations`` tagged with the model it
 evaluated (and with ``metarl.evaluation_id``
 when the control plane submitted it, which is how the service finds the result).
+
+**RL²** (a recurrent policy that adapts in its hidden state, not by inner steps; the report's
+``adaptation`` is ``"trial"``, the gradient-based learners' ``"gradient"``) is meta-tested by
+Meta-World's protocol through its registered meta-test plan (one evaluation phase) and the
+trial sampler's meta-test (:meth:`workers.trial_sampler.TrialPhaseSampler.meta_test`): per task,
+a trial of ``K`` adaptation episodes from a zero state (actions sampled: the policy explores)
+builds the hidden state, then the family's evaluation episodes (``eval_episodes``, else ``K``;
+deterministic where the family says, Meta-World: 3) each start from the state the trial left; an
+episode succeeds if ``info["success"]`` was 1 at any step.  The report maps onto the same fields:
+**pre** is the trial's first episode (what the policy does before it knows the task), **post**
+the evaluation episodes, and the curve is **per episode of the trial** -- ``k = 0..K-1`` the
+trial's episode ``k``, ``k = K`` the evaluation episodes -- so it shows how fast the policy
+adapts.  ``steps`` must be 1 (``n`` inner steps mean nothing to RL²) and ``later_lr`` unset.
 """
 
 from __future__ import annotations
@@ -62,11 +75,15 @@ from workers.model import (
     MetaPolicy,
     ModelFormatError,
     ModelNotFoundError,
+    RecurrentMetaPolicy,
+    TrialMetaTest,
+    TrialMetaTestSource,
     parse_registry_uri,
     resolve_model_version,
 )
 from workers.runner import SamplerSource
 from workers.sampler import Sampler
+from workers.trial_sampler import TrialPhaseSampler
 
 log = logging.getLogger("metarl.evaluate")
 
@@ -75,6 +92,9 @@ log = logging.getLogger("metarl.evaluate")
 EVALUATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: At most this many sub-envs are built at once; tasks are evaluated in chunks that fit.
 MAX_ENVS = 64
+#: ``EvaluationReport.adaptation``: by inner policy-gradient steps (MAML, Reptile, multi-task
+#: PG) or within a trial, in a recurrent policy's hidden state (RL²)
+GRADIENT, TRIAL = "gradient", "trial"
 
 
 @dataclass(frozen=True)
@@ -84,13 +104,18 @@ class TaskResult:
     Attributes:
         index: position of the task in the evaluation (the MLflow ``step`` of its metrics).
         task: the task, described (``Task.describe()``).
-        return_pre: mean undiscounted return of the episodes sampled with θ.
-        return_post: mean return of the evaluation episodes with the adapted parameters.
-        success_pre: fraction of the θ episodes that succeeded (0 where the family has none).
+        return_pre: mean undiscounted return of the episodes sampled with θ (RL²: the return of
+            the trial's first episode).
+        return_post: mean return of the evaluation episodes with the adapted parameters (RL²:
+            from the state the trial left).
+        success_pre: fraction of the θ episodes that succeeded (0 where the family has none;
+            RL²: whether the trial's first episode succeeded).
         success_post: fraction of the evaluation episodes that succeeded.
         return_steps: mean return after ``k = 0..n`` inner steps (``[0]`` is ``return_pre``,
-            ``[n]`` is ``return_post``).
-        success_steps: success rate after ``k = 0..n`` inner steps.
+            ``[n]`` is ``return_post``); RL²: the return of each episode ``k = 0..K-1`` of the
+            trial, then ``return_post``.
+        success_steps: success rate after ``k = 0..n`` inner steps (RL²: per episode of the
+            trial, then ``success_post``).
     """
 
     index: int
@@ -132,8 +157,9 @@ class EvaluationReport:
         model_name: the registered model name, where the URI names one.
         model_version: the registered version evaluated (aliases resolved).
         task_family: the family the test tasks came from.
-        episodes: ``K``, episodes per adaptation step (and the pre-adaptation episodes).
-        steps: ``n``, inner steps.
+        episodes: ``K``, episodes per adaptation step (and the pre-adaptation episodes); RL²:
+            the episodes of the adaptation trial.
+        steps: ``n``, inner steps (1 for RL², which takes none).
         seed: seeds the task draw, the env resets and the action noise.
         eval_episodes: evaluation episodes per task after adaptation.
         deterministic_eval: whether the evaluation episodes used the policy's mean/argmax.
@@ -143,10 +169,13 @@ class EvaluationReport:
         seconds: wall time of the evaluation.
         run_id: the MLflow run it was logged as, if logged.
         split: the split the tasks were drawn from (``test`` unless asked otherwise).
-        inner_lr: step size of the first inner step (the model's).
-        later_lr: step size of inner steps 2..n.
+        inner_lr: step size of the first inner step (the model's; None for RL²).
+        later_lr: step size of inner steps 2..n (None for RL²).
         return_steps, success_steps: over tasks, the mean (95% interval) after ``k = 0..n``
-            inner steps (see the module docstring).
+            inner steps; RL²: per episode ``k = 0..K-1`` of the trial, then the evaluation
+            episodes (see the module docstring).
+        adaptation: how the model adapts: ``"gradient"`` (inner policy-gradient steps) or
+            ``"trial"`` (RL²: within a trial, in its hidden state).
     """
 
     model_uri: str
@@ -171,6 +200,7 @@ class EvaluationReport:
     later_lr: float | None = None
     return_steps: tuple[Interval, ...] = ()
     success_steps: tuple[Interval, ...] = ()
+    adaptation: str = GRADIENT
 
     @property
     def tasks(self) -> int:
@@ -209,10 +239,14 @@ def evaluate(
         evaluation_id: the control plane's id of this evaluation, logged as the run tag
             ``metarl.evaluation_id``.
 
+    An RL² model (a :class:`~workers.model.RecurrentMetaPolicy`) is meta-tested within a trial
+    of ``episodes`` episodes instead (see the module docstring).
+
     Raises:
         ModelNotFoundError: nothing at ``model_uri``.
         ValueError: a count below 1, a negative seed, a ``later_lr`` that is not positive, an
-            unknown split or a malformed ``evaluation_id``.
+            unknown split or a malformed ``evaluation_id``; for an RL² model, ``steps`` other
+            than 1 or a ``later_lr``.
     """
     _check_request(episodes=episodes, steps=steps, tasks=tasks, seed=seed, later_lr=later_lr, split=split,
                    evaluation_id=evaluation_id)
@@ -220,12 +254,27 @@ def evaluate(
     resolved = resolve_model_version(model_uri)
     policy = MetaPolicy.load(model_uri if resolved is None else f"models:/{resolved[0]}/{resolved[1]}")
     parsed = parse_registry_uri(model_uri)
-    family = policy.family
-    test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split=split)
-    by_step = _meta_test(policy, test_tasks, episodes=episodes, steps=steps, seed=seed, later_lr=later_lr)
+    inner_lr: float | None = None
+    step2_lr: float | None = None
+    if isinstance(policy, RecurrentMetaPolicy):
+        _check_trial_request(steps=steps, later_lr=later_lr)
+        adaptation, points = TRIAL, episodes + 1
+        family = policy.family
+        test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split=split)
+        trials = _trial_meta_test(policy, test_tasks, episodes=episodes, seed=seed)
+        results = tuple(_trial_task_result(i, task, t) for i, (task, t) in enumerate(zip(test_tasks, trials,
+                                                                                            strict=True)))
+    elif isinstance(policy, MetaPolicy):
+        adaptation, points = GRADIENT, steps + 1
+        inner_lr, step2_lr = policy.inner_lr, policy.step_lr(1, later_lr=later_lr)
+        family = policy.family
+        test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split=split)
+        by_step = _meta_test(policy, test_tasks, episodes=episodes, steps=steps, seed=seed, later_lr=later_lr)
+        results = tuple(_task_result(i, task, [by_step[k][i] for k in range(steps + 1)])
+                        for i, task in enumerate(test_tasks))
+    else:
+        raise ModelFormatError(f"{model_uri!r} holds a {type(policy).__name__}, which this evaluation cannot meta-test")
     log.info("evaluated %d %s tasks", len(test_tasks), split)
-    results = tuple(_task_result(i, task, [by_step[k][i] for k in range(steps + 1)])
-                    for i, task in enumerate(test_tasks))
     report = EvaluationReport(
         model_uri=model_uri,
         model_name=resolved[0] if resolved else (parsed[0] if parsed else None),
@@ -244,10 +293,11 @@ def evaluate(
         success_post=Interval.of([r.success_post for r in results]),
         seconds=time.perf_counter() - start,
         split=split,
-        inner_lr=policy.inner_lr,
-        later_lr=policy.step_lr(1, later_lr=later_lr),
-        return_steps=tuple(Interval.of([r.return_steps[k] for r in results]) for k in range(steps + 1)),
-        success_steps=tuple(Interval.of([r.success_steps[k] for r in results]) for k in range(steps + 1)),
+        inner_lr=inner_lr,
+        later_lr=step2_lr,
+        return_steps=tuple(Interval.of([r.return_steps[k] for r in results]) for k in range(points)),
+        success_steps=tuple(Interval.of([r.success_steps[k] for r in results]) for k in range(points)),
+        adaptation=adaptation,
     )
     if log_to_mlflow:
         run_id = log_evaluation(report, training_run_id=policy.training_run_id, evaluation_id=evaluation_id)
@@ -270,6 +320,19 @@ def _check_request(*, episodes: int, steps: int, tasks: int, seed: int, later_lr
         raise ValueError(f"evaluation_id must match {EVALUATION_ID_PATTERN.pattern}, got {evaluation_id!r}")
 
 
+def _check_trial_request(*, steps: int, later_lr: float | None) -> None:
+    """What an RL² model cannot be asked: inner steps, or a step size for them."""
+    if steps != 1:
+        raise ValueError(
+            f"steps={steps}: this is an RL² model, which adapts within a trial (its hidden state over the trial's "
+            "episodes, set by episodes=K) and takes no inner steps; evaluate it with steps=1"
+        )
+    if later_lr is not None:
+        raise ValueError(
+            f"later_lr={later_lr}: this is an RL² model, which takes no inner steps (so no step size); leave it unset"
+        )
+
+
 def _meta_test(policy: MetaPolicy, tasks: list[Task], *, episodes: int, steps: int, seed: int,
                later_lr: float | None) -> list[list[Episodes]]:
     """``by_step[k][i]``: task ``i``'s episodes after ``k`` inner steps; ``by_step[steps]`` are the
@@ -289,6 +352,44 @@ def _meta_test(policy: MetaPolicy, tasks: list[Task], *, episodes: int, steps: i
     finally:
         sampler.close()
     return by_step
+
+
+def _trial_meta_test(policy: RecurrentMetaPolicy, tasks: list[Task], *, episodes: int,
+                     seed: int) -> list[TrialMetaTest]:
+    """Each task's RL² meta-test (its adaptation trial and evaluation episodes): the model's
+    meta-test plan run by the phase runner over a :class:`~workers.model.TrialMetaTestSource`
+    (the family's evaluation protocol), tasks in chunks that fit ``MAX_ENVS``."""
+    family = policy.family
+    per_task = min(family.eval_episodes or episodes, MAX_ENVS)  # the evaluation episodes run side by side
+    chunk = max(1, MAX_ENVS // per_task)
+    sampler = TrialPhaseSampler(family, policy.policy_spec, episodes_per_trial=episodes, envs_per_task=per_task,
+                                seed=seed)
+    source = TrialMetaTestSource.evaluating(sampler, family, adaptation_episodes=episodes)
+    out: list[TrialMetaTest] = []
+    try:
+        for i in range(0, len(tasks), chunk):
+            (phase,) = policy.meta_test(tasks[i : i + chunk], source=source).phases
+            out.extend(phase)
+    finally:
+        sampler.close()
+    return out
+
+
+def _trial_task_result(index: int, task: Task, test: TrialMetaTest) -> TaskResult:
+    """One task's figures from its RL² meta-test: pre is the trial's first episode, post the
+    evaluation episodes, the curve each episode of the trial then the evaluation."""
+    returns, success = test.adaptation_returns, test.adaptation_success
+    return_post, success_post = float(test.evaluation_returns.mean()), float(test.evaluation_success.mean())
+    return TaskResult(
+        index=index,
+        task=task.describe(),
+        return_pre=float(returns[0]),
+        return_post=return_post,
+        success_pre=float(success[0]),
+        success_post=success_post,
+        return_steps=(*(float(x) for x in returns), return_post),
+        success_steps=(*(float(x) for x in success), success_post),
+    )
 
 
 def _task_result(index: int, task: Task, by_step: list[Episodes]) -> TaskResult:
@@ -334,6 +435,7 @@ def log_evaluation(
         MODEL_NAME_TAG: report.model_name or "",
         MODEL_VERSION_TAG: "" if report.model_version is None else str(report.model_version),
         "metarl.task_family": report.task_family,
+        "metarl.adaptation": report.adaptation,
     }
     if training_run_id:
         tags["metarl.training_run_id"] = training_run_id
@@ -342,7 +444,7 @@ def log_evaluation(
     run = client.create_run(experiment_id, run_name=f"eval-{label}"[:250], tags=tags)
     run_id = run.info.run_id
     try:
-        params = {
+        params: dict[str, Any] = {
             "episodes": report.episodes,
             "steps": report.steps,
             "tasks": report.tasks,
@@ -350,9 +452,11 @@ def log_evaluation(
             "eval_episodes": report.eval_episodes,
             "deterministic_eval": report.deterministic_eval,
             "split": report.split,
-            "inner_lr": report.inner_lr,
-            "later_lr": report.later_lr,
         }
+        if report.adaptation == TRIAL:
+            params["adaptation"] = report.adaptation  # no step sizes: RL² takes no inner steps
+        else:
+            params.update(inner_lr=report.inner_lr, later_lr=report.later_lr)
         now = int(time.time() * 1000)
         metrics = []
         # success rates only where the family reports success (elsewhere they would read 0)
@@ -363,7 +467,8 @@ def log_evaluation(
             if interval.low is not None and interval.high is not None:
                 metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, 0))
                 metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, 0))
-        # the curve over inner steps: MLflow step = number of inner steps taken
+        # the curve over inner steps: MLflow step = number of inner steps taken (RL²: the episode
+        # of the trial, K for the evaluation episodes)
         curves = [("return_step", report.return_steps)] + (
             [("success_step", report.success_steps)] if report.has_success else []
         )
@@ -428,19 +533,24 @@ def _table(report: EvaluationReport) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
+    trial = report.adaptation == TRIAL
+    budget = (f"a trial of K={report.episodes} episodes" if trial
+              else f"K={report.episodes} episodes x {report.steps} step(s)")
     title = (
-        f"{report.model_uri}: {report.task_family}, {report.tasks} {report.split} tasks, K={report.episodes} "
-        f"episodes x {report.steps} step(s), {report.eval_episodes} evaluation episodes"
+        f"{report.model_uri}: {report.task_family}, {report.tasks} {report.split} tasks, {budget}, "
+        f"{report.eval_episodes} evaluation episodes{' from its state' if trial else ''}"
         f"{' (deterministic)' if report.deterministic_eval else ''}"
     )
+    # RL²: pre is the trial's first episode, post the evaluation episodes from the state it left
+    pre, post = ("1st episode of the trial", "after the trial") if trial else ("pre", "post")
     table = Table(title=escape(title))
     table.add_column("#", justify="right")
     table.add_column("task")
-    table.add_column("return pre", justify="right")
-    table.add_column("return post", justify="right")
+    table.add_column(f"return {pre}", justify="right")
+    table.add_column(f"return {post}", justify="right")
     if report.has_success:
-        table.add_column("success pre", justify="right")
-        table.add_column("success post", justify="right")
+        table.add_column(f"success {pre}", justify="right")
+        table.add_column(f"success {post}", justify="right")
     for r in report.results:
         row = [str(r.index), escape(r.task), _fmt(r.return_pre), _fmt(r.return_post)]
         if report.has_success:
@@ -459,16 +569,23 @@ def _table(report: EvaluationReport) -> Any:
 
 
 def _steps_table(report: EvaluationReport) -> Any:
-    """Mean [95% CI] over tasks after each number of inner steps."""
+    """Mean [95% CI] over tasks after each number of inner steps (RL²: per episode of the trial,
+    then the evaluation episodes)."""
     from rich.table import Table
 
-    table = Table(title=f"after k inner steps (α = {_fmt(report.inner_lr, 3)}, then {_fmt(report.later_lr, 3)})")
-    table.add_column("k", justify="right")
+    trial = report.adaptation == TRIAL
+    if trial:
+        table = Table(title=f"per episode of the trial (k = {report.episodes}: the evaluation episodes from its state)")
+        table.add_column("episode of the trial", justify="right")
+    else:
+        table = Table(title=f"after k inner steps (α = {_fmt(report.inner_lr, 3)}, then {_fmt(report.later_lr, 3)})")
+        table.add_column("k", justify="right")
     table.add_column("return", justify="right")
     if report.has_success:
         table.add_column("success", justify="right")
     for k, (r, sr) in enumerate(zip(report.return_steps, report.success_steps, strict=True)):
-        row = [str(k), f"{_fmt(r.mean)} [{_fmt(r.low)}, {_fmt(r.high)}]"]
+        label = "evaluation" if trial and k == report.episodes else str(k)
+        row = [label, f"{_fmt(r.mean)} [{_fmt(r.low)}, {_fmt(r.high)}]"]
         if report.has_success:
             row.append(f"{_fmt(sr.mean)} [{_fmt(sr.low)}, {_fmt(sr.high)}]")
         table.add_row(*row)
@@ -480,8 +597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.evaluate", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--model", required=True,
                         help="models:/NAME/VERSION, models:/NAME@ALIAS, runs:/... or a directory")
-    parser.add_argument("--episodes", type=_positive, default=10, help="K: episodes per adaptation step (default 10)")
-    parser.add_argument("--steps", type=_positive, default=1, help="n: inner policy-gradient steps (default 1)")
+    parser.add_argument("--episodes", type=_positive, default=10,
+                        help="K: episodes per adaptation step; RL²: episodes of the adaptation trial (default 10)")
+    parser.add_argument("--steps", type=_positive, default=1,
+                        help="n: inner policy-gradient steps (default 1; RL² takes none: 1)")
     parser.add_argument("--tasks", type=_positive, default=10, help="N: held-out test tasks (default 10)")
     parser.add_argument("--seed", type=_non_negative, default=0,
                         help="seed of tasks, resets and action noise (default 0)")
@@ -512,7 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         out = Console()
         out.print(_table(report))
-        if report.steps > 1:
+        if report.steps > 1 or (report.adaptation == TRIAL and report.episodes > 1):
             out.print(_steps_table(report))
         if report.run_id:
             out.print(f"logged as MLflow run {report.run_id} (experiment {EXPERIMENT!r})", highlight=False)

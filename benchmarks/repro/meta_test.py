@@ -5,25 +5,42 @@ test tasks with :func:`workers.evaluate.evaluate`; what is done is kept in the s
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
 from .state import State, run_key
-from .suites import EVAL_SEED_OFFSET, SELECTED, SELECTION_SEED_OFFSET, Suite
+from .suites import EVAL_SEED_OFFSET, SELECTED, SELECTION_SEED_OFFSET, Suite, variant_iterations
 
 log = logging.getLogger("metarl.reproduce")
 
 
 def evaluation_config(suite: Suite, *, eval_tasks: int | None, eval_episodes: int | None) -> dict[str, Any]:
+    """The suite's meta-test settings (of every variant without its own protocol), with the
+    command line's ``--eval-tasks``/``--eval-episodes``."""
     p = suite.protocol
     return {"episodes": eval_episodes or p.episodes, "steps": p.steps, "tasks": eval_tasks or p.tasks,
             "later_lr": p.later_lr}
 
 
-def checkpoint_model(state: State, variant: str, seed: int, iteration: int) -> str:
+def variant_config(suite: Suite, variant: str, config: dict[str, Any]) -> dict[str, Any]:
+    """``variant``'s meta-test settings: ``config`` (the suite's, :func:`evaluation_config`) for a
+    variant without its own protocol; else its protocol's, where ``config`` keeps the suite's (a
+    smoke run's ``--eval-tasks``/``--eval-episodes`` shrink every variant)."""
+    own = suite.protocol_of(variant)
+    if own == suite.protocol:
+        return config
+    suite_p = suite.protocol
+    return {"episodes": own.episodes if config["episodes"] == suite_p.episodes else config["episodes"],
+            "steps": own.steps, "tasks": own.tasks if config["tasks"] == suite_p.tasks else config["tasks"],
+            "later_lr": own.later_lr}
+
+
+def checkpoint_model(state: State, variant: str, seed: int, iteration: int, *, prune: bool = False) -> str:
     """The directory of a model made from checkpoint ``iteration`` of ``variant``'s run for
-    ``seed`` (written on first use)."""
+    ``seed`` (written on first use); ``prune``: remove the run's models of other checkpoints (a
+    work directory kept small enough to commit)."""
     from workers import tracking
     from workers.contract import JobSpec
     from workers.model import MetaPolicy
@@ -38,13 +55,18 @@ def checkpoint_model(state: State, variant: str, seed: int, iteration: int) -> s
             raise SystemExit(f"{variant} seed {seed}: run {entry.run_id} has no checkpoint of iteration {iteration}")
         source = f"runs:/{entry.run_id}/{tracking.CHECKPOINT_DIR}/{tracking.checkpoint_name(iteration)}"
         MetaPolicy.from_learner_state(JobSpec.model_validate(entry.spec), checkpoint, source=source).save(directory)
+    if prune:
+        for other in directory.parent.glob("it*"):
+            if other != directory:
+                shutil.rmtree(other, ignore_errors=True)
     return str(directory)
 
 
-def trained_models(suite: Suite, state: State, *, seeds: Sequence[int]) -> dict[tuple[str, int], tuple[str, int]]:
+def trained_models(suite: Suite, state: State, *, seeds: Sequence[int],
+                   prune: bool = False) -> dict[tuple[str, int], tuple[str, int]]:
     """``(variant, seed) -> (model URI, iteration)`` of every trained variant: the registered
-    model of a finished run, the latest checkpoint of an unfinished one; seeds where some variant
-    has neither are left out."""
+    model of a finished run, the latest checkpoint of an unfinished one (``prune``: the models of
+    its earlier checkpoints removed); seeds where some variant has neither are left out."""
     from workers import tracking
 
     out: dict[tuple[str, int], tuple[str, int]] = {}
@@ -60,7 +82,7 @@ def trained_models(suite: Suite, state: State, *, seeds: Sequence[int]) -> dict[
             done = tracking.checkpoint_iterations(entry.run_id)
             if not done:
                 break
-            found[variant] = (checkpoint_model(state, variant, seed, done[-1]), done[-1])
+            found[variant] = (checkpoint_model(state, variant, seed, done[-1], prune=prune), done[-1])
         else:
             out.update({(variant, seed): model for variant, model in found.items()})
     return out
@@ -138,20 +160,23 @@ def select_checkpoints(
     return out
 
 
-def evaluate_all(suite: Suite, state: State, *, seeds: Sequence[int], iterations: int, overrides: Sequence[str],
-                 config: dict[str, Any], models: dict[tuple[str, int], tuple[str, int]],
+def evaluate_all(suite: Suite, state: State, *, seeds: Sequence[int], iterations: int | Mapping[str, int],
+                 overrides: Sequence[str], config: dict[str, Any], models: dict[tuple[str, int], tuple[str, int]],
                  evaluated: Sequence[str] | None = None, selected: dict[int, dict[str, Any]] | None = None) -> None:
-    """Meta-test every variant (default ``suite.evaluated``) of every seed on each split (skipping
-    what ``state`` has); ``models`` holds the trained models (:func:`trained_models`) and
-    ``selected`` the chosen checkpoints (:func:`select_checkpoints`)."""
+    """Meta-test every variant (default ``suite.evaluated``) of every seed on each split of its
+    protocol (skipping what ``state`` has), each with its own settings (:func:`variant_config`);
+    ``models`` holds the trained models (:func:`trained_models`) and ``selected`` the chosen
+    checkpoints (:func:`select_checkpoints`)."""
     from workers.evaluate import evaluate
     from workers.model import MetaPolicy
 
     workdir = state.path.parent
     for variant in evaluated or suite.evaluated:
+        settings = variant_config(suite, variant, config)
         for seed in seeds:
             if variant == "random-init":
-                spec = suite.job_spec("maml", seed=seed, iterations=iterations, overrides=overrides)
+                spec = suite.job_spec("maml", seed=seed, iterations=variant_iterations(iterations, "maml"),
+                                      overrides=overrides)
                 directory = workdir / "initial" / f"seed{seed}"
                 if not (directory / "policy.json").is_file():
                     MetaPolicy.initial(spec).save(directory)
@@ -165,25 +190,28 @@ def evaluate_all(suite: Suite, state: State, *, seeds: Sequence[int], iterations
                 if (trained, seed) not in models:
                     raise SystemExit(f"{trained} seed {seed} has no trained model to evaluate")
                 uri = models[(trained, seed)][0]
-            for split in suite.protocol.splits:
+            for split in suite.protocol_of(variant).splits:
                 key = f"{variant}/seed{seed}/{split}"
-                wanted = {**config, "later_lr": suite.later_lr(variant), "seed": seed + EVAL_SEED_OFFSET,
+                wanted = {**settings, "later_lr": suite.later_lr(variant), "seed": seed + EVAL_SEED_OFFSET,
                           "split": split, "model_uri": uri}
                 done = state.evaluations.get(key)
                 if done is not None and done.get("config") == wanted:
                     log.info("%s: evaluated earlier, skipped", key)
                     continue
-                log.info("%s: meta-testing %s on %d %s tasks", key, uri, config["tasks"], split)
-                report = evaluate(uri, episodes=config["episodes"], steps=config["steps"], tasks=config["tasks"],
-                                  seed=seed + EVAL_SEED_OFFSET, later_lr=wanted["later_lr"], split=split)
+                log.info("%s: meta-testing %s on %d %s tasks", key, uri, settings["tasks"], split)
+                report = evaluate(uri, episodes=settings["episodes"], steps=settings["steps"],
+                                  tasks=settings["tasks"], seed=seed + EVAL_SEED_OFFSET, later_lr=wanted["later_lr"],
+                                  split=split)
                 state.evaluations[key] = {"config": wanted, "report": report_summary(report)}
                 state.save()
 
 
 def report_summary(report: Any) -> dict[str, Any]:
     """The part of an :class:`~workers.evaluate.EvaluationReport` kept per seed (per-task values
-    stay in the evaluation's MLflow run)."""
+    stay in the evaluation's MLflow run).  ``adaptation``: ``trial`` for RL² (its per-step curve
+    is per episode of the adaptation trial, then the evaluation episodes), else ``gradient``."""
     return {
+        "adaptation": getattr(report, "adaptation", "gradient"),
         "run_id": report.run_id, "model_uri": report.model_uri, "split": report.split, "tasks": report.tasks,
         "episodes": report.episodes, "steps": report.steps, "eval_episodes": report.eval_episodes,
         "deterministic_eval": report.deterministic_eval, "inner_lr": report.inner_lr, "later_lr": report.later_lr,

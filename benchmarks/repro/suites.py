@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 #: Evaluation seed = training seed + this (fresh tasks, resets and action noise: an evaluation never
@@ -17,6 +17,9 @@ EVAL_SEED_OFFSET = 10_000
 SELECTION_SEED_OFFSET = 20_000
 #: the evaluated variant of the MAML checkpoint chosen on validation tasks
 SELECTED = "maml-selected"
+#: ``step`` of an estimate taken after a whole RL² trial: the last entry of the per-step curve (the
+#: evaluation episodes after the K adaptation episodes), whatever K is
+AFTER_TRIAL = -1
 
 Metric = Literal["return", "success"]
 
@@ -46,6 +49,11 @@ METAWORLD_V3 = (
     "arXiv 2511.12383 (Meta-World v3 envs): MAML-TRPO on ML10, 21.0% train / 13.2% test success; "
     "ML10 budget 20M env steps (2M per task)"
 )
+METAWORLD_V1_RL2 = (
+    "Yu et al. 2019, Meta-World: A Benchmark and Evaluation for Multi-Task and Meta Reinforcement "
+    "Learning (CoRL), Table 1 and sec. 5: ML10 meta-test success rate, RL2 35.8%, MAML 31.6% "
+    "(v1 envs, garage implementation)"
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ class Target:
     step: int
     op: Literal[">=", ">"]
     value: float
-    source: str = "acceptance target"
+    source: str = "acceptance target"  # another source (a "goal") is named in the table
 
     def met(self, mean: float | None) -> bool | None:
         if mean is None or not math.isfinite(mean):
@@ -84,7 +92,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Headline:
-    """A row of the results table."""
+    """A row of the results table; ``step`` indexes the per-step curve (:data:`AFTER_TRIAL`: its
+    last entry)."""
 
     variant: str
     split: str
@@ -171,76 +180,199 @@ def sensitivity_variant(later_lr: float) -> str:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A trained variant of a suite: the job it trains (a preset and overrides of it) and how it
+    is meta-tested.
+
+    Attributes:
+        name: the variant's key in state, results and ``--set NAME:KEY=VALUE`` (``maml``, ``rl2``).
+        label: what people read (``MAML``, ``RL²``).
+        preset: the ``workers/presets`` spec it starts from.
+        spec: overrides of the preset (nested dicts replace leaves; a None leaf removes the key).
+        protocol: its meta-test protocol; None: the suite's.
+        adaptation: ``gradient`` (inner steps on K episodes) or ``trial`` (RL²: K episodes of one
+            trial build the hidden state; its per-step curve is per episode of the trial).
+    """
+
+    name: str
+    label: str
+    preset: str
+    spec: dict[str, Any] = field(default_factory=dict)
+    protocol: Protocol | None = None
+    adaptation: Literal["gradient", "trial"] = "gradient"
+
+
+def split_override(item: str) -> tuple[str | None, str]:
+    """``"rl2:algorithm.lr=1e-4"`` -> ``("rl2", "algorithm.lr=1e-4")``; an override without a
+    ``VARIANT:`` prefix applies to every variant (``(None, item)``)."""
+    key, sep, _ = item.partition("=")
+    variant, colon, path = key.partition(":")
+    if not sep or not colon:
+        return None, item
+    return variant.strip(), item[len(key) - len(path):].lstrip()
+
+
+def variant_overrides(overrides: Sequence[str], variant: str) -> list[str]:
+    """The ``--set`` items that apply to ``variant``, without their prefix."""
+    out = []
+    for item in overrides:
+        target, rest = split_override(item)
+        if target is None or target == variant:
+            out.append(rest)
+    return out
+
+
+def variant_iterations(iterations: int | Mapping[str, int], variant: str) -> int:
+    """A variant's iterations: one count for all, or per trained variant (the MAML models'
+    evaluated variants, ``maml-selected`` and the sensitivity ones, are MAML's)."""
+    if isinstance(iterations, int):
+        return iterations
+    return int(iterations[variant if variant in iterations else "maml"])
+
+
+def env_steps_per_iteration(spec: Any) -> int:
+    """Env steps one meta-iteration of a job samples at most (every episode to the horizon): phases
+    of its plan x meta-batch x episodes per task x horizon (MAML with one inner step: 2 phases;
+    RL² and multi-task PG: 1)."""
+    from algorithms import registry
+    from workers.envs import family_parameters
+
+    phases = len(registry.get(spec.algorithm.name).plan(spec.algorithm).phases)
+    horizon = spec.task_family.max_episode_steps or family_parameters(spec.task_family.name)["max_episode_steps"]
+    return phases * spec.meta_batch_size * spec.episodes_per_task * int(horizon)
+
+
+def format_steps(steps: int | float) -> str:
+    """``20000000`` -> ``20M``, ``320000`` -> ``320k``."""
+    for scale, unit in ((1e6, "M"), (1e3, "k")):
+        if steps >= scale:
+            return f"{steps / scale:g}{unit}"
+    return f"{steps:g}"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Suite:
     """A paper's setting for one task family.
 
     Attributes:
         name: the ``--suite`` value.
         title: what it is, for plots and the table.
-        preset: the ``workers/presets`` spec it starts from.
+        preset: the ``workers/presets`` spec of the MAML variant (suites without ``trained``).
         spec: overrides of the preset (nested dicts replace leaves).
-        protocol: the meta-test protocol.
+        protocol: the meta-test protocol (of every variant without its own).
         baselines: also train multi-task PG and evaluate the random initialisation.
         published: the papers' numbers.
         targets: acceptance targets.
         headlines: rows of the results table.
         departures: where the suite's own spec departs from the paper's setting, and why; the
             results table's note states each one a result's run was trained with.
+        trained: the trained variants, each with its own job (a suite comparing algorithms);
+            empty: MAML from ``preset`` and ``spec`` (and multi-task PG with ``baselines``).
+        budget: env steps each trained variant gets (``--env-steps`` overrides it); a variant's
+            iterations are the budget over its env steps per iteration.  None: every variant runs
+            ``--iterations`` (default the paper's).
     """
 
     name: str
     title: str
-    preset: str
-    spec: dict[str, Any]
     protocol: Protocol
+    preset: str = ""
+    spec: dict[str, Any] = field(default_factory=dict)
     baselines: bool = False
     published: tuple[Published, ...] = ()
     targets: tuple[Target, ...] = ()
     headlines: tuple[Headline, ...] = ()
     departures: tuple[Departure, ...] = ()
+    trained: tuple[Variant, ...] = ()
+    budget: int | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.trained) != (self.budget is not None):
+            raise ValueError(f"suite {self.name}: variants with their own jobs (trained) go with an env-step budget")
+
+    @property
+    def variant_specs(self) -> tuple[Variant, ...]:
+        """The trained variants with their jobs."""
+        if self.trained:
+            return self.trained
+        maml = Variant("maml", "MAML", self.preset, self.spec)
+        if not self.baselines:
+            return (maml,)
+        return maml, Variant("multitask-pg", "multi-task PG", self.preset, self.spec)
 
     @property
     def variants(self) -> tuple[str, ...]:
         """Trained variants (each a job per seed); ``random-init`` is evaluated untrained."""
-        return ("maml", "multitask-pg") if self.baselines else ("maml",)
+        return tuple(v.name for v in self.variant_specs)
+
+    def variant(self, name: str) -> Variant:
+        """The trained variant ``name``; the MAML models' other evaluated variants are MAML's."""
+        trained = {v.name: v for v in self.variant_specs}
+        if name in trained:
+            return trained[name]
+        if name in self.evaluated and "maml" in trained:
+            return trained["maml"]
+        raise ValueError(f"no training job for variant {name!r}")
 
     @property
     def evaluated(self) -> tuple[str, ...]:
         """Evaluated variants: the trained ones, the MAML checkpoint chosen on validation tasks
         (with a selection), ``random-init`` with baselines, and the final MAML models again under
         each sensitivity step size."""
-        out: tuple[str, ...] = ("maml", SELECTED) if self.protocol.selection else ("maml",)
-        out = (*out, *self.variants[1:])
+        out: tuple[str, ...] = ()
+        for v in self.variants:
+            out = (*out, v, SELECTED) if v == "maml" and self.protocol.selection else (*out, v)
         if self.baselines:
             out = (*out, "random-init")
         return (*out, *(sensitivity_variant(lr) for lr in self.protocol.sensitivity_later_lrs))
+
+    def protocol_of(self, variant: str) -> Protocol:
+        """The meta-test protocol of an evaluated variant."""
+        return self.variant(variant).protocol or self.protocol
 
     def later_lr(self, variant: str) -> float | None:
         """Step size of inner steps 2..n when meta-testing ``variant``."""
         for lr in self.protocol.sensitivity_later_lrs:
             if variant == sensitivity_variant(lr):
                 return lr
-        return self.protocol.later_lr
+        return self.protocol_of(variant).later_lr
 
     @property
     def paper_iterations(self) -> int:
         return int(self.spec.get("iterations") or _preset(self.preset)["iterations"])
 
-    def job_spec(self, variant: str, *, seed: int, iterations: int, overrides: Sequence[str] = ()) -> Any:
-        """The validated :class:`workers.contract.JobSpec` of ``variant`` for ``seed``."""
+    def merged_spec(self, variant: str) -> dict[str, Any]:
+        """``variant``'s preset with the suite's settings (no name, seed or overrides)."""
+        v = self.variant(variant)
+        return _merge(_preset(v.preset), v.spec)
+
+    def job_spec(self, variant: str, *, seed: int, iterations: int | None, overrides: Sequence[str] = ()) -> Any:
+        """The validated :class:`workers.contract.JobSpec` of ``variant`` for ``seed`` (``iterations``
+        None: the preset's); ``overrides`` are ``--set`` items (``VARIANT:KEY=VALUE`` for one
+        variant only)."""
         from service.presets import apply_overrides
         from workers.contract import JobSpec
 
-        spec = _merge(_preset(self.preset), self.spec)
+        if variant not in self.variants:
+            raise ValueError(f"no training job for variant {variant!r}")
+        spec = self.merged_spec(variant)
         if variant == "multitask-pg":
             # the non-meta baseline: PPO on the union of the tasks, fine-tuned with MAML's inner
             # step; same meta-batch, episodes and iterations, hence the same env-step budget
             spec["algorithm"] = {"name": "multitask-pg", "inner_lr": spec["algorithm"].get("inner_lr", 0.1)}
-        elif variant != "maml":
-            raise ValueError(f"no training job for variant {variant!r}")
         name = f"reproduce-{self.name}-{variant}-s{seed}"
-        spec.update(name=name, register_as=name, seed=seed, iterations=iterations)
-        return JobSpec.model_validate(apply_overrides(spec, list(overrides)))
+        spec.update(name=name, register_as=name, seed=seed)
+        if iterations is not None:
+            spec["iterations"] = iterations
+        return JobSpec.model_validate(apply_overrides(spec, variant_overrides(overrides, variant)))
+
+    def iterations_for(self, variant: str, *, env_steps: int, overrides: Sequence[str] = ()) -> int:
+        """Iterations of ``variant`` on a budget of ``env_steps``: whole iterations of its env steps
+        per iteration (:func:`env_steps_per_iteration`, after ``overrides``)."""
+        per = env_steps_per_iteration(self.job_spec(variant, seed=0, iterations=None, overrides=overrides))
+        if env_steps < per:
+            raise ValueError(f"{variant}: a budget of {env_steps} env steps is less than one iteration ({per})")
+        return env_steps // per
 
 
 def _nav_curve(
@@ -284,6 +416,42 @@ def _metaworld_headlines(variants: Sequence[str], label: str) -> tuple[Headline,
 #: Meta-World's protocol (``metaworld.evaluation.metalearning_evaluation``): one adaptation step
 #: on 10 episodes, then 3 deterministic evaluation episodes per goal (evaluate.py applies them).
 _ML1_PROTOCOL = Protocol(episodes=10, steps=1, tasks=50, later_lr=None, splits=("test", "train"), metric="success")
+#: ML10's: the same on 100 tasks of each split (of 250 test and 500 train goals)
+_ML10_PROTOCOL = Protocol(episodes=10, steps=1, tasks=100, later_lr=None, splits=("test", "train"), metric="success")
+#: Finn et al. 2017's locomotion meta-test: 3 gradient steps of 40 episodes, α = 0.1 then 0.05
+_CHEETAH_PROTOCOL = Protocol(episodes=40, steps=3, tasks=20, later_lr=0.05, splits=("test",), metric="return")
+
+
+def _rl2_headlines(label: str, protocol: Protocol) -> tuple[Headline, ...]:
+    """RL² beside MAML: after adaptation (RL²: the evaluation episodes after its trial; MAML: after
+    each of its inner steps), then before it (RL²: the trial's first episode; MAML: θ's episodes)."""
+    m = protocol.metric
+
+    def steps(k: int) -> str:
+        return f"{k} gradient step{'s' if k != 1 else ''}"
+
+    rows: list[Headline] = []
+    for split in protocol.splits:
+        rows.append(Headline("rl2", split, m, AFTER_TRIAL, f"{label} {split} {m} after adaptation (RL²)"))
+        if protocol.steps == 1:
+            rows.append(Headline("maml", split, m, 1, f"{label} {split} {m} after adaptation (MAML)"))
+        else:
+            rows += [Headline("maml", split, m, k, f"{label} {split} {m} after {steps(k)} (MAML)")
+                     for k in sorted({1, protocol.steps})]
+        rows.append(Headline("rl2", split, m, 0,
+                             f"{label} {split} {m} on the trial's first episode, before adaptation (RL²)"))
+        rows.append(Headline("maml", split, m, 0, f"{label} {split} {m} before adaptation (MAML)"))
+    return tuple(rows)
+
+
+def _rl2_suite(name: str, title: str, label: str, *, rl2_preset: str, maml: Variant, budget: int,
+               protocol: Protocol, rl2_protocol: Protocol | None = None, published: tuple[Published, ...] = (),
+               targets: tuple[Target, ...] = ()) -> Suite:
+    """RL² against MAML on one family with the same env-step budget, each meta-tested with its
+    own kind of adaptation (RL²: ``rl2_protocol``, default the suite's ``protocol``)."""
+    rl2 = Variant("rl2", "RL²", rl2_preset, protocol=rl2_protocol, adaptation="trial")
+    return Suite(name=name, title=title, protocol=protocol, trained=(rl2, maml), budget=budget, published=published,
+                 targets=targets, headlines=_rl2_headlines(label, protocol))
 
 SUITES: dict[str, Suite] = {
     s.name: s
@@ -362,6 +530,40 @@ SUITES: dict[str, Suite] = {
             targets=(Target("maml", "test", "success", 1, ">", 0.132),),
             headlines=_metaworld_headlines(("maml",), "ML10"),
         ),
+        # RL² against MAML, the same env-step budget each; ML1: the 2M steps of the MAML ML1 suites'
+        # results (10 MAML iterations of 200k, 20 RL² iterations of 100k)
+        _rl2_suite("rl2-ml1-reach", "Meta-World ML1 reach-v3 (RL² vs MAML-TRPO, same env steps)", "ML1 reach",
+                   rl2_preset="rl2-ml1-reach", budget=2_000_000, protocol=_ML1_PROTOCOL,
+                   maml=Variant("maml", "MAML", "ml1-reach-maml",
+                                {"task_family": {"name": "metaworld-ml1", "env_name": "reach-v3"}}),
+                   targets=(Target("rl2", "test", "success", AFTER_TRIAL, ">=", 0.90),)),
+        _rl2_suite("rl2-ml1-push", "Meta-World ML1 push-v3 (RL² vs MAML-TRPO, same env steps)", "ML1 push",
+                   rl2_preset="rl2-ml1-push", budget=2_000_000, protocol=_ML1_PROTOCOL,
+                   maml=Variant("maml", "MAML", "ml1-reach-maml",
+                                {"task_family": {"name": "metaworld-ml1", "env_name": "push-v3"}})),
+        # 20M steps, the ml10 suite's: 100 MAML iterations of 200k, 200 RL² iterations of 100k
+        _rl2_suite(
+            "rl2-ml10", "Meta-World ML10 (RL² vs MAML-TRPO, same env steps)", "ML10",
+            rl2_preset="rl2-ml10", budget=20_000_000, protocol=_ML10_PROTOCOL,
+            maml=Variant("maml", "MAML", "ml1-reach-maml",
+                         {"task_family": {"name": "metaworld-ml10", "env_name": None}}),
+            published=(
+                Published("rl2", "test", "success", AFTER_TRIAL, 0.358, "v1 envs, garage", METAWORLD_V1_RL2),
+                Published("maml", "test", "success", 1, 0.132, "v3 envs, MAML-TRPO", METAWORLD_V3),
+                Published("maml", "train", "success", 1, 0.210, "v3 envs, MAML-TRPO", METAWORLD_V3),
+                Published("maml", "test", "success", 1, 0.316, "v1 envs, garage", METAWORLD_V1),
+            ),
+            # above our MAML's 22.0% on the same 20M steps (the ml10 suite); the paper's 35.8% the goal
+            targets=(Target("rl2", "test", "success", AFTER_TRIAL, ">", 0.22),
+                     Target("rl2", "test", "success", AFTER_TRIAL, ">=", 0.358, source="goal")),
+        ),
+        # a modest 16M steps: 50 MAML iterations of 320k, 200 RL² iterations of 80k; RL² meta-tested
+        # on trials of its training length (2 episodes), MAML with Finn et al.'s 0-3 steps
+        _rl2_suite("rl2-halfcheetah-vel", "HalfCheetah velocity (RL² vs MAML-TRPO, same env steps)",
+                   "HalfCheetah-vel", rl2_preset="rl2-halfcheetah-vel", budget=16_000_000,
+                   protocol=_CHEETAH_PROTOCOL, maml=Variant("maml", "MAML", "halfcheetah-vel-maml"),
+                   rl2_protocol=Protocol(episodes=2, steps=1, tasks=20, later_lr=None, splits=("test",),
+                                         metric="return")),
     )
 }
 

@@ -1,16 +1,25 @@
-"""The trained meta-policy: :class:`MetaPolicy` (load, act, adapt, save), its logging and
-registration in MLflow (:func:`log_meta_policy`, the pyfunc :class:`MetaPolicyModel`) and the
-registry URIs (:func:`resolve_model_uri`)."""
+"""The trained meta-policy: :class:`MetaPolicy` (load, act, adapt, save) and RL²'s stateful
+:class:`RecurrentMetaPolicy` (what ``MetaPolicy.load`` returns for an RL² model), their logging
+and registration in MLflow (:func:`log_meta_policy`, the pyfunc :class:`MetaPolicyModel` and
+:class:`RecurrentMetaPolicyModel`) and the registry URIs (:func:`resolve_model_uri`)."""
 
 from workers.model.policy import (
     CARD_FILE,
     FORMAT_VERSION,
     PARAMS_FILE,
+    BaseMetaPolicy,
     MetaPolicy,
     ModelFormatError,
     TaskAdaptation,
 )
-from workers.model.registry import ARTIFACT_NAME, MetaPolicyModel, RegisteredModel, log_meta_policy
+from workers.model.recurrent import RecurrentMetaPolicy, TrialMetaTest, TrialMetaTestSource
+from workers.model.registry import (
+    ARTIFACT_NAME,
+    MetaPolicyModel,
+    RecurrentMetaPolicyModel,
+    RegisteredModel,
+    log_meta_policy,
+)
 from workers.model.uris import (
     ModelNotFoundError,
     parse_registry_uri,
@@ -23,12 +32,17 @@ __all__ = [
     "CARD_FILE",
     "FORMAT_VERSION",
     "PARAMS_FILE",
+    "BaseMetaPolicy",
     "MetaPolicy",
     "MetaPolicyModel",
     "ModelFormatError",
     "ModelNotFoundError",
+    "RecurrentMetaPolicy",
+    "RecurrentMetaPolicyModel",
     "RegisteredModel",
     "TaskAdaptation",
+    "TrialMetaTest",
+    "TrialMetaTestSource",
     "log_meta_policy",
     "parse_registry_uri",
     "resolve_model_uri",

@@ -11,6 +11,14 @@ Adaptation is the algorithm's meta-test plan (:mod:`algorithms.plans`) run by th
 (:mod:`workers.runner`), the same loop that trains and evaluates.  Registry URIs are resolved
 against :func:`workers.tracking.tracking_uri` (``MLFLOW_TRACKING_URI``, else the SQLite store
 under ``METARL_HOME``), the store the driver registers models in.
+
+A model is one of several *kinds* (the card's ``policy_kind``): :class:`MetaPolicy`, the MLP
+policy the gradient-based algorithms adapt by inner policy-gradient steps (``"mlp"``, also every
+card written before kinds were stored), and
+:class:`~workers.model.recurrent.RecurrentMetaPolicy`, RL²'s recurrent policy that adapts in its
+hidden state within a trial (``"recurrent"``).  Both share :class:`BaseMetaPolicy`, and its
+loaders -- ``MetaPolicy.load`` included -- return the kind the files (or the learner state) hold,
+so the three lines above work for either.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -55,6 +63,8 @@ from workers.sampler import Sampler
 FORMAT_VERSION = 1
 PARAMS_FILE = "params.pt"
 CARD_FILE = "policy.json"
+#: The kind of a card that names none (every card written before kinds were stored).
+DEFAULT_KIND = "mlp"
 
 
 class ModelFormatError(ValueError):
@@ -75,38 +85,53 @@ class TaskAdaptation:
     episodes: list[list[Episodes]]
 
 
-# ---- the policy ----------------------------------------------------------------------------------
+# ---- what every kind shares -------------------------------------------------------------------
 
 
-class MetaPolicy:
-    """A meta-policy with everything needed to act and to adapt to a new task.
+class BaseMetaPolicy:
+    """What every kind of trained meta-policy shares: the job spec that trained it, its policy
+    spec and parameters, the task family, the action bounds, the checks of a task or an env it is
+    given, and loading and saving.
 
-    Load one with :meth:`load`; :meth:`adapt` returns a new, adapted ``MetaPolicy`` and leaves
-    this one unchanged.
+    A subclass sets ``kind`` (the card's ``policy_kind``; setting it registers the class, so the
+    loaders find it) and ``policy_spec_type`` (the policy spec of the learner states it holds),
+    and implements :meth:`_make_module`, :meth:`_from_card`, :meth:`_from_state`,
+    :meth:`_card_fields`, ``act``, ``adapt`` and ``mean_return``.
 
-    >>> p = MetaPolicy.load("models:/nav@latest")  # doctest: +SKIP
-    >>> q = p.adapt(task, episodes=20, steps=1)  # doctest: +SKIP
-    >>> q.act(obs)  # doctest: +SKIP
+    The loaders (:meth:`load`, :meth:`from_directory`, :meth:`from_files`,
+    :meth:`from_learner_state`, :meth:`initial`) return the kind the files or the state hold,
+    whichever class they are called on: ``MetaPolicy.load`` of an RL² model is a
+    :class:`~workers.model.recurrent.RecurrentMetaPolicy`.
     """
+
+    #: the card's ``policy_kind`` of this class ("" for an abstract class)
+    kind: ClassVar[str] = ""
+    #: the type of the learner-state policy spec this kind holds
+    policy_spec_type: ClassVar[type]
+    _kinds: ClassVar[dict[str, type[BaseMetaPolicy]]] = {}
+
+    _policy: torch.nn.Module
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):
+            BaseMetaPolicy._kinds[cls.kind] = cls
 
     def __init__(
         self,
         *,
         spec: JobSpec,
-        policy_spec: PolicySpec,
+        policy_spec: Any,
         params: Params,
         algorithm: str,
-        inner_lr: float,
-        advantage: AdvantageSpec,
         iteration: int = 0,
         source: str = "",
-        adapted_steps: int = 0,
         training_run_id: str | None = None,
         action_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> None:
         self._spec = spec
         self._policy_spec = policy_spec
-        self._policy: Policy = make_policy(policy_spec)
+        self._policy = self._make_module(policy_spec)
         self._policy.requires_grad_(False)
         expected = dict(self._policy.named_parameters())
         if set(params) != set(expected):
@@ -121,11 +146,8 @@ class MetaPolicy:
         # the policy module's order, so stacking and functional calls see the same keys
         self._params: Params = {k: params[k].detach().to("cpu", torch.float32).clone() for k in expected}
         self.algorithm = algorithm
-        self.inner_lr = float(inner_lr)
-        self.advantage = advantage
         self.iteration = int(iteration)
         self.source = source
-        self.adapted_steps = int(adapted_steps)
         self.training_run_id = training_run_id
         self._family: TaskFamily | None = None
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
@@ -133,11 +155,35 @@ class MetaPolicy:
             self._bounds = (np.asarray(action_bounds[0], np.float32), np.asarray(action_bounds[1], np.float32))
         self._gen = torch.Generator().manual_seed(0)
 
-    def __repr__(self) -> str:
-        return (
-            f"MetaPolicy({self.algorithm} on {self._spec.task_family.name}, source={self.source!r}, "
-            f"adapted_steps={self.adapted_steps})"
-        )
+    # ---- what a kind provides ----
+    @classmethod
+    def _make_module(cls, policy_spec: Any) -> torch.nn.Module:
+        """The policy module ``policy_spec`` describes (its parameters are replaced by the model's)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_card(cls, card: dict[str, Any], params: Params, *, source: str) -> BaseMetaPolicy:
+        """The policy a ``policy.json`` of this kind and its parameters describe."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_state(cls, spec: JobSpec, state: Any, *, source: str) -> BaseMetaPolicy:
+        """The policy a learner's ``state_dict()`` holds."""
+        raise NotImplementedError
+
+    def _card_fields(self) -> dict[str, Any]:
+        """This kind's own entries of ``policy.json`` (besides the ones every kind writes)."""
+        raise NotImplementedError
+
+    def act(self, obs: np.ndarray | Sequence[float], deterministic: bool = True, *, clip: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def adapt(self, task_or_env: Task | gym.Env, *, episodes: int = 10, steps: int = 1,
+              seed: int = 0) -> BaseMetaPolicy:
+        raise NotImplementedError
+
+    def mean_return(self, task_or_env: Task | gym.Env, *, episodes: int = 10, seed: int = 1) -> float:
+        raise NotImplementedError
 
     # ---- what it is ----
     @property
@@ -146,12 +192,12 @@ class MetaPolicy:
         return self._spec
 
     @property
-    def policy_spec(self) -> PolicySpec:
+    def policy_spec(self) -> Any:
         return self._policy_spec
 
     @property
     def params(self) -> Params:
-        """A copy of the parameters (θ, or the adapted φ after :meth:`adapt`)."""
+        """A copy of the parameters."""
         return {k: v.clone() for k, v in self._params.items()}
 
     @property
@@ -163,12 +209,24 @@ class MetaPolicy:
             self._family = make_family(tf.name, seed=self._spec.seed, **tf.family_kwargs())
         return self._family
 
+    @property
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(low, high)`` of the family's continuous action space (None for a discrete one):
+        stored with the model, or read from the family on first use."""
+        if self._bounds is None and not self._policy_spec.discrete:
+            space = self.family.action_space
+            if isinstance(space, gym.spaces.Box):
+                self._bounds = (np.asarray(space.low, np.float32), np.asarray(space.high, np.float32))
+        return self._bounds
+
     # ---- loading and saving ----
     @classmethod
-    def load(cls, uri: str) -> MetaPolicy:
+    def load(cls, uri: str) -> BaseMetaPolicy:
         """Load a meta-policy from ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``,
         ``models:/NAME/latest``, ``models:/m-...``, ``runs:/RUN_ID/meta_policy`` or a local
-        directory (a downloaded model, or the directory :meth:`save` wrote).
+        directory (a downloaded model, or the directory :meth:`save` wrote).  Returns the kind
+        the model is (a :class:`MetaPolicy`, or RL²'s
+        :class:`~workers.model.recurrent.RecurrentMetaPolicy`).
 
         Raises:
             ModelNotFoundError: nothing at ``uri``; the message names the store searched.
@@ -180,7 +238,7 @@ class MetaPolicy:
             return cls.from_directory(Path(uris.download(uri, tmp)), source=uri)
 
     @classmethod
-    def from_directory(cls, path: Path, *, source: str | None = None) -> MetaPolicy:
+    def from_directory(cls, path: Path, *, source: str | None = None) -> BaseMetaPolicy:
         """Load from a directory: a downloaded MLflow model (with ``artifacts/``) or the files
         :meth:`save` wrote."""
         if not path.is_dir():
@@ -199,8 +257,9 @@ class MetaPolicy:
         )
 
     @classmethod
-    def from_files(cls, *, params_file: Path, card_file: Path, source: str) -> MetaPolicy:
-        """Load from a ``params.pt`` and its ``policy.json``."""
+    def from_files(cls, *, params_file: Path, card_file: Path, source: str) -> BaseMetaPolicy:
+        """Load from a ``params.pt`` and its ``policy.json`` (the card's ``policy_kind`` says
+        which kind; a card without one is an MLP policy's)."""
         try:
             card = json.loads(card_file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -210,27 +269,18 @@ class MetaPolicy:
             raise ModelFormatError(
                 f"{card_file} has format_version {version!r}; this code reads version {FORMAT_VERSION}"
             )
+        kind = card.get("policy_kind", DEFAULT_KIND)
+        if kind not in BaseMetaPolicy._kinds:
+            raise ModelFormatError(
+                f"{card_file} holds a policy of kind {kind!r}; this code reads {sorted(BaseMetaPolicy._kinds)}"
+            )
         params = torch.load(params_file, map_location="cpu", weights_only=True)
         if not isinstance(params, dict) or not all(isinstance(v, torch.Tensor) for v in params.values()):
             raise ModelFormatError(f"{params_file} is not a dict of parameter tensors")
-        ps = dict(card["policy_spec"])
-        ps["hidden_sizes"] = tuple(ps["hidden_sizes"])
-        return cls(
-            spec=JobSpec.model_validate(card["job_spec"]),
-            policy_spec=PolicySpec(**ps),
-            params=params,
-            algorithm=card["algorithm"],
-            inner_lr=card["inner_lr"],
-            advantage=AdvantageSpec.model_validate(card["advantage"]),
-            iteration=card.get("iteration", 0),
-            source=source,
-            adapted_steps=card.get("adapted_steps", 0),
-            training_run_id=card.get("run_id"),
-            action_bounds=card.get("action_bounds"),  # absent in cards written before it was stored
-        )
+        return BaseMetaPolicy._kinds[kind]._from_card(card, params, source=source)
 
     @classmethod
-    def initial(cls, spec: JobSpec) -> MetaPolicy:
+    def initial(cls, spec: JobSpec) -> BaseMetaPolicy:
         """The untrained meta-policy a job with ``spec`` starts from: the learner's initial
         parameters (its policy built with seed ``spec.seed``), before any meta-iteration.
 
@@ -250,9 +300,159 @@ class MetaPolicy:
         return out
 
     @classmethod
-    def from_learner_state(cls, spec: JobSpec, state: Any, *, source: str) -> MetaPolicy:
-        """The meta-policy held by a learner's ``state_dict()`` (its parameters, inner step and
-        advantage settings), trained with ``spec``."""
+    def from_learner_state(cls, spec: JobSpec, state: Any, *, source: str) -> BaseMetaPolicy:
+        """The meta-policy held by a learner's ``state_dict()``, trained with ``spec``: the kind
+        whose policy spec the state's is (an MLP :class:`MetaPolicy` with its inner step and
+        advantage settings, or RL²'s recurrent policy)."""
+        for kind_cls in BaseMetaPolicy._kinds.values():
+            if isinstance(state.policy_spec, kind_cls.policy_spec_type):
+                return kind_cls._from_state(spec, state, source=source)
+        raise ModelFormatError(
+            f"no kind of meta-policy holds a {type(state.policy_spec).__name__} (algorithm {state.algorithm!r}); "
+            f"known kinds: {sorted(BaseMetaPolicy._kinds)}"
+        )
+
+    def save(self, directory: Path, *, run_id: str | None = None) -> tuple[Path, Path]:
+        """Write ``params.pt`` and ``policy.json`` into ``directory``; returns their paths."""
+        directory.mkdir(parents=True, exist_ok=True)
+        params_file, card_file = directory / PARAMS_FILE, directory / CARD_FILE
+        torch.save({k: v.detach().cpu().clone() for k, v in self._params.items()}, params_file)
+        card = {
+            "format_version": FORMAT_VERSION,
+            "policy_kind": self.kind,
+            "algorithm": self.algorithm,
+            **self._card_fields(),
+            "policy_spec": dataclasses.asdict(self._policy_spec),
+            "job_spec": json.loads(self._spec.model_dump_json()),
+            "iteration": self.iteration,
+            "run_id": run_id or self.training_run_id,
+        }
+        bounds = self.action_bounds
+        if bounds is not None:
+            card["action_bounds"] = [bounds[0].tolist(), bounds[1].tolist()]
+        card_file.write_text(json.dumps(card, indent=2))
+        return params_file, card_file
+
+    # ---- checks of what it is given ----
+    def _check_tasks(self, tasks: Sequence[Task]) -> None:
+        family = self._spec.task_family.name
+        for t in tasks:
+            if t.family != family:
+                raise TaskFamilyError(
+                    f"this model was trained on {family!r} tasks, got a {t.family!r} task; "
+                    "draw tasks from MetaPolicy.family"
+                )
+
+    def _check_env(self, env: gym.Env) -> None:
+        ps = self._policy_spec
+        obs_shape = getattr(env.observation_space, "shape", None)
+        if obs_shape != (ps.obs_dim,):
+            raise ValueError(f"env observations have shape {obs_shape}, the policy takes ({ps.obs_dim},)")
+        space = env.action_space
+        if ps.discrete:
+            if not isinstance(space, gym.spaces.Discrete) or int(space.n) != ps.act_dim:
+                raise ValueError(f"env action space {space} does not fit the policy's Discrete({ps.act_dim})")
+        elif not isinstance(space, gym.spaces.Box) or space.shape != (ps.act_dim,):
+            raise ValueError(f"env action space {space} does not fit the policy's Box(({ps.act_dim},))")
+
+    def _check_obs(self, obs: np.ndarray | Sequence[float]) -> np.ndarray:
+        """``obs`` as float32 ``[obs_dim]`` or ``[N, obs_dim]``."""
+        x = np.asarray(obs, dtype=np.float32)
+        d = self._policy_spec.obs_dim
+        if x.ndim not in (1, 2) or x.shape[-1] != d:
+            raise ValueError(f"obs must have shape [{d}] or [N, {d}], got {list(x.shape)}")
+        return x
+
+    def _clip(self, actions: np.ndarray) -> np.ndarray:
+        """Continuous ``actions`` clipped to the action space (discrete ones as they are)."""
+        if self._policy_spec.discrete:
+            return actions
+        bounds = self.action_bounds
+        return actions if bounds is None else np.clip(actions, bounds[0], bounds[1])
+
+
+# ---- the MLP policy ------------------------------------------------------------------------------
+
+
+class MetaPolicy(BaseMetaPolicy):
+    """A meta-policy with everything needed to act and to adapt to a new task.
+
+    Load one with :meth:`load`; :meth:`adapt` returns a new, adapted ``MetaPolicy`` and leaves
+    this one unchanged.  (The loaders return the kind the model is: an RL² model loads as a
+    :class:`~workers.model.recurrent.RecurrentMetaPolicy`, with the same ``adapt``, ``act`` and
+    ``mean_return``.)
+
+    >>> p = MetaPolicy.load("models:/nav@latest")  # doctest: +SKIP
+    >>> q = p.adapt(task, episodes=20, steps=1)  # doctest: +SKIP
+    >>> q.act(obs)  # doctest: +SKIP
+    """
+
+    kind = "mlp"
+    policy_spec_type = PolicySpec
+    _policy: Policy
+    _policy_spec: PolicySpec
+
+    def __init__(
+        self,
+        *,
+        spec: JobSpec,
+        policy_spec: PolicySpec,
+        params: Params,
+        algorithm: str,
+        inner_lr: float,
+        advantage: AdvantageSpec,
+        iteration: int = 0,
+        source: str = "",
+        adapted_steps: int = 0,
+        training_run_id: str | None = None,
+        action_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+    ) -> None:
+        super().__init__(spec=spec, policy_spec=policy_spec, params=params, algorithm=algorithm, iteration=iteration,
+                         source=source, training_run_id=training_run_id, action_bounds=action_bounds)
+        self.inner_lr = float(inner_lr)
+        self.advantage = advantage
+        self.adapted_steps = int(adapted_steps)
+
+    def __repr__(self) -> str:
+        return (
+            f"MetaPolicy({self.algorithm} on {self._spec.task_family.name}, source={self.source!r}, "
+            f"adapted_steps={self.adapted_steps})"
+        )
+
+    @property
+    def policy_spec(self) -> PolicySpec:
+        return self._policy_spec
+
+    @property
+    def params(self) -> Params:
+        """A copy of the parameters (θ, or the adapted φ after :meth:`adapt`)."""
+        return {k: v.clone() for k, v in self._params.items()}
+
+    # ---- its kind ----
+    @classmethod
+    def _make_module(cls, policy_spec: Any) -> torch.nn.Module:
+        return make_policy(policy_spec)
+
+    @classmethod
+    def _from_card(cls, card: dict[str, Any], params: Params, *, source: str) -> MetaPolicy:
+        ps = dict(card["policy_spec"])
+        ps["hidden_sizes"] = tuple(ps["hidden_sizes"])
+        return cls(
+            spec=JobSpec.model_validate(card["job_spec"]),
+            policy_spec=PolicySpec(**ps),
+            params=params,
+            algorithm=card["algorithm"],
+            inner_lr=card["inner_lr"],
+            advantage=AdvantageSpec.model_validate(card["advantage"]),
+            iteration=card.get("iteration", 0),
+            source=source,
+            adapted_steps=card.get("adapted_steps", 0),
+            training_run_id=card.get("run_id"),
+            action_bounds=card.get("action_bounds"),  # absent in cards written before it was stored
+        )
+
+    @classmethod
+    def _from_state(cls, spec: JobSpec, state: Any, *, source: str) -> MetaPolicy:
         return cls(
             spec=spec,
             policy_spec=state.policy_spec,
@@ -264,37 +464,12 @@ class MetaPolicy:
             source=source,
         )
 
-    def save(self, directory: Path, *, run_id: str | None = None) -> tuple[Path, Path]:
-        """Write ``params.pt`` and ``policy.json`` into ``directory``; returns their paths."""
-        directory.mkdir(parents=True, exist_ok=True)
-        params_file, card_file = directory / PARAMS_FILE, directory / CARD_FILE
-        torch.save({k: v.detach().cpu().clone() for k, v in self._params.items()}, params_file)
-        card = {
-            "format_version": FORMAT_VERSION,
-            "algorithm": self.algorithm,
+    def _card_fields(self) -> dict[str, Any]:
+        return {
             "inner_lr": self.inner_lr,
             "advantage": self.advantage.model_dump(mode="json"),
-            "policy_spec": dataclasses.asdict(self._policy_spec),
-            "job_spec": json.loads(self._spec.model_dump_json()),
-            "iteration": self.iteration,
             "adapted_steps": self.adapted_steps,
-            "run_id": run_id or self.training_run_id,
         }
-        bounds = self.action_bounds
-        if bounds is not None:
-            card["action_bounds"] = [bounds[0].tolist(), bounds[1].tolist()]
-        card_file.write_text(json.dumps(card, indent=2))
-        return params_file, card_file
-
-    @property
-    def action_bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(low, high)`` of the family's continuous action space (None for a discrete one):
-        stored with the model, or read from the family on first use."""
-        if self._bounds is None and not self._policy_spec.discrete:
-            space = self.family.action_space
-            if isinstance(space, gym.spaces.Box):
-                self._bounds = (np.asarray(space.low, np.float32), np.asarray(space.high, np.float32))
-        return self._bounds
 
     # ---- acting ----
     def act(self, obs: np.ndarray | Sequence[float], deterministic: bool = True, *, clip: bool = True) -> np.ndarray:
@@ -306,20 +481,15 @@ class MetaPolicy:
         it); or a scalar / ``[N]`` int64 action for a discrete one (argmax when
         ``deterministic``).
         """
-        x = np.asarray(obs, dtype=np.float32)
-        d = self._policy_spec.obs_dim
-        if x.ndim not in (1, 2) or x.shape[-1] != d:
-            raise ValueError(f"obs must have shape [{d}] or [N, {d}], got {list(x.shape)}")
+        x = self._check_obs(obs)
         single = x.ndim == 1
         batch = torch.from_numpy(np.ascontiguousarray(x[None] if single else x))
         with torch.inference_mode():
             dist = functional_call(self._policy, self._params, (batch,))
             a = self._policy.mode(dist) if deterministic else self._policy.sample(dist, self._gen)
         out = a.numpy()
-        if clip and not self._policy_spec.discrete:
-            bounds = self.action_bounds
-            if bounds is not None:
-                out = np.clip(out, bounds[0], bounds[1])
+        if clip:
+            out = self._clip(out)
         return out[0] if single else out
 
     def mean_return(self, task_or_env: Task | gym.Env, *, episodes: int = 10, seed: int = 1) -> float:
@@ -452,33 +622,11 @@ class MetaPolicy:
         check_finite("adapted parameters", *phi.values())
         return unstack_params(phi)
 
-    def _check_tasks(self, tasks: Sequence[Task]) -> None:
-        family = self._spec.task_family.name
-        for t in tasks:
-            if t.family != family:
-                raise TaskFamilyError(
-                    f"this model was trained on {family!r} tasks, got a {t.family!r} task; "
-                    "draw tasks from MetaPolicy.family"
-                )
-
-    def _check_env(self, env: gym.Env) -> None:
-        ps = self._policy_spec
-        obs_shape = getattr(env.observation_space, "shape", None)
-        if obs_shape != (ps.obs_dim,):
-            raise ValueError(f"env observations have shape {obs_shape}, the policy takes ({ps.obs_dim},)")
-        space = env.action_space
-        if ps.discrete:
-            if not isinstance(space, gym.spaces.Discrete) or int(space.n) != ps.act_dim:
-                raise ValueError(f"env action space {space} does not fit the policy's Discrete({ps.act_dim})")
-        elif not isinstance(space, gym.spaces.Box) or space.shape != (ps.act_dim,):
-            raise ValueError(f"env action space {space} does not fit the policy's Box(({ps.act_dim},))")
-
     def _rollout(self, env: gym.Env, params: Params, *, episodes: int, seed: int, gen: torch.Generator) -> Episodes:
         max_steps = env_rollout.horizon(env, self._spec.task_family.max_episode_steps)
         return env_rollout.rollout(
             self._policy, params, env, episodes=episodes, seed=seed, gen=gen, max_steps=max_steps
         )
-
 
 
 @dataclass

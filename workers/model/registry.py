@@ -1,16 +1,40 @@
 """The registered meta-policy in MLflow: log it (as a ``pyfunc`` model) and register it.
 
-A trained meta-policy is logged as an MLflow ``pyfunc`` model (a :class:`MetaPolicyModel`, not
-``mlflow.pytorch``'s ``pt2`` format, which fixes the batch size) whose artifacts are
+A trained meta-policy is logged as an MLflow ``pyfunc`` model (not ``mlflow.pytorch``'s ``pt2``
+format, which fixes the batch size) whose artifacts are
 
 * ``params.pt``: the meta-parameters θ, a plain ``{name: tensor}`` dict saved on the CPU;
 * ``policy.json``: everything needed to rebuild and adapt the policy (see
-  :data:`workers.model.policy.FORMAT_VERSION`).
+  :data:`workers.model.policy.FORMAT_VERSION`; its ``policy_kind`` says which kind it is).
 
-The pyfunc model (``mlflow.pyfunc.load_model(uri).predict(obs)``) maps a float32 batch of
-observations ``[N, obs_dim]`` to deterministic actions (the Gaussian mean clipped to the action
-space, or the argmax action); it does not adapt -- use :class:`~workers.model.MetaPolicy` for
-that.  Plain MLflow finds the registry only through ``MLFLOW_TRACKING_URI`` (else it looks in
+An MLP meta-policy (MAML, Reptile, multi-task PG) is a :class:`MetaPolicyModel`:
+``mlflow.pyfunc.load_model(uri).predict(obs)`` maps a float32 batch of observations
+``[N, obs_dim]`` to deterministic actions (the Gaussian mean clipped to the action space, or the
+argmax action); it does not adapt -- use :class:`~workers.model.MetaPolicy` for that.
+
+An RL² meta-policy is a :class:`RecurrentMetaPolicyModel`: a recurrent policy adapts within a
+trial, so ``predict`` takes the history of one trial and returns its actions and where the trial
+stands::
+
+    out = model.predict({
+        "obs":         obs,          # [T, obs_dim]: the observation of each step
+        "prev_action": prev_action,  # [T, act_dim]: the action the env applied on the step before
+                                     #   (clipped to the action space; one-hot for a discrete
+                                     #   policy); zeros at the trial's first step
+        "prev_reward": prev_reward,  # [T]: the reward of the step before (0 at the first step)
+        "prev_done":   prev_done,    # [T]: 1.0 where the step before ended an episode, else 0.0
+        "state":       state,        # optional [hidden]: the GRU state before the first step
+    })                               #   (omitted: zeros, a new trial)
+    out["actions"]                   # [T, act_dim] float32, clipped ([T] int64 for a discrete policy)
+    out["state"]                     # [hidden] float32: the state after the last step
+
+Each step's actions are the policy's deterministic ones (the Gaussian mean, the argmax), as
+``RecurrentMetaPolicy.act`` gives them step by step; a trial goes on in a later call by passing
+the returned ``state`` with the next steps (whose first ``prev_*`` row is the last step's action,
+reward and done flag).  Any float dtype is taken; the model's signature lists the fields (a
+``DataFrame`` of one row with those columns works too, as MLflow's serving sends it).
+
+Plain MLflow finds the registry only through ``MLFLOW_TRACKING_URI`` (else it looks in
 ``./mlflow.db``): set it to the service's store.
 """
 
@@ -28,15 +52,26 @@ import torch
 from algorithms.base import LearnerState
 from workers.contract import JobSpec
 from workers.envs import TaskFamily
-from workers.model.policy import MetaPolicy
+from workers.model.policy import BaseMetaPolicy, MetaPolicy
+from workers.model.recurrent import RecurrentMetaPolicy
 
 # MLflow starts its telemetry client when it is imported: switch it off first (it reaches out by default).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import mlflow  # noqa: E402
 import mlflow.pyfunc  # noqa: E402
-from mlflow.models import infer_signature  # noqa: E402
+from mlflow.models import ModelSignature, infer_signature  # noqa: E402
 from mlflow.pyfunc import PythonModel  # noqa: E402
+from mlflow.types import DataType  # noqa: E402
+from mlflow.types.schema import Array, ColSpec, Schema, TensorSpec  # noqa: E402
+
+#: Version tags summarising the model -> the metrics they come from, the first one logged: the
+#: gradient-based learners' before/after adaptation, or RL²'s first and last episode of a trial.
+_SUMMARY_TAGS = {
+    "return_pre": ("meta/return_pre", "meta/return_first_episode"),
+    "return_post": ("meta/return_post", "meta/return_last_episode"),
+    "success_post": ("meta/success_post", "meta/success_last_episode"),
+}
 
 #: The artifact name the model is logged under in its run.
 ARTIFACT_NAME = "meta_policy"
@@ -75,7 +110,9 @@ def log_meta_policy(
         spec: the job spec that trained it (stored with the model; adaptation rebuilds the task
             family from it).
         final_metrics: the last iteration's metrics; ``meta/return_pre``, ``meta/return_post``
-            and ``meta/success_post`` become version tags where present.
+            and ``meta/success_post`` become version tags where present (for RL², the first and
+            last episode of a trial: ``meta/return_first_episode``, ``meta/return_last_episode``,
+            ``meta/success_last_episode``).
         register_as: registered model name, or None to log without registering.
         extra_tags: more version tags (the driver adds ``owner`` and ``job_id``).
         family: the job's task family, where the caller has it built (its action bounds are
@@ -96,23 +133,29 @@ def log_meta_policy(
             f"the learner state is for algorithm {state.algorithm!r} but the job spec says "
             f"{spec.algorithm.name!r}; pass the spec the state was trained with"
         )
-    policy = MetaPolicy.from_learner_state(spec, state, source=f"runs:/{run.info.run_id}/{ARTIFACT_NAME}")
+    policy = BaseMetaPolicy.from_learner_state(spec, state, source=f"runs:/{run.info.run_id}/{ARTIFACT_NAME}")
     if family is not None:
         policy._family = family
-    ps = state.policy_spec
-    example_in = np.zeros((1, ps.obs_dim), np.float32)
-    signature = infer_signature(example_in, policy.act(example_in))
+    python_model: PythonModel
+    if isinstance(policy, RecurrentMetaPolicy):
+        python_model = RecurrentMetaPolicyModel()
+        example_in: Any = _history_example(policy)
+        signature = _history_signature(policy, example_in)
+    else:
+        python_model = MetaPolicyModel()
+        example_in = np.zeros((1, policy.policy_spec.obs_dim), np.float32)
+        signature = infer_signature(example_in, policy.act(example_in))
     with tempfile.TemporaryDirectory(prefix="metarl-model-") as tmp:
         paths = policy.save(Path(tmp), run_id=run.info.run_id)
         info = mlflow.pyfunc.log_model(
             name=ARTIFACT_NAME,
-            python_model=MetaPolicyModel(),
+            python_model=python_model,
             artifacts={_PARAMS_ARTIFACT: str(paths[0]), _CARD_ARTIFACT: str(paths[1])},
             signature=signature,
             input_example=example_in,
             # explicit requirements: inferring them loads the model in a subprocess (~2 s more)
             pip_requirements=_requirements(),
-            metadata={"algorithm": state.algorithm, "task_family": spec.task_family.name},
+            metadata={"algorithm": state.algorithm, "task_family": spec.task_family.name, "policy_kind": policy.kind},
         )
     model_id = str(info.model_id)
     if register_as is None:
@@ -124,8 +167,8 @@ def log_meta_policy(
         "spec": spec.model_dump_json(),
         **(extra_tags or {}),
     }
-    for key in ("return_pre", "return_post", "success_post"):
-        value = final_metrics.get(f"meta/{key}")
+    for key, metrics in _SUMMARY_TAGS.items():
+        value = next((final_metrics[m] for m in metrics if final_metrics.get(m) is not None), None)
         if value is not None:
             tags[key] = repr(float(value))
     version = mlflow.register_model(info.model_uri, register_as, tags=tags)
@@ -164,11 +207,10 @@ class MetaPolicyModel(PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Load the policy (on the CPU) from the model's artifacts."""
-        self._policy = MetaPolicy.from_files(
-            params_file=Path(context.artifacts[_PARAMS_ARTIFACT]),
-            card_file=Path(context.artifacts[_CARD_ARTIFACT]),
-            source="pyfunc",
-        )
+        policy = _load(context)
+        if not isinstance(policy, MetaPolicy):
+            raise TypeError(f"MetaPolicyModel holds an MLP meta-policy; the artifacts hold a {type(policy).__name__}")
+        self._policy = policy
 
     @property
     def policy(self) -> MetaPolicy:
@@ -183,3 +225,107 @@ class MetaPolicyModel(PythonModel):
         if x.ndim == 1:
             x = x[None]
         return self.policy.act(x, deterministic=True)
+
+
+class RecurrentMetaPolicyModel(PythonModel):
+    """The pyfunc face of an RL² meta-policy: one trial's history → its deterministic actions and
+    the GRU state after it (the input format is in the module docstring)."""
+
+    def __init__(self) -> None:
+        self._policy: RecurrentMetaPolicy | None = None
+
+    def load_context(self, context: Any) -> None:
+        """Load the policy (on the CPU) from the model's artifacts."""
+        policy = _load(context)
+        if not isinstance(policy, RecurrentMetaPolicy):
+            raise TypeError(f"RecurrentMetaPolicyModel holds an RL² meta-policy; the artifacts hold a "
+                            f"{type(policy).__name__}")
+        self._policy = policy
+
+    @property
+    def policy(self) -> RecurrentMetaPolicy:
+        """The loaded :class:`~workers.model.RecurrentMetaPolicy`."""
+        if self._policy is None:
+            raise RuntimeError("RecurrentMetaPolicyModel is not loaded: use mlflow.pyfunc.load_model(uri)")
+        return self._policy
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """``{"actions": [T, act_dim] (or [T]), "state": [hidden]}`` for a trial's history
+        ``{"obs", "prev_action", "prev_reward", "prev_done"[, "state"]}`` (a dict of arrays, or a
+        one-row DataFrame with those columns)."""
+        fields = _history_fields(model_input)
+        missing = [k for k in _HISTORY_FIELDS if k not in fields]
+        if missing:
+            raise ValueError(f"predict needs {list(_HISTORY_FIELDS)} (and optionally 'state'); missing {missing}")
+        state = fields.get("state")
+        actions, last = self.policy.act_history(
+            np.asarray(fields["obs"], np.float32), np.asarray(fields["prev_action"]),
+            np.asarray(fields["prev_reward"], np.float32), np.asarray(fields["prev_done"], np.float32),
+            None if state is None else np.asarray(state, np.float32),
+        )
+        return {"actions": actions, "state": last}
+
+
+#: the fields of a trial's history every pyfunc ``predict`` call of an RL² model needs
+_HISTORY_FIELDS = ("obs", "prev_action", "prev_reward", "prev_done")
+
+
+def _load(context: Any) -> BaseMetaPolicy:
+    return BaseMetaPolicy.from_files(
+        params_file=Path(context.artifacts[_PARAMS_ARTIFACT]),
+        card_file=Path(context.artifacts[_CARD_ARTIFACT]),
+        source="pyfunc",
+    )
+
+
+def _history_fields(model_input: Any) -> dict[str, Any]:
+    """The fields of one trial's history from a dict, or from the one-row DataFrame MLflow makes
+    of a dict when it checks the input against the signature."""
+    import pandas as pd
+
+    if isinstance(model_input, pd.DataFrame):
+        if len(model_input) != 1:
+            raise ValueError(f"predict takes one trial's history (one row), got {len(model_input)} rows")
+        row = model_input.iloc[0]
+        return {k: np.asarray(row[k].tolist() if hasattr(row[k], "tolist") else row[k]) for k in model_input.columns
+                if not _is_missing(row[k])}
+    if isinstance(model_input, dict):
+        return {k: v for k, v in model_input.items() if v is not None}
+    raise TypeError(
+        f"an RL² model's predict takes a dict of its trial's history {list(_HISTORY_FIELDS)} (and optionally "
+        f"'state'), got {type(model_input).__name__}"
+    )
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _history_example(policy: RecurrentMetaPolicy) -> dict[str, np.ndarray]:
+    """A trial's first step: a zero observation and zero previous-step inputs."""
+    ps = policy.policy_spec
+    return {
+        "obs": np.zeros((1, ps.obs_dim), np.float32),
+        "prev_action": np.zeros((1, ps.act_dim), np.float32),
+        "prev_reward": np.zeros(1, np.float32),
+        "prev_done": np.zeros(1, np.float32),
+    }
+
+
+def _history_signature(policy: RecurrentMetaPolicy, example: dict[str, np.ndarray]) -> ModelSignature:
+    """The RL² pyfunc's signature: the history's arrays (``state`` optional) and the outputs."""
+    f = DataType.double  # float32 and float64 inputs both pass
+    inputs = Schema([
+        ColSpec(Array(Array(f)), "obs"),
+        ColSpec(Array(Array(f)), "prev_action"),
+        ColSpec(Array(f), "prev_reward"),
+        ColSpec(Array(f), "prev_done"),
+        ColSpec(Array(f), "state", required=False),
+    ])
+    actions, state = policy.act_history(example["obs"], example["prev_action"], example["prev_reward"],
+                                        example["prev_done"])
+    outputs = Schema([
+        TensorSpec(actions.dtype, (-1, *actions.shape[1:]), "actions"),
+        TensorSpec(state.dtype, (-1,), "state"),
+    ])
+    return ModelSignature(inputs=inputs, outputs=outputs)
