@@ -575,7 +575,7 @@ def _steps_table(report: EvaluationReport) -> Any:
 
     trial = report.adaptation == TRIAL
     if trial:
-        table = Table(title=f"per episode of the trial (k = {report.episodes}: the evaluation episodes from its state)")
+        table = Table(title="per episode of the trial, then the evaluation episodes from its state")
         table.add_column("episode of the trial", justify="right")
     else:
         table = Table(title=f"after k inner steps (α = {_fmt(report.inner_lr, 3)}, then {_fmt(report.later_lr, 3)})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from algorithms import registry
 from algorithms.base import LearnerState
 from algorithms.rl2.policy import make_recurrent_policy
 from algorithms.rl2.trials import TrialState
-from workers.contract import JobSpec
+from workers.contract import EVALUATION_REPORT, JobSpec
 from workers.envs import make_family
+from workers.evaluate import EXPERIMENT, evaluate, main
 from workers.loop import train_in_process
 from workers.model import (
     MetaPolicy,
@@ -185,10 +187,11 @@ def test_initial_is_the_learners_starting_point(trained):
 # ---- acting -----------------------------------------------------------------------------------
 
 
-def test_act_is_the_torch_policys_unroll_over_the_same_inputs(registered):
+def test_act_is_the_torch_policys_step_and_unroll_over_the_same_inputs(registered):
     """Stepping act/observe through two episodes (horizon 20, 30 steps) is, bit for bit, the torch
-    policy's unroll over the inputs the steps saw: the previous action clipped to the action space
-    (what the env applied), the previous reward, the episode end carried over."""
+    policy's ``step`` chained over the inputs the steps saw -- the previous action clipped to the
+    action space (what the env applied), the previous reward, the episode end carried over --
+    and its fused ``unroll`` over the whole history to float32 rounding."""
     loaded = MetaPolicy.load(registered.uri)
     params = loaded.params
     params["head.bias"] = torch.tensor([0.0, 1.5])  # the second action's mean far outside the bounds
@@ -203,14 +206,21 @@ def test_act_is_the_torch_policys_unroll_over_the_same_inputs(registered):
 
     module = make_recurrent_policy(policy.policy_spec)
 
-    def col(a):
-        return torch.as_tensor(np.asarray(a, np.float32))[:, None]
+    def tensor(a):
+        return torch.as_tensor(np.asarray(a, np.float32))
 
+    h = torch.zeros(1, 16)
     with torch.no_grad():
-        dist, _, states = module.unroll(params, col(hist["obs"]), col(hist["prev_action"]),
-                                        col(hist["prev_reward"]), col(hist["prev_done"]), torch.zeros(1, 16))
-    np.testing.assert_array_equal(hist["raw"], dist[0][:, 0].numpy())
-    np.testing.assert_array_equal(hist["states"], states[1:, 0].numpy())
+        for t in range(30):
+            dist, _, h = module.step(params, tensor(hist["obs"][t : t + 1]), tensor(hist["prev_action"][t : t + 1]),
+                                     tensor(hist["prev_reward"][t : t + 1]), tensor(hist["prev_done"][t : t + 1]), h)
+            np.testing.assert_array_equal(hist["raw"][t], dist[0][0].numpy())
+            np.testing.assert_array_equal(hist["states"][t], h[0].numpy())
+        dist, _, states = module.unroll(params, tensor(hist["obs"])[:, None], tensor(hist["prev_action"])[:, None],
+                                        tensor(hist["prev_reward"])[:, None], tensor(hist["prev_done"])[:, None],
+                                        torch.zeros(1, 16))
+    np.testing.assert_allclose(hist["raw"], dist[0][:, 0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(hist["states"], states[1:, 0].numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_act_on_a_batch_and_sampled_actions(registered):
@@ -316,6 +326,18 @@ def test_adapt_and_measure_on_a_gymnasium_env(registered):
     assert not policy.state.state.any()
 
 
+def test_the_readme_snippet_runs_unchanged_on_an_rl2_model(registered, capsys):
+    """README's load-adapt lines, with the RL² model's URI in place of the demo's."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    m = re.search(r"<!-- snippet: load-adapt -->\s*```python\n(.*?)```", text, re.S)
+    assert m, "README.md has no load-adapt snippet"
+    code, n = re.subn(r'MetaPolicy\.load\("models:/[^"]+"\)', f'MetaPolicy.load("{registered.uri}")', m[1])
+    assert n == 1
+    exec(compile(code, "README.md:load-adapt", "exec"), {})
+    out = re.search(r"return before adaptation (-?[\d.]+), after (-?[\d.]+)", capsys.readouterr().out)
+    assert out and all(math.isfinite(float(x)) for x in out.groups())
+
+
 # ---- saving and the pyfunc model ----------------------------------------------------------------
 
 
@@ -390,3 +412,108 @@ def test_trial_state_must_fit_the_policy(registered):
     policy = MetaPolicy.load(registered.uri)
     with pytest.raises(ValueError, match="does not fit"):
         policy.with_state(TrialState.zeros(1, 8, 2))
+
+
+# ---- meta-test evaluation -----------------------------------------------------------------------
+
+
+def _meta_test_directly(policy: RecurrentMetaPolicy, *, episodes: int, tasks: int, seed: int):
+    """The meta-test evaluate() must have run: the trial sampler's, on the same test tasks."""
+    family = policy.family
+    test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split="test")
+    eval_episodes = family.eval_episodes or episodes
+    sampler = TrialPhaseSampler(family, policy.policy_spec, episodes_per_trial=episodes, envs_per_task=eval_episodes,
+                                seed=seed)
+    adaptation, evaluation = sampler.meta_test(test_tasks, policy.params, adaptation_episodes=episodes,
+                                               eval_episodes=eval_episodes,
+                                               deterministic_eval=family.deterministic_eval)
+    sampler.close()
+    return test_tasks, adaptation, evaluation
+
+
+def test_evaluate_meta_tests_an_rl2_model_within_a_trial(store, registered):
+    report = evaluate(registered.uri, episodes=3, steps=1, tasks=2, seed=0)
+    assert report.adaptation == "trial" and report.steps == 1 and report.episodes == 3 and report.tasks == 2
+    assert report.eval_episodes == 3 and not report.deterministic_eval and not report.has_success
+    assert report.inner_lr is None and report.later_lr is None
+    assert report.model_name == MODEL and report.model_version == 1
+    assert len(report.return_steps) == len(report.success_steps) == 4  # episodes 0, 1, 2 of the trial, then eval
+
+    tasks, adaptation, evaluation = _meta_test_directly(MetaPolicy.load(registered.uri), episodes=3, tasks=2, seed=0)
+    for r, task, a, e in zip(report.results, tasks, adaptation, evaluation, strict=True):
+        assert r.task == task.describe() and "test#" in r.task
+        per_episode = a.returns_per_episode()[0]
+        assert a.num_trials == 1 and len(per_episode) == 3 and e.num_trials == 3 and e.episodes_per_trial == 1
+        # every evaluation episode started from the state the adaptation trial left
+        np.testing.assert_array_equal(e.initial_state, np.repeat(a.end.state, 3, axis=0))
+        assert r.return_pre == per_episode[0] and r.return_steps[:3] == tuple(per_episode)
+        assert r.return_post == float(e.returns_per_episode()[:, 0].mean()) == r.return_steps[3]
+        assert r.success_pre == r.success_post == 0.0  # navigation has no success signal
+    # over tasks: the curve's first point is the mean first-episode return of the adaptation trials
+    assert report.return_steps[0].mean == pytest.approx(np.mean([a.returns_per_episode()[0, 0] for a in adaptation]))
+    assert report.return_pre == report.return_steps[0] and report.return_post == report.return_steps[3]
+    for k, interval in enumerate(report.return_steps):
+        assert interval.mean == pytest.approx(np.mean([r.return_steps[k] for r in report.results]))
+        assert interval.low <= interval.mean <= interval.high
+
+    client = mlflow.MlflowClient(store.uri)
+    run = client.get_run(report.run_id)
+    assert client.get_experiment(run.info.experiment_id).name == EXPERIMENT
+    assert run.data.params == {
+        "episodes": "3", "steps": "1", "tasks": "2", "seed": "0", "eval_episodes": "3", "deterministic_eval": "False",
+        "split": "test", "adaptation": "trial",
+    }
+    assert run.data.tags["metarl.adaptation"] == "trial" and run.data.tags["metarl.model_uri"] == registered.uri
+    logged = sorted((m.step, m.value) for m in client.get_metric_history(report.run_id, "eval/return_step"))
+    assert [k for k, _ in logged] == [0, 1, 2, 3]
+    assert [v for _, v in logged] == pytest.approx([i.mean for i in report.return_steps])
+    logged_report = json.loads(Path(client.download_artifacts(report.run_id, EVALUATION_REPORT)).read_text())
+    assert logged_report["adaptation"] == "trial" and len(logged_report["return_steps"]) == 4
+    # same seed, same evaluation
+    again = evaluate(registered.uri, episodes=3, tasks=2, seed=0, log_to_mlflow=False)
+    assert [r.return_steps for r in again.results] == [r.return_steps for r in report.results]
+
+
+def test_evaluate_refuses_inner_steps_for_an_rl2_model(registered, capsys, monkeypatch):
+    with pytest.raises(ValueError, match=r"RL² model.*no inner steps; evaluate it with steps=1"):
+        evaluate(registered.uri, episodes=2, steps=2, tasks=1, log_to_mlflow=False)
+    with pytest.raises(ValueError, match="later_lr"):
+        evaluate(registered.uri, episodes=2, tasks=1, later_lr=0.05, log_to_mlflow=False)
+    assert main(["--model", registered.uri, "--steps", "2", "--tasks", "1", "--no-mlflow"]) == 2
+    assert "RL² model" in capsys.readouterr().err
+    monkeypatch.setenv("COLUMNS", "250")  # rich wraps nothing
+    assert main(["--model", registered.uri, "--episodes", "2", "--tasks", "2", "--no-mlflow"]) == 0
+    out = capsys.readouterr().out
+    assert "a trial of K=2 episodes" in out and "episode of the trial" in out and "inner step" not in out
+    assert main(["--model", registered.uri, "--episodes", "2", "--tasks", "2", "--no-mlflow", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["adaptation"] == "trial" and len(data["return_steps"]) == 3 and data["inner_lr"] is None
+
+
+def test_evaluate_an_rl2_model_on_metaworld_ml1(tmp_path):
+    """Meta-World's protocol: per test goal, the adaptation trial, then 3 deterministic evaluation
+    episodes from its state; an episode succeeds if success was 1 at any of its steps."""
+    spec = rl2_spec(name="rl2-reach", episodes_per_task=2,
+                    task_family={"name": "metaworld-ml1", "env_name": "reach-v3", "max_episode_steps": 15})
+    initial = MetaPolicy.initial(spec)
+    assert isinstance(initial, RecurrentMetaPolicy) and initial.policy_spec.obs_dim == 39
+    initial.save(tmp_path / "reach")
+    report = evaluate(str(tmp_path / "reach"), episodes=2, tasks=2, seed=0, log_to_mlflow=False)
+    assert report.adaptation == "trial" and report.task_family == "metaworld-ml1"
+    assert report.has_success and report.deterministic_eval and report.eval_episodes == 3
+    assert report.model_version is None and len(report.return_steps) == len(report.success_steps) == 3
+
+    tasks, adaptation, evaluation = _meta_test_directly(MetaPolicy.load(str(tmp_path / "reach")), episodes=2, tasks=2,
+                                                        seed=0)
+    for r, task, a, e in zip(report.results, tasks, adaptation, evaluation, strict=True):
+        assert r.task == task.describe()
+        success = a.success_per_episode()[0]
+        assert r.return_steps[:2] == tuple(a.returns_per_episode()[0]) and r.success_steps[:2] == tuple(success)
+        assert r.success_pre == success[0] and r.success_post == float(e.success_per_episode()[:, 0].mean())
+        assert r.success_post * 3 == pytest.approx(round(r.success_post * 3))  # 3 episodes, each 0 or 1
+        assert r.return_steps[2] == r.return_post and r.success_steps[2] == r.success_post
+        # success at any step of an episode
+        for b in range(3):
+            steps = e.mask[:, b] > 0
+            assert e.success_per_episode()[b, 0] == float(e.success[steps, b].max())
+    assert report.success_steps[0].mean == pytest.approx(np.mean([a.success_per_episode()[0, 0] for a in adaptation]))

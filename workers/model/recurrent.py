@@ -257,8 +257,10 @@ class RecurrentMetaPolicy(BaseMetaPolicy):
 
         Returns ``(actions, state)``: ``[T, act_dim]`` float32 Gaussian means clipped to the
         action space (``[T]`` int64 argmax actions for a discrete policy), and the hidden state
-        after the last step ``[hidden]``.  Equal to :meth:`act` step by step with
-        :meth:`observe` in between.
+        after the last step ``[hidden]``.  The steps are taken one at a time, exactly as
+        :meth:`act` takes them, so the result equals :meth:`act` step by step with
+        :meth:`observe` in between, bit for bit (the policy's fused ``unroll`` over the whole
+        history agrees with it to float rounding).
         """
         ps = self._policy_spec
         x = np.asarray(obs, np.float32)
@@ -276,19 +278,18 @@ class RecurrentMetaPolicy(BaseMetaPolicy):
         r, d = np.asarray(prev_reward, np.float32), np.asarray(prev_done, np.float32)
         if r.shape != (t,) or d.shape != (t,):
             raise ValueError(f"prev_reward and prev_done must have shape [{t}], got {list(r.shape)}, {list(d.shape)}")
-        h0 = np.zeros(ps.hidden_size, np.float32) if state is None else np.asarray(state, np.float32)
-        if h0.shape != (ps.hidden_size,):
-            raise ValueError(f"state must have shape [{ps.hidden_size}], got {list(h0.shape)}")
-
-        def col(v: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(v[:, None]))
-
-        with torch.inference_mode():
-            dist, _, states = self._policy.unroll(self._params, col(x), col(a), col(r), col(d),
-                                                  torch.from_numpy(np.ascontiguousarray(h0[None])))
-            actions = self._policy.mode(dist)[:, 0].numpy()
-            last = states[-1, 0].numpy().copy()
-        return self._clip(actions), last
+        h = np.zeros((1, ps.hidden_size), np.float32) if state is None else np.asarray(state, np.float32)[None]
+        if h.shape != (1, ps.hidden_size):
+            raise ValueError(f"state must have shape [{ps.hidden_size}], got {list(h.shape[1:])}")
+        actions = []
+        for i in range(t):
+            start = TrialState(h, a[i : i + 1], r[i : i + 1], d[i : i + 1])
+            raw, after = self._step(x[i : i + 1], start, deterministic=True, gen=self._gen, bounds=None)
+            actions.append(raw[0])
+            h = after.state
+        out = np.stack(actions) if actions else np.zeros((0,) if ps.discrete else (0, ps.act_dim),
+                                                          np.int64 if ps.discrete else np.float32)
+        return self._clip(out), h[0].copy()
 
     # ---- adapting and measuring ----
     def adapt(self, task_or_env: Task | gym.Env, *, episodes: int = 10, steps: int = 1,
