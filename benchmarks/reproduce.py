@@ -2,6 +2,7 @@
 
     python benchmarks/reproduce.py --suite navigation2d [--iterations N] [--seeds K] [--workdir DIR]
                                    [--train-hours H]
+    python benchmarks/reproduce.py --suite rl2-ml10 [--env-steps N] [--seeds K] [--workdir DIR] [--train-hours H]
     python benchmarks/reproduce.py --table [--write-docs]
 
 A suite is the paper's setting for one task family (the job spec, built from
@@ -27,6 +28,16 @@ A suite is the paper's setting for one task family (the job spec, built from
 4. For ML1 suites the same for two baselines: the multi-task policy-gradient policy (non-meta)
    trained with the same env-step budget and fine-tuned with the same adaptation budget, and the
    randomly initialised policy (:meth:`workers.model.MetaPolicy.initial`).
+5. The ``rl2-*`` suites train RL² and MAML side by side on the same env steps (``--env-steps``,
+   default the suite's budget): each variant's iterations are the budget over its env steps per
+   iteration.  RL² is meta-tested by trials (K adaptation episodes build its hidden state, then
+   the family's evaluation episodes), MAML with the suite's gradient protocol.  ``--set
+   VARIANT:KEY=VALUE`` overrides one variant's job.
+
+``--prune-checkpoints`` (the default where no checkpoint is chosen) keeps only each run's newest
+checkpoint, so a work directory (the MLflow SQLite store, the latest checkpoints and
+``state.json``) stays small enough to commit; checked out again at the same absolute path, the
+same command resumes from it on another machine.
 
 Seeds are the unit of the reported intervals: each seed's evaluation is averaged over tasks, and
 the figure is the mean over seeds with a 95% Student-t interval over seeds.  The result goes to
@@ -56,7 +67,7 @@ if str(ROOT) not in sys.path:  # run as ``python benchmarks/reproduce.py``: sys.
 
 from benchmarks.repro.pipeline import run  # noqa: E402
 from benchmarks.repro.results import RESULTS_DIR, headline_json  # noqa: E402
-from benchmarks.repro.suites import SUITES  # noqa: E402
+from benchmarks.repro.suites import SUITES, split_override  # noqa: E402
 from benchmarks.repro.table import render_results_table, write_docs  # noqa: E402
 
 log = logging.getLogger("metarl.reproduce")
@@ -73,7 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--write-docs", action="store_true", help="with --table: write it into docs/results.md")
     parser.add_argument("--write-readme", dest="write_docs", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--iterations", type=int, default=None,
-                        help="meta-iterations (default: the suite's paper setting)")
+                        help="meta-iterations (default: the suite's paper setting); suites with an env-step "
+                             "budget take --env-steps instead")
+    parser.add_argument("--env-steps", type=int, default=None,
+                        help="env steps each variant of a suite that compares algorithms (rl2-*) trains on: its "
+                             "iterations are this over its env steps per iteration (default: the suite's budget)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 (default 3)")
     parser.add_argument("--workdir", default=None,
                         help="MLflow store and state.json (default ~/.metarl/reproduce/<suite>)")
@@ -88,9 +103,38 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-hours", type=float, default=None,
                         help="training budget of this call: runs stop at their next checkpoint once it is spent, the "
                              "latest checkpoints are meta-tested (a partial result), and the same command goes on")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a job-spec field, e.g. --set meta_batch_size=4 (recorded in the JSON)")
+    parser.add_argument("--set", action="append", default=[], metavar="[VARIANT:]KEY=VALUE",
+                        help="override a job-spec field, e.g. --set meta_batch_size=4, of every variant or of one "
+                             "(--set rl2:algorithm.lr=1e-4); recorded in the JSON")
+    parser.add_argument("--prune-checkpoints", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep only the newest checkpoint of each run, so the work directory stays small "
+                             "enough to commit (default: on, except for suites that choose a checkpoint)")
     return parser
+
+
+def _suite_options_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options for ``args.suite``, or None."""
+    suite = SUITES[args.suite]
+    if suite.budget is not None and args.iterations is not None:
+        return f"--suite {suite.name} trains every variant on the same env steps: set --env-steps, not --iterations"
+    if suite.budget is None and args.env_steps is not None:
+        return f"--env-steps goes with a suite that compares algorithms on an env-step budget, not {suite.name}"
+    if args.prune_checkpoints and suite.protocol.selection is not None:
+        return f"--suite {suite.name} chooses a checkpoint on validation tasks: it needs every checkpoint"
+    for item in args.set:
+        variant, rest = split_override(item)
+        if variant is not None and variant not in suite.variants:
+            return f"--set {item!r}: {suite.name} trains {', '.join(suite.variants)}, not {variant!r}"
+        if suite.budget is not None and rest.partition("=")[0].strip() == "iterations":
+            return f"--set {item!r}: the iterations of {suite.name} follow from --env-steps"
+    if suite.budget is not None:
+        env_steps = args.env_steps or suite.budget
+        try:
+            for variant in suite.variants:
+                suite.iterations_for(variant, env_steps=env_steps, overrides=args.set)
+        except ValueError as exc:
+            return f"--env-steps {env_steps}: {exc}"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,10 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.write_docs:
         parser.error("--write-docs goes with --table")
-    for name in ("iterations", "seeds", "eval_tasks", "eval_episodes", "num_cpus"):
+    for name in ("iterations", "env_steps", "seeds", "eval_tasks", "eval_episodes", "num_cpus"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    problem = _suite_options_problem(args)
+    if problem:
+        parser.error(problem)
     if args.train_hours is not None and not (math.isfinite(args.train_hours) and args.train_hours > 0):
         parser.error(f"--train-hours must be a positive number of hours, got {args.train_hours}")
     from workers.driver import JobFailed

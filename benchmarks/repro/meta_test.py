@@ -8,10 +8,13 @@ import logging
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .state import State, run_key
 from .suites import EVAL_SEED_OFFSET, SELECTED, SELECTION_SEED_OFFSET, Suite, variant_iterations
+
+if TYPE_CHECKING:
+    from workers.envs.base import Split
 
 log = logging.getLogger("metarl.reproduce")
 
@@ -201,7 +204,7 @@ def evaluate_all(suite: Suite, state: State, *, seeds: Sequence[int], iterations
                 log.info("%s: meta-testing %s on %d %s tasks", key, uri, settings["tasks"], split)
                 report = evaluate(uri, episodes=settings["episodes"], steps=settings["steps"],
                                   tasks=settings["tasks"], seed=seed + EVAL_SEED_OFFSET, later_lr=wanted["later_lr"],
-                                  split=split)
+                                  split=cast("Split", split))
                 state.evaluations[key] = {"config": wanted, "report": report_summary(report)}
                 state.save()
 

@@ -242,7 +242,8 @@ def build_result(suite: Suite, state: State, *, seeds: Sequence[int], iterations
     if not suite.trained:
         curve_key = "meta/success_post" if suite.protocol.metric == "success" else "meta/return_post"
         maml_curves = [c[curve_key] for c in curves["maml"].values()]
-        result.update(convergence(maml_curves, iterations=min(done.values()) if done else iterations,
+        reached = min(done.values()) if done else variant_iterations(iterations, "maml")
+        result.update(convergence(maml_curves, iterations=reached,
                                   paper_iterations=suite.paper_iterations))
     else:
         result.update(_convergence_by_variant(suite, result, done=done))

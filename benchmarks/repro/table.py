@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .results import RESULTS_DIR, ROOT, estimate
-from .suites import SELECTED, SUITES, _holds, _merge, _preset, paper_variant
+from .suites import SELECTED, SUITES, _holds, format_steps, paper_variant, split_override
 
 RESULTS_DOC = ROOT / "docs" / "results.md"
 BEGIN_MARKER = "<!-- results:begin -->"
@@ -29,11 +29,35 @@ def _cell(est: dict[str, Any] | None, metric: str) -> str:
     return f"{_fmt(est['mean'], metric)} [{_fmt(est['low'], metric)}, {_fmt(est['high'], metric)}]"
 
 
+def _budget_cell(result: dict[str, Any], variant: str) -> str:
+    """Seeds × iterations of a budget suite's ``variant`` (its trained one's), with the env steps
+    they come to, the same for every variant of the suite."""
+    budget = result["budget"]
+    info = budget["variants"][variant if variant in budget["variants"] else "maml"]
+    seeds, its = len(result["seeds"]), info["iterations"]
+    steps = f"{format_steps(info['env_steps'])} env steps"
+    if budget["env_steps"] < budget["suite_env_steps"]:
+        steps += f", of the suite's {format_steps(budget['suite_env_steps'])}"
+    if result.get("partial"):
+        done = result["partial"]["iterations_done_by_variant"][variant if variant in budget["variants"] else "maml"]
+        return f"{seeds} × {done} of {its} ({steps}; partial run)"
+    return f"{seeds} × {its} ({steps})"
+
+
+def _target_text(t: dict[str, Any], metric: str) -> str:
+    """``yes (>= 90.0%)``; a target from another source than the acceptance targets names it."""
+    met = "yes" if t["met"] else "no" if t["met"] is False else "—"
+    source = "" if t.get("source", "acceptance target") == "acceptance target" else f", {t['source']}"
+    return f"{met} ({t['op']} {_fmt(t['value'], metric)}{source})"
+
+
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
     """The results-table rows of one result file (one per headline)."""
     rows = []
     budget = f"{len(result['seeds'])} × {result['iterations']}"
-    if result.get("partial"):
+    if result.get("budget"):
+        budget = ""  # per row: the variant's iterations on the suite's env steps
+    elif result.get("partial"):
         done = result["partial"]["iterations_done"]
         budget = f"{len(result['seeds'])} × {done} of {result['iterations']} (partial run)"
     elif result.get("stopped_early"):
@@ -48,12 +72,9 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
         ) or "—"
         met = [t for t in result["targets"]
                if (t["variant"], t["split"], t["metric"], t["step"]) == (h["variant"], h["split"], metric, h["step"])]
-        target = "; ".join(
-            f"{'yes' if t['met'] else 'no' if t['met'] is False else '—'} ({t['op']} {_fmt(t['value'], metric)})"
-            for t in met
-        ) or "—"
+        target = "; ".join(_target_text(t, metric) for t in met) or "—"
         command = f"`{result['command']}`" if i == 0 else ""
-        cell = budget
+        cell = _budget_cell(result, h["variant"]) if result.get("budget") else budget
         chosen = (result.get("selection") or {}).get("per_seed") or {}
         if h["variant"] == SELECTED and chosen:
             cell += f", checkpoints {'/'.join(str(c['iteration']) for _, c in sorted(chosen.items()))}"
@@ -67,13 +88,18 @@ BOOKKEEPING_FIELDS = frozenset({"checkpoint_every"})
 
 
 def _restates_suite(suite: str, override: str) -> bool:
-    """Whether ``KEY=VALUE`` sets what the suite's own spec (its preset and its settings) has."""
+    """Whether ``[VARIANT:]KEY=VALUE`` sets what the suite's own spec (its preset and its
+    settings) has, in every variant it applies to."""
     from service.presets import parse_override
 
     if suite not in SUITES:
         return False
-    path, value = parse_override(override)
-    return _holds(_merge(_preset(SUITES[suite].preset), SUITES[suite].spec), path, value)
+    variant, item = split_override(override)
+    s = SUITES[suite]
+    if variant is not None and variant not in s.variants:
+        return False
+    path, value = parse_override(item)
+    return all(_holds(s.merged_spec(v), path, value) for v in ([variant] if variant else s.variants))
 
 
 def render_results_table(results_dir: Path = RESULTS_DIR) -> str:
@@ -102,7 +128,7 @@ def result_note(result: dict[str, Any]) -> str:
     commit = (result.get("git_commit") or "?")[:10] + (" (dirty)" if result.get("git_dirty") else "")
     deviations, bookkeeping, restated = [], [], []
     for override in result["spec_overrides"]:
-        if override.split("=", 1)[0].strip() in BOOKKEEPING_FIELDS:
+        if split_override(override)[1].split("=", 1)[0].strip() in BOOKKEEPING_FIELDS:
             bookkeeping.append(f"`{override}`")
         elif _restates_suite(result["suite"], override):
             restated.append(f"`{override}`")
@@ -112,7 +138,13 @@ def result_note(result: dict[str, Any]) -> str:
         deviations = ["spec overrides " + ", ".join(deviations)]
     if result["evaluation"]["deviates_from_suite"]:
         e = result["evaluation"]
-        deviations.append(f"evaluation off-protocol ({e['tasks']} tasks, K = {e['episodes']})")
+        if e.get("per_variant"):
+            labels = {v: info["label"] for v, info in (result.get("variants") or {}).items()}
+            deviations.append("evaluation off-protocol (" + "; ".join(
+                f"{labels.get(v, v)}: {c['tasks']} tasks, K = {c['episodes']}" for v, c in e["per_variant"].items())
+                + ")")
+        else:
+            deviations.append(f"evaluation off-protocol ({e['tasks']} tasks, K = {e['episodes']})")
     deviation = f"; NOT the paper setting: {'; '.join(deviations)}" if deviations else ""
     suite = SUITES.get(result["suite"])
     departed = [d.describe() for d in (suite.departures if suite else ()) if d.applies_to(result.get("spec"))]
