@@ -98,7 +98,8 @@ class TrialSampler(TaskVectorEnvs):
                 start.prev_action.shape[1] != spec.act_dim:
             raise ValueError(
                 f"start has {start.num_trials} trials of state {start.state.shape[1]} and action "
-                f"{start.prev_action.shape[1]}; this call runs {n} tasks x {k} trials of a policy with state {spec.hidden_size}, action {spec.act_dim}"
+                f"{start.prev_action.shape[1]}; this call runs {n} tasks x {k} trials of a policy with state "
+                f"{spec.hidden_size}, action {spec.act_dim}"
             )
         vec = self._vector_env(tasks)
         data, end = self._run(vec, theta, episodes_per_trial, deterministic, start)
@@ -208,7 +209,6 @@ class TrialSampler(TaskVectorEnvs):
         states ``[T + 1, num, hidden]``."""
         spec = self.policy.spec
         od, ad = spec.obs_dim, spec.act_dim
-        num = inp.shape[1]
         mask = steps_until(trial_end)
         off = ~mask
         inp[off] = 0.0

@@ -13,6 +13,10 @@ implementations (e.g. garage's RL2PPO) this one uses PPO's clipped surrogate (Sc
   the real steps of the batch;
 * :class:`RL2Learner`: ``epochs`` passes over minibatches of whole trials, Adam, gradient-norm
   clipping; an update with a NaN/inf is rejected (parameters and optimizer left as they were).
+  With ``bptt_chunk`` the trials are cut into chunks that start from the state the current
+  policy reaches there (recomputed each epoch by a forward pass) and are back-propagated through
+  separately (:func:`chunk_batch`): the recurrence's sequential length drops from a trial's
+  length to the chunk's, and the chunks of all trials run side by side.
 """
 
 from __future__ import annotations
@@ -68,6 +72,30 @@ class TrialBatch:
             v = getattr(self, f.name)
             out[f.name] = v[columns] if f.name == "initial_state" else v[:steps, columns]
         return TrialBatch(**out)
+
+
+def chunk_batch(batch: TrialBatch, states: Tensor, tensors: Sequence[Tensor], chunk: int
+                ) -> tuple[TrialBatch, list[Tensor]]:
+    """Cut every trial of ``batch`` into chunks of ``chunk`` steps, side by side as columns
+    ``[chunk, n_chunks * B]``, each starting from ``states`` at its first step (``states``:
+    ``[T + 1, B, hidden]``, e.g. an unroll's); ``tensors`` (``[T, B]``: advantages, returns) are cut
+    the same way.  Chunks that are all padding are dropped.  Back-propagation through a chunked
+    batch stops at the chunk boundaries (truncated BPTT with the stored states)."""
+    t, b = batch.mask.shape
+    n = math.ceil(t / chunk)
+    pad = n * chunk - t
+
+    def cut(x: Tensor) -> Tensor:  # [T, B, ...] -> [chunk, n * B, ...]
+        if pad:
+            x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
+        x = x.reshape(n, chunk, *x.shape[1:]).transpose(0, 1)
+        return x.reshape(chunk, n * b, *x.shape[3:])
+
+    out = {f.name: cut(getattr(batch, f.name)) for f in fields(batch) if f.name != "initial_state"}
+    out["initial_state"] = states[0 : n * chunk : chunk].reshape(n * b, -1)
+    cols = torch.nonzero(out["mask"].sum(dim=0) > 0).squeeze(-1)
+    chunked = TrialBatch(**out)
+    return chunked.select(cols), [cut(x)[:, cols] for x in tensors]
 
 
 def make_trial_batch(trials: Sequence[Trials], *, dtype: torch.dtype = torch.float32,
@@ -259,19 +287,25 @@ class RL2Learner(HoldsPolicy):
             self._optimizer.load_state_dict(optimizer_backup)
             return NonFiniteError(f"RL² {what} is not finite (NaN or inf); the update was rejected")
 
-        n = batch.num_trials
-        size = max(1, math.ceil(n / cfg.minibatches))
         sums: dict[str, float] = {}
         updates = 0
         params: Params = dict(self.policy.named_parameters())  # the module's own: the optimizer steps them
         for _ in range(cfg.epochs):
+            data, data_adv, data_ret = batch, adv, returns
+            if cfg.bptt_chunk is not None and cfg.bptt_chunk < batch.mask.shape[0]:
+                with torch.no_grad():  # where the current policy's state is at every step
+                    _, _, states = self.policy.unroll(params, batch.obs, batch.prev_actions, batch.prev_rewards,
+                                                      batch.prev_dones, batch.initial_state)
+                data, (data_adv, data_ret) = chunk_batch(batch, states, [adv, returns], cfg.bptt_chunk)
+            n = data.num_trials
+            size = max(1, math.ceil(n / cfg.minibatches))
             perm = torch.randperm(n, generator=self._gen).to(self.device)
             for start in range(0, n, size):
                 cols = perm[start : start + size]
-                sub = batch.select(cols)
+                sub = data.select(cols)
                 steps = sub.mask.shape[0]
                 loss, stats = ppo_loss(
-                    self.policy, params, sub, sub.log_probs, adv[:steps, cols], returns[:steps, cols],
+                    self.policy, params, sub, sub.log_probs, data_adv[:steps, cols], data_ret[:steps, cols],
                     clip=cfg.clip, value_coef=cfg.value_coef, entropy_coef=cfg.entropy_coef,
                 )
                 if not torch.isfinite(loss):
@@ -349,5 +383,5 @@ def trial_metrics(trials: Sequence[Trials]) -> dict[str, float]:
     return out
 
 
-__all__ = ["RL2Learner", "TrialBatch", "gae_over_trial", "make_trial_batch", "ppo_loss", "recurrent_spec_for",
-           "trial_metrics"]
+__all__ = ["RL2Learner", "TrialBatch", "chunk_batch", "gae_over_trial", "make_trial_batch", "ppo_loss",
+           "recurrent_spec_for", "trial_metrics"]

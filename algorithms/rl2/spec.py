@@ -37,6 +37,11 @@ class RL2Spec(AlgorithmSpec):
     max_grad_norm: float = Field(0.5, gt=0, le=1e3)
     gamma: float = Field(0.99, ge=0, le=1)
     gae_lambda: float = Field(0.95, ge=0, le=1)
+    bptt_chunk: int | None = Field(
+        None, ge=1, le=1_000_000,
+        description="back-propagate through chunks of this many steps, each starting from the state the current "
+                    "policy reaches there (recomputed every epoch); None: through whole trials",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -4,6 +4,7 @@ and finite differences, the learner's contract, and a learning run on navigation
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -15,7 +16,7 @@ from algorithms.errors import NonFiniteError
 from algorithms.policies import PolicySpec, params_to_vector, vector_to_params
 from algorithms.rl2 import ppo as ppo_module
 from algorithms.rl2.policy import RecurrentPolicy, RecurrentPolicySpec, make_recurrent_policy
-from algorithms.rl2.ppo import RL2Learner, TrialBatch, gae_over_trial, make_trial_batch, ppo_loss
+from algorithms.rl2.ppo import RL2Learner, TrialBatch, chunk_batch, gae_over_trial, make_trial_batch, ppo_loss
 from algorithms.rl2.spec import RL2Spec
 from algorithms.rl2.trials import Trials
 
@@ -288,6 +289,63 @@ def test_ppo_loss_gradient_matches_finite_differences(discrete):
                         value_coef=0.5, entropy_coef=0.01)[0]
 
     assert torch.autograd.gradcheck(loss_of, (theta,), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_chunked_bptt_loss_and_gradient_against_chunks_unrolled_one_by_one():
+    """``chunk_batch``: the same loss as the whole trials (the chunks start from the states the
+    whole unroll reaches), and the gradient of back-propagation truncated at the chunk boundaries,
+    computed independently: each trial unrolled chunk by chunk from the detached state."""
+    policy = make_recurrent_policy(tiny_spec(), seed=0).double()
+    old = policy.params()
+    tr = random_trials(policy, old, np.random.default_rng(7), trials=3, episodes=3, max_len=4)
+    batch = make_trial_batch([tr], dtype=torch.float64)
+    rng = torch.Generator().manual_seed(8)
+    adv = torch.randn(batch.mask.shape, generator=rng, dtype=torch.float64) * batch.mask
+    returns = torch.randn(batch.mask.shape, generator=rng, dtype=torch.float64) * batch.mask
+    params = {k: v.clone().requires_grad_(True) for k, v in perturbed(old, 0.1, seed=9).items()}
+    kw = {"clip": 0.2, "value_coef": 0.5, "entropy_coef": 0.01}
+    chunk = 3
+    with torch.no_grad():
+        _, _, states = policy.unroll(params, batch.obs, batch.prev_actions, batch.prev_rewards, batch.prev_dones,
+                                     batch.initial_state)
+    chunked, (c_adv, c_ret) = chunk_batch(batch, states, [adv, returns], chunk)
+    assert chunked.mask.shape[0] == chunk and chunked.num_trials <= 3 * math.ceil(batch.mask.shape[0] / chunk)
+    assert (chunked.mask.sum(0) > 0).all() and chunked.mask.sum() == batch.mask.sum()
+    loss_c, _ = ppo_loss(policy, params, chunked, chunked.log_probs, c_adv, c_ret, **kw)
+    loss_w, _ = ppo_loss(policy, params, batch, batch.log_probs, adv, returns, **kw)
+    torch.testing.assert_close(loss_c, loss_w, rtol=1e-10, atol=1e-12)
+    grads_c = torch.autograd.grad(loss_c, list(params.values()))
+    # independently: every trial, chunk by chunk, from the detached state where the chunk starts
+    total = torch.zeros((), dtype=torch.float64)
+    count = batch.mask.sum()
+    for b in range(batch.mask.shape[1]):
+        for s0 in range(0, batch.mask.shape[0], chunk):
+            sl = slice(s0, s0 + chunk)
+            m = batch.mask[sl, b : b + 1]
+            if m.sum() == 0:
+                continue
+            dist, values, _ = policy.unroll(params, batch.obs[sl, b : b + 1], batch.prev_actions[sl, b : b + 1],
+                                            batch.prev_rewards[sl, b : b + 1], batch.prev_dones[sl, b : b + 1],
+                                            states[s0, b : b + 1].detach())
+            ratio = torch.exp(policy.log_prob(dist, batch.actions[sl, b : b + 1]) - batch.log_probs[sl, b : b + 1])
+            a = adv[sl, b : b + 1]
+            surr = torch.minimum(ratio * a, ratio.clamp(0.8, 1.2) * a)
+            term = -surr + 0.5 * (values - returns[sl, b : b + 1]) ** 2 - 0.01 * policy.entropy(dist)
+            total = total + (term * m).sum()
+    grads_i = torch.autograd.grad(total / count, list(params.values()))
+    for k, gc, gi in zip(params, grads_c, grads_i, strict=True):
+        torch.testing.assert_close(gc, gi, rtol=1e-9, atol=1e-12, msg=k)
+    # and it is not the whole-trial gradient (the truncation is real)
+    grads_w = torch.autograd.grad(loss_w, list(params.values()))
+    assert any(not torch.allclose(gc, gw) for gc, gw in zip(grads_c, grads_w, strict=True))
+
+
+def test_learner_with_bptt_chunks_updates_and_checkpoints():
+    learner, trials = learner_and_trials(bptt_chunk=2)
+    before = learner.params
+    metrics = learner.learn([trials])
+    assert np.isfinite(metrics["loss/policy"]) and learner.iteration == 1
+    assert any(not torch.equal(v, before[k]) for k, v in learner.params.items())
 
 
 # --- the learner ----------------------------------------------------------------------------------

@@ -79,8 +79,8 @@ def test_parse_model_ref():
 def test_presets_listed_and_valid():
     r = metarl("presets")
     assert r.exit_code == 0, r.output
-    for name in ("navigation2d-maml-demo", "navigation2d-maml", "halfcheetah-vel-maml", "ml1-reach-maml", "rl2-ml1-reach",
-                 "rl2-ml1-push", "rl2-ml10", "rl2-halfcheetah-vel"):
+    for name in ("navigation2d-maml-demo", "navigation2d-maml", "halfcheetah-vel-maml", "ml1-reach-maml",
+                 "rl2-ml1-reach", "rl2-ml1-push", "rl2-ml10", "rl2-halfcheetah-vel"):
         assert name in r.output
         presets.validate(presets.load_preset(name).spec)
     r = metarl("presets", "navigation2d-maml-demo")
