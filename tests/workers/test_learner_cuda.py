@@ -9,6 +9,7 @@ installed (the GPU machine of ``docs/benchmarks.md``'s device figures).
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +75,28 @@ def test_adaptation_and_trpo_update_on_cuda_match_the_cpu(problem):
     assert rel_err(delta_gpu, delta_cpu) < 1e-2
     assert m_gpu["meta/kl"] == pytest.approx(m_cpu["meta/kl"], rel=1e-2)
     assert m_gpu["meta/kl"] <= config.outer.max_kl
+
+
+def test_rl2_update_on_cuda_matches_the_cpu():
+    """RL²'s recurrent PPO (the fused GRU: cuDNN on the GPU) from the same sampled trials: the same
+    loss terms and, after one update of one epoch, the same parameters to float tolerance."""
+    from algorithms.rl2.spec import RL2Spec
+    from workers.trial_sampler import TrialSampler
+
+    family = make_family("navigation2d", max_episode_steps=20)
+    config = RL2Spec(hidden_size=32, encoder_sizes=(32,), epochs=1, minibatches=1)
+    spec = PolicySpec(obs_dim=2, act_dim=2, hidden_sizes=(16,))
+    cpu = Learner(config, spec, seed=0, gpus=0)
+    gpu = Learner(config, spec, seed=0, gpus=1)
+    assert gpu.device.type == "cuda" and all(p.device.type == "cuda" for p in gpu.learner.policy.parameters())
+    sampler = TrialSampler(family, cpu.learner.policy.spec, trials_per_task=4, seed=0)
+    try:
+        trials = sampler.sample(family.sample_tasks(4, np.random.default_rng(0)), cpu.params(), episodes_per_trial=2)
+    finally:
+        sampler.close()
+    m_cpu = cpu.learn([1], trials)
+    m_gpu = gpu.learn([1], trials)
+    for key in ("loss/policy", "loss/value", "meta/return_last_episode"):
+        assert m_gpu[key] == pytest.approx(m_cpu[key], rel=1e-4, abs=1e-5), key
+    after_cpu, after_gpu = cpu.params(), gpu.params()
+    assert max(rel_err(after_gpu[k], after_cpu[k]) for k in after_cpu) < 1e-3
