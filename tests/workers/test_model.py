@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -14,11 +13,11 @@ import pytest
 import torch
 
 from algorithms import functional as F
-from algorithms.base import LearnerState
 from algorithms.batch import make_task_batch
 from algorithms.maml import MAML
 from algorithms.multitask import MultiTaskPG
 from algorithms.policies import make_policy, stack_params, unstack_params
+from tests.workers.model_store import Trained, fresh_store
 from workers.contract import JobSpec
 from workers.envs import make_family
 from workers.evaluate import EXPERIMENT, evaluate, main
@@ -27,36 +26,11 @@ from workers.model import MetaPolicy, ModelNotFoundError, RegisteredModel, log_m
 from workers.sampler import Sampler
 
 
-@dataclass(frozen=True)
-class Store:
-    root: Path
-    uri: str
-    experiment_id: str
-
-
-@dataclass(frozen=True)
-class Trained:
-    spec: JobSpec
-    state: LearnerState
-    metrics: dict[str, float]
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A fresh SQLite tracking store with a local artifact root, for this module."""
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        mp.setenv("METARL_HOME", str(root / "home"))
-        mp.setenv("METARL_ARTIFACT_ROOT", str(root / "artifacts"))
-        mlflow.set_tracking_uri(uri)
-        experiment_id = mlflow.MlflowClient(uri).create_experiment(
-            "metarl-model-tests", artifact_location=str(root / "artifacts")
-        )
-        yield Store(root=root, uri=uri, experiment_id=experiment_id)
-        mlflow.set_tracking_uri(None)
+    with fresh_store(tmp_path_factory.mktemp("mlflow"), "metarl-model-tests") as s:
+        yield s
 
 
 def _train(spec: JobSpec, learner_cls: type) -> Trained:

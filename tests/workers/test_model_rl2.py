@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -17,9 +16,9 @@ import pytest
 import torch
 
 from algorithms import registry
-from algorithms.base import LearnerState
 from algorithms.rl2.policy import make_recurrent_policy
 from algorithms.rl2.trials import TrialState
+from tests.workers.model_store import Trained, fresh_store
 from workers.contract import EVALUATION_REPORT, JobSpec
 from workers.envs import make_family
 from workers.evaluate import EXPERIMENT, evaluate, main
@@ -37,36 +36,11 @@ HORIZON = 20
 MODEL = "rl2-nav"
 
 
-@dataclass(frozen=True)
-class Store:
-    root: Path
-    uri: str
-    experiment_id: str
-
-
-@dataclass(frozen=True)
-class Trained:
-    spec: JobSpec
-    state: LearnerState
-    metrics: dict[str, float]
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A fresh SQLite tracking store with a local artifact root, for this module."""
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        mp.setenv("METARL_HOME", str(root / "home"))
-        mp.setenv("METARL_ARTIFACT_ROOT", str(root / "artifacts"))
-        mlflow.set_tracking_uri(uri)
-        experiment_id = mlflow.MlflowClient(uri).create_experiment(
-            "metarl-rl2-model-tests", artifact_location=str(root / "artifacts")
-        )
-        yield Store(root=root, uri=uri, experiment_id=experiment_id)
-        mlflow.set_tracking_uri(None)
+    with fresh_store(tmp_path_factory.mktemp("mlflow"), "metarl-rl2-model-tests") as s:
+        yield s
 
 
 def rl2_spec(**over) -> JobSpec:
