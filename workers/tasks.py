@@ -22,6 +22,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from algorithms.supervised.data import SupportQuery
+
+__all__ = ["SPLITS", "Split", "SupervisedTaskDistribution", "SupportQuery", "Task", "TaskDistribution",
+           "TaskFamilyError"]
+
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
 
@@ -89,20 +94,6 @@ class TaskDistribution(abc.ABC):
         if not isinstance(n, int | np.integer) or n < 1:
             raise TaskFamilyError(f"{self.name}: number of tasks must be a positive integer, got {n!r}")
         return int(n)
-
-
-@dataclass(frozen=True)
-class SupportQuery:
-    """One supervised episode of a task: the support set adapted on, the query set scored on.
-
-    ``x_*`` are ``[N, *input_shape]`` float32; ``y_*`` are ``[N]`` int64 class indices (0..ways-1
-    within the episode) or ``[N, out_dim]`` float32 regression targets.
-    """
-
-    x_support: np.ndarray
-    y_support: np.ndarray
-    x_query: np.ndarray
-    y_query: np.ndarray
 
 
 class SupervisedTaskDistribution(TaskDistribution):
