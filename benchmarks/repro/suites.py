@@ -420,6 +420,12 @@ _ML1_PROTOCOL = Protocol(episodes=10, steps=1, tasks=50, later_lr=None, splits=(
 _ML10_PROTOCOL = Protocol(episodes=10, steps=1, tasks=100, later_lr=None, splits=("test", "train"), metric="success")
 #: Finn et al. 2017's locomotion meta-test: 3 gradient steps of 40 episodes, α = 0.1 then 0.05
 _CHEETAH_PROTOCOL = Protocol(episodes=40, steps=3, tasks=20, later_lr=0.05, splits=("test",), metric="return")
+#: RL²'s meta-test on Meta-World: the trial's first 9 episodes adapt the hidden state and each of
+#: the 3 deterministic evaluation episodes is the trial's 10th -- the trials it trained on have 10
+#: episodes (the presets' episodes_per_trial), so the evaluated episode is one it learned to play
+_ML1_RL2_PROTOCOL = Protocol(episodes=9, steps=1, tasks=50, later_lr=None, splits=("test", "train"), metric="success")
+_ML10_RL2_PROTOCOL = Protocol(episodes=9, steps=1, tasks=100, later_lr=None, splits=("test", "train"),
+                              metric="success")
 
 
 def _rl2_headlines(label: str, protocol: Protocol) -> tuple[Headline, ...]:
@@ -534,17 +540,17 @@ SUITES: dict[str, Suite] = {
         # results (10 MAML iterations of 200k, 20 RL² iterations of 100k)
         _rl2_suite("rl2-ml1-reach", "Meta-World ML1 reach-v3 (RL² vs MAML-TRPO, same env steps)", "ML1 reach",
                    rl2_preset="rl2-ml1-reach", budget=2_000_000, protocol=_ML1_PROTOCOL,
-                   maml=Variant("maml", "MAML", "ml1-reach-maml",
+                   rl2_protocol=_ML1_RL2_PROTOCOL, maml=Variant("maml", "MAML", "ml1-reach-maml",
                                 {"task_family": {"name": "metaworld-ml1", "env_name": "reach-v3"}}),
                    targets=(Target("rl2", "test", "success", AFTER_TRIAL, ">=", 0.90),)),
         _rl2_suite("rl2-ml1-push", "Meta-World ML1 push-v3 (RL² vs MAML-TRPO, same env steps)", "ML1 push",
                    rl2_preset="rl2-ml1-push", budget=2_000_000, protocol=_ML1_PROTOCOL,
-                   maml=Variant("maml", "MAML", "ml1-reach-maml",
+                   rl2_protocol=_ML1_RL2_PROTOCOL, maml=Variant("maml", "MAML", "ml1-reach-maml",
                                 {"task_family": {"name": "metaworld-ml1", "env_name": "push-v3"}})),
         # 20M steps, the ml10 suite's: 100 MAML iterations of 200k, 200 RL² iterations of 100k
         _rl2_suite(
             "rl2-ml10", "Meta-World ML10 (RL² vs MAML-TRPO, same env steps)", "ML10",
-            rl2_preset="rl2-ml10", budget=20_000_000, protocol=_ML10_PROTOCOL,
+            rl2_preset="rl2-ml10", budget=20_000_000, protocol=_ML10_PROTOCOL, rl2_protocol=_ML10_RL2_PROTOCOL,
             maml=Variant("maml", "MAML", "ml1-reach-maml",
                          {"task_family": {"name": "metaworld-ml10", "env_name": None}}),
             published=(
@@ -558,11 +564,12 @@ SUITES: dict[str, Suite] = {
                      Target("rl2", "test", "success", AFTER_TRIAL, ">=", 0.358, source="goal")),
         ),
         # a modest 16M steps: 50 MAML iterations of 320k, 200 RL² iterations of 80k; RL² meta-tested
-        # on trials of its training length (2 episodes), MAML with Finn et al.'s 0-3 steps
+        # on trials of its training length (1 adaptation episode, then the evaluation episode: the
+        # trial's 2nd), MAML with Finn et al.'s 0-3 steps
         _rl2_suite("rl2-halfcheetah-vel", "HalfCheetah velocity (RL² vs MAML-TRPO, same env steps)",
                    "HalfCheetah-vel", rl2_preset="rl2-halfcheetah-vel", budget=16_000_000,
                    protocol=_CHEETAH_PROTOCOL, maml=Variant("maml", "MAML", "halfcheetah-vel-maml"),
-                   rl2_protocol=Protocol(episodes=2, steps=1, tasks=20, later_lr=None, splits=("test",),
+                   rl2_protocol=Protocol(episodes=1, steps=1, tasks=20, later_lr=None, splits=("test",),
                                          metric="return")),
     )
 }

@@ -255,13 +255,16 @@ def test_rl2_suites_give_both_variants_the_same_env_steps():
     assert rl2_ml10.model_copy(update={"name": ml10.name, "register_as": ml10.register_as}) == ml10
     push = SUITES["rl2-ml1-push"].job_spec("rl2", seed=0, iterations=1)
     assert push.task_family.env_name == "push-v3" and push.algorithm.episodes_per_trial == 10
-    # RL² on Meta-World: K = 10 adaptation episodes, 50 tasks of each split (ML10: 100)
+    # RL² on Meta-World: K = 9 adaptation episodes (the evaluation episode is the 10th of the trial, as
+    # in training), 50 tasks of each split (ML10: 100)
     assert (SUITES["rl2-ml1-reach"].protocol_of("rl2").episodes, SUITES["rl2-ml1-reach"].protocol_of("rl2").tasks,
-            SUITES["rl2-ml1-reach"].protocol_of("rl2").splits) == (10, 50, ("test", "train"))
+            SUITES["rl2-ml1-reach"].protocol_of("rl2").splits) == (9, 50, ("test", "train"))
+    for name in ("rl2-ml1-reach", "rl2-ml1-push", "rl2-ml10", "rl2-halfcheetah-vel"):
+        suite = SUITES[name]
+        trial = suite.job_spec("rl2", seed=0, iterations=1).algorithm.episodes_per_trial
+        assert suite.protocol_of("rl2").episodes == trial - 1, name
     assert SUITES["rl2-ml10"].protocol_of("rl2").tasks == 100
     cheetah = SUITES["rl2-halfcheetah-vel"]
-    assert cheetah.protocol_of("rl2").episodes == cheetah.job_spec("rl2", seed=0, iterations=1).algorithm \
-        .episodes_per_trial == 2
     assert cheetah.protocol_of("maml").steps == 3 and cheetah.later_lr("maml") == 0.05
     goal = [t for t in SUITES["rl2-ml10"].targets if t.source == "goal"]
     assert [(t.value, t.step) for t in goal] == [(0.358, AFTER_TRIAL)]
