@@ -14,6 +14,7 @@ A plugin module registers its own distributions with :func:`register_family` (se
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -98,6 +99,79 @@ class MetaWorldML1Params(MetaWorldParams):
     env_name: Literal[METAWORLD_V3_ENVS] = Field(  # type: ignore[valid-type]
         description="the Meta-World v3 env, e.g. reach-v3"
     )
+
+
+# ---- supervised distributions (workers.supervised) ---------------------------------------------
+class SinusoidParams(Spec):
+    """MAML's sinusoid regression (Finn et al. 2017, sec. 5.1); the defaults are the paper's ranges."""
+
+    shots: int = Field(10, ge=1, le=1000, description="K: support points per task (the paper: 5, 10, 20)")
+    queries: int = Field(10, ge=1, le=10_000, description="query points per task, scored after adaptation")
+    amplitude_low: float = Field(0.1, ge=0, le=1e3, description="amplitude range, lower end")
+    amplitude_high: float = Field(5.0, ge=0, le=1e3, description="amplitude range, upper end")
+    phase_low: float = Field(0.0, ge=-100, le=100, description="phase range, lower end (radians)")
+    phase_high: float = Field(math.pi, ge=-100, le=100, description="phase range, upper end (radians)")
+    input_low: float = Field(-5.0, ge=-1e3, le=1e3, description="input range, lower end")
+    input_high: float = Field(5.0, ge=-1e3, le=1e3, description="input range, upper end")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SinusoidParams:
+        _interval(self, "amplitude_low", "amplitude_high")
+        _interval(self, "phase_low", "phase_high")
+        _interval(self, "input_low", "input_high")
+        return self
+
+
+def _episode_fits(params: Any, examples: int, why: str) -> None:
+    if params.shots + params.queries > examples:
+        raise ValueError(f"shots + queries must be at most {examples} ({why}), got "
+                         f"{params.shots} + {params.queries}")
+
+
+class DigitsRotationsParams(Spec):
+    """N-way K-shot on scikit-learn's 8x8 digits x 4 rotations (24/8/8 classes)."""
+
+    ways: int = Field(5, ge=2, le=8, description="N: classes per task (the val and test splits have 8)")
+    shots: int = Field(1, ge=1, le=100, description="K: support examples per class")
+    queries: int = Field(15, ge=1, le=173, description="query examples per class")
+
+    @model_validator(mode="after")
+    def _fits(self) -> DigitsRotationsParams:
+        _episode_fits(self, 174, "digit 8 has 174 images, the fewest")
+        return self
+
+
+def _data_dir() -> Any:
+    return Field(None, min_length=1, max_length=4096,
+                 description="the data set's directory in its published layout; default $METARL_DATA_DIR/<name>")
+
+
+class OmniglotParams(Spec):
+    """N-way K-shot Omniglot (Vinyals et al. 2016; Finn et al. 2017): 1100/100/423 characters x 4 rotations."""
+
+    ways: int = Field(5, ge=2, le=100, description="N: classes per task (the papers: 5, 20)")
+    shots: int = Field(1, ge=1, le=19, description="K: support examples per class (the papers: 1, 5)")
+    queries: int = Field(15, ge=1, le=19, description="query examples per class")
+    data_dir: str | None = _data_dir()
+
+    @model_validator(mode="after")
+    def _fits(self) -> OmniglotParams:
+        _episode_fits(self, 20, "each character has 20 drawings")
+        return self
+
+
+class MiniImageNetParams(Spec):
+    """N-way K-shot mini-ImageNet with Ravi & Larochelle 2017's 64/16/20-class split."""
+
+    ways: int = Field(5, ge=2, le=16, description="N: classes per task (the val split has 16)")
+    shots: int = Field(1, ge=1, le=100, description="K: support examples per class (the papers: 1, 5)")
+    queries: int = Field(15, ge=1, le=599, description="query examples per class")
+    data_dir: str | None = _data_dir()
+
+    @model_validator(mode="after")
+    def _fits(self) -> MiniImageNetParams:
+        _episode_fits(self, 600, "each class has 600 images")
+        return self
 
 
 @dataclass(frozen=True)
@@ -197,5 +271,13 @@ for _info in (
                summary="Meta-World ML10: 10 train envs, 5 held-out test envs"),
     FamilyInfo("metaworld-ml45", MetaWorldParams, "workers.envs.metaworld:MetaWorldML45Family", seeded=True,
                summary="Meta-World ML45: 45 train envs, 5 held-out test envs"),
+    FamilyInfo("sinusoid", SinusoidParams, "workers.supervised.sinusoid:SinusoidRegression", kind="supervised",
+               summary="few-shot sine-wave regression (MAML paper's sinusoid)"),
+    FamilyInfo("digits-rotations", DigitsRotationsParams, "workers.supervised.datasets:DigitsRotations",
+               kind="supervised", summary="N-way K-shot 8x8 digits x 4 rotations (embedded, no download)"),
+    FamilyInfo("omniglot", OmniglotParams, "workers.supervised.datasets:Omniglot", kind="supervised",
+               summary="N-way K-shot Omniglot from a local directory (1100/100/423 characters x 4 rotations)"),
+    FamilyInfo("mini-imagenet", MiniImageNetParams, "workers.supervised.datasets:MiniImageNet", kind="supervised",
+               summary="N-way K-shot mini-ImageNet from a local directory (Ravi & Larochelle's 64/16/20 split)"),
 ):
     register_family(_info)

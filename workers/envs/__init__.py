@@ -39,8 +39,9 @@ from workers.envs.base import (
 
 
 def family_names() -> list[str]:
-    """The registered family names, sorted (:mod:`workers.catalog`)."""
-    return _catalog_names()
+    """The registered RL task families' names, sorted (:mod:`workers.catalog`; the supervised
+    distributions are :func:`workers.supervised.distribution_names`)."""
+    return [name for name in _catalog_names() if family_info(name).kind == "rl"]
 
 
 def family_parameters(name: str) -> dict[str, Any]:
@@ -69,6 +70,9 @@ def make_family(name: str, *, seed: int = 0, **params: Any) -> TaskFamily:
             the message names the valid choices.
     """
     info = _info(name)
+    if info.kind != "rl":
+        raise TaskFamilyError(f"{name} is a {info.kind} task distribution, not a task family of envs; "
+                              "build it with workers.supervised.make_distribution")
     accepted = family_parameters(name)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
@@ -88,7 +92,7 @@ def make_family(name: str, *, seed: int = 0, **params: Any) -> TaskFamily:
         params["seed"] = seed
     family = info.builder_class()(**params)
     if not isinstance(family, TaskFamily):
-        raise TaskFamilyError(f"{name} is a {info.kind} task distribution, not a task family of envs")
+        raise TaskFamilyError(f"{name}: its builder {info.builder} made a {type(family).__name__}, not a TaskFamily")
     return family
 
 
