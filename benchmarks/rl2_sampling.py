@@ -12,7 +12,7 @@ One BLAS/OpenMP thread, as in the rollout actors (``ray`` gives each ``num_cpus=
 With ``--workers N`` the same comparison runs through the engine's rollout actors instead
 (``workers.pool.WorkerPool`` on a private local Ray, N actors, the phase's data left in the object
 store as in a job): an MLP job's episode sampler and an RL² job's trial sampler (what
-``workers.sampler.make_sampler`` builds for each), the same tasks and ``envs_per_worker``, calls
+``workers.sampling.make_sampler`` builds for each), the same tasks and ``envs_per_worker``, calls
 interleaved; the figure is env steps over the wall time of the pool's ``sample`` call.
 
     python benchmarks/rl2_sampling.py [--families halfcheetah-vel,navigation2d,metaworld-ml1] [--calls 5]

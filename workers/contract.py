@@ -116,6 +116,22 @@ class JobSpec(Spec):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     register_as: str | None = Field(None, pattern=NAME_PATTERN, description="registered model name")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _supervised_defaults(cls, data: Any) -> Any:
+        """A supervised task gives one episode (support and query sets) per iteration: that is
+        the default of ``episodes_per_task`` for a supervised distribution."""
+        if isinstance(data, dict) and "episodes_per_task" not in data:
+            tf = data.get("task_family")
+            name = tf.get("name") if isinstance(tf, dict) else getattr(tf, "name", None)
+            try:
+                supervised = isinstance(name, str) and family_info(name).kind == "supervised"
+            except LookupError:
+                supervised = False  # the task_family field's own validation says so
+            if supervised:
+                data = {**data, "episodes_per_task": 1}
+        return data
+
     @model_validator(mode="after")
     def _fits(self) -> JobSpec:
         episodes = self.meta_batch_size * self.episodes_per_task
@@ -126,6 +142,9 @@ class JobSpec(Spec):
         if alg.kind != fam.kind:
             raise ValueError(f"algorithm {alg.name!r} trains on {alg.kind} task distributions; "
                              f"task family {fam.name!r} is {fam.kind}")
+        if fam.kind == "supervised" and self.episodes_per_task != 1:
+            raise ValueError(f"episodes_per_task: a supervised task gives one episode (its support and query sets) "
+                             f"per iteration, got {self.episodes_per_task}; set meta_batch_size for more tasks")
         if alg.check_job is not None:
             alg.check_job(self)
         return self
@@ -140,6 +159,24 @@ class JobSpec(Spec):
         base = PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden_sizes=tuple(p.hidden_sizes),
                           activation=p.activation, discrete=discrete, init_std=p.init_std,
                           output_gain=p.output_gain)
+        return registry.get(self.algorithm.name).policy_spec(base, self.algorithm)
+
+    def model_spec(self, family: Any) -> Any:
+        """The spec of the network this job trains on ``family`` (a built task distribution): for
+        an RL family the policy of :meth:`policy_spec` on its dimensions; for a supervised one the
+        network (:class:`algorithms.supervised.nets.NetSpec`) on its inputs and outputs, sized by the
+        ``policy`` section (hidden sizes and activation of an MLP; a 4-block conv encoder for image
+        inputs), as the algorithm makes of it."""
+        if getattr(family, "kind", "rl") != "supervised":
+            obs_dim, act_dim, discrete = family.policy_dims()
+            return self.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete)
+        from algorithms.supervised.nets import NetSpec
+
+        p = self.policy
+        shape = tuple(int(d) for d in family.input_shape)
+        base = NetSpec(input_shape=shape, output_dim=int(family.output_dim),
+                       kind="conv4" if len(shape) == 3 else "mlp", hidden_sizes=tuple(p.hidden_sizes),
+                       activation=p.activation)
         return registry.get(self.algorithm.name).policy_spec(base, self.algorithm)
 
     @property

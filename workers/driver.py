@@ -30,7 +30,7 @@ from algorithms.errors import NonFiniteError
 from algorithms.plans import IterationPlan, Phase
 from workers import tracking
 from workers.contract import JobSpec, declared_metrics
-from workers.envs import make_family
+from workers.distributions import build_distribution
 from workers.learner import remote_learner
 from workers.loop import TaskSchedule, family_metrics
 from workers.pool import PhaseResult, SubmitHook, WorkerPool
@@ -143,9 +143,8 @@ def _start(spec: JobSpec, *, job_id: str, resume_run_id: str | None, hooks: Driv
     """The attempt's family, MLflow run, learner actor (its checkpoint loaded when resuming) and
     rollout pool."""
     owner = os.environ.get("METARL_OWNER", "local")
-    family = make_family(spec.task_family.name, seed=spec.seed, **spec.task_family.family_kwargs())
-    obs_dim, act_dim, discrete = family.policy_dims()
-    policy_spec = spec.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete)
+    family = build_distribution(spec.task_family.name, seed=spec.seed, **spec.task_family.family_kwargs())
+    policy_spec = spec.model_spec(family)
     tracker = tracking.Tracker.start(
         run_name=spec.name, job_id=job_id, params=spec.flat_params(), resume_run_id=resume_run_id
     )

@@ -80,8 +80,8 @@ def train_in_process(
 ) -> list[IterationResult]:
     """Meta-train ``learner`` (a registered algorithm's learner) on ``family`` in this process,
     from its current iteration to ``iterations``, one sampler (the algorithm's,
-    :func:`~workers.sampler.make_sampler`) for all phases."""
-    from workers.sampler import make_sampler
+    :func:`~workers.sampling.make_sampler`) for all phases."""
+    from workers.sampling import make_sampler
 
     plan = plan_of(learner)
     sampler = make_sampler(

@@ -1,6 +1,6 @@
 """Rollout workers: an ordinary class (usable in-process) made a Ray actor in one place.
 
-A worker holds the sampler of the job's algorithm (:func:`workers.sampler.make_sampler`: a
+A worker holds the sampler of the job's algorithm (:func:`workers.sampling.make_sampler`: a
 :class:`~workers.sampler.Sampler` of episodes over gymnasium vector envs, or the algorithm's own,
 e.g. RL²'s trials) and samples the tasks it is given with parameters passed by reference
 (``ray.put`` once per phase by the driver).
@@ -19,8 +19,9 @@ from typing import Any
 import torch
 
 from algorithms.policies import Params
-from workers.envs import Task, make_family
-from workers.sampler import make_sampler
+from workers.distributions import build_distribution
+from workers.sampling import make_sampler
+from workers.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class RolloutWorker:
         # thread pool per actor oversubscribes the node (measured: identical learner work took 0.8 s or 53 s)
         torch.set_num_threads(1)
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-        self.family = make_family(family.name, seed=family.seed, **family.kwargs)
+        self.family = build_distribution(family.name, seed=family.seed, **family.kwargs)
         self.policy_spec = policy_spec
         self.envs_per_worker = envs_per_worker
         self.seed = seed + 1000 * worker_index

@@ -25,7 +25,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -100,18 +99,6 @@ class TaskVectorEnvs:
         else:
             set_vector_tasks(self._vec, tasks, self.envs_per_task)
         return self._vec
-
-
-def make_sampler(algorithm: Any, family: TaskFamily, policy_spec: Any, *, envs_per_task: int, seed: int) -> Any:
-    """What collects a phase's data for ``algorithm`` (a registered algorithm's spec): its
-    registered sampler (RL²'s trials), else -- or with no algorithm -- a :class:`Sampler` of
-    episodes."""
-    from algorithms import registry
-
-    factory = None if algorithm is None else registry.get(algorithm.name).sampler_factory()
-    if factory is None:
-        return Sampler(family, policy_spec, envs_per_task=envs_per_task, seed=seed)
-    return factory(family, policy_spec, algorithm, envs_per_task=envs_per_task, seed=seed)
 
 
 class Sampler(TaskVectorEnvs):

@@ -100,6 +100,11 @@ class SupervisedTaskDistribution(TaskDistribution):
     """A distribution over supervised problems (N-way K-shot classification, regression)."""
 
     kind: ClassVar[Literal["rl", "supervised"]] = "supervised"
+    #: what the engine reads of an RL family's evaluation protocol, for either kind: a supervised
+    #: distribution has no success signal, and its meta-test episodes are its own
+    has_success: ClassVar[bool] = False
+    eval_episodes: ClassVar[int | None] = None
+    deterministic_eval: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod
@@ -112,6 +117,8 @@ class SupervisedTaskDistribution(TaskDistribution):
         """Classes of an episode (``ways``) or the regression target's size."""
 
     @abc.abstractmethod
-    def episode(self, task: Task, rng: np.random.Generator, *, shots: int, queries: int) -> SupportQuery:
+    def episode(self, task: Task, rng: np.random.Generator, *, shots: int | None = None,
+                queries: int | None = None) -> SupportQuery:
         """``shots`` support and ``queries`` query examples per class (or per task, for
-        regression) of ``task``."""
+        regression) of ``task``; the distribution's own ``shots`` and ``queries`` where omitted."""
+

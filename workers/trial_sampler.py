@@ -242,7 +242,7 @@ class TrialSampler(TaskVectorEnvs):
 
 
 class TrialPhaseSampler:
-    """RL²'s data for the engine's phases (what :func:`workers.sampler.make_sampler` builds for
+    """RL²'s data for the engine's phases (what :func:`workers.sampling.make_sampler` builds for
     an RL² job): ``sample(tasks, params, episodes_per_task=n)`` returns, per task, ``n /
     episodes_per_trial`` trials of ``episodes_per_trial`` episodes, run on up to
     ``envs_per_task`` sub-envs per task at once (more trials than that are run in rounds and
