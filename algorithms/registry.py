@@ -201,7 +201,9 @@ def lazy_names(module: str) -> Callable[[str], Any]:
     return __getattr__
 
 
-_BUILTINS = ("algorithms.maml", "algorithms.reptile", "algorithms.multitask", "algorithms.rl2")
+_BUILTINS = ("algorithms.maml", "algorithms.reptile", "algorithms.multitask", "algorithms.rl2",
+             "algorithms.supervised.sl_maml", "algorithms.supervised.anil", "algorithms.supervised.meta_sgd",
+             "algorithms.supervised.sl_reptile", "algorithms.supervised.protonet", "algorithms.supervised.matching")
 _loaded = False
 
 
