@@ -186,7 +186,10 @@ def _resume(job: _Job, run_id: str) -> None:
                 by_step.setdefault(step, {})[key] = value
     job.history = [{"iteration": float(i), **by_step[i]} for i in sorted(by_step)]
     if job.history:
-        job.steps_total = max((v for _, v in job.tracker.metric_history("perf/env_steps_total")), default=0.0)
+        # the total at the checkpoint's iteration: a killed attempt may have logged iterations past
+        # it, which this attempt runs (and counts) again
+        totals = dict(job.tracker.metric_history("perf/env_steps_total"))
+        job.steps_total = totals.get(start - 1, 0.0)
     log.info("resumed run %s from iteration %d", run_id, start)
 
 

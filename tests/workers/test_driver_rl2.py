@@ -80,9 +80,11 @@ def test_rl2_killed_rollout_actor_mid_iteration(ray_session, mlflow_store):
 
 
 def test_rl2_resume_continues_iterations_and_adam(ray_session, mlflow_store):
+    """Stopped after iteration 3 with the last checkpoint at 2: the resumed attempt runs iteration 3
+    again, Adam continues from the checkpoint, and the env-step total counts iteration 3 once."""
     spec = rl2_spec(iterations=4, checkpoint_every=2, register_as="rl2-resume")
-    first = run_job(spec, hooks=DriverHooks(stop_after_iteration=2))
-    assert first.status == "STOPPED" and first.iterations == 2
+    first = run_job(spec, hooks=DriverHooks(stop_after_iteration=3))
+    assert first.status == "STOPPED" and first.iterations == 3
     state = tracking.load_checkpoint(first.run_id)
     updates = 2 * 2  # epochs x minibatches per iteration
     assert state.iteration == 2 and state.optimizer["state"][0]["step"].item() == 2 * updates
@@ -91,6 +93,9 @@ def test_rl2_resume_continues_iterations_and_adam(ray_session, mlflow_store):
     final = tracking.load_checkpoint(first.run_id)
     assert final.iteration == 4 and final.optimizer["state"][0]["step"].item() == 4 * updates
     assert sorted(history(first.run_id, "meta/return_last_episode")) == [0, 1, 2, 3]
+    steps = dict(tracking.metric_history(first.run_id, "perf/env_steps"))  # the latest value of each step
+    totals = dict(tracking.metric_history(first.run_id, "perf/env_steps_total"))
+    assert totals[3] == sum(steps[i] for i in range(4))
 
 
 def test_rl2_desired_worker_count_applied_between_iterations(ray_session, mlflow_store):
