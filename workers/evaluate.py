@@ -1,7 +1,7 @@
 """Meta-test evaluation of a registered meta-policy on its family's held-out test tasks.
 
 ``python -m workers.evaluate --model models:/NAME/V --episodes K --steps n [--tasks N] [--seed S]
-[--later-lr A] [--split test|train] [--json] [--evaluation-id ID]``
+[--later-lr A] [--split test|train|val] [--json] [--evaluation-id ID]``
 
 For each of ``N`` tasks drawn from the family's test split (``family.sample_tasks(N, rng,
 split="test")``; Meta-World's test goals / test classes; ``--split train`` evaluates on training
@@ -41,6 +41,25 @@ episode succeeds if ``info["success"]`` was 1 at any step.  The report maps onto
 the evaluation episodes, and the curve is **per episode of the trial** -- ``k = 0..K-1`` the
 trial's episode ``k``, ``k = K`` the evaluation episodes -- so it shows how fast the policy
 adapts.  ``steps`` must be 1 (``n`` inner steps mean nothing to RL²) and ``later_lr`` unset.
+
+A **supervised** few-shot model (:class:`~workers.model.SupervisedMetaModel`: ``sl-maml``,
+``anil``, ``meta-sgd``, ``sl-reptile``, ``protonet``, ``matching``; the report's ``adaptation`` is
+``"supervised"``) is meta-tested by the few-shot protocol (Vinyals et al. 2016; Finn et al. 2017,
+sec. 5; Snell et al. 2017): ``N`` tasks drawn from the distribution's split (``test``; ``val``, a
+supervised distribution's meta-validation split, and ``train`` too), one episode each (its support
+and query sets, ``shots`` and ``queries`` per class as the distribution was trained with), all
+drawn from one generator seeded with ``seed``.  The model adapts on each support set exactly as
+:meth:`~workers.model.SupervisedMetaModel.adapt` does -- ``n`` inner steps for the algorithms that
+take them (default: the algorithm's meta-test setting, e.g. MAML's ``test_inner_steps``; ignored,
+and reported as 0, for ProtoNets and Matching Networks) -- and is scored on the query set:
+**accuracy** (classification) or **MSE** (regression, mean over query points and outputs) per
+episode, and over episodes their mean with a 95% Student-t interval (the papers report 600 test
+episodes for classification, 100 or more tasks for regression).  Where θ itself predicts (the
+gradient-based learners) the query figure before adaptation is reported too (``accuracy_pre`` /
+``mse_pre``).  ``episodes`` is not used (a supervised task gives one episode) and ``later_lr`` must
+be unset.  The RL fields of the report (``return_*``, ``success_*``) are null; ``summary`` holds the
+headline numbers (``accuracy``, ``accuracy_ci_low``, ``accuracy_ci_high``, ``accuracy_pre``, or
+the same for ``mse``).
 """
 
 from __future__ import annotations
@@ -55,7 +74,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -76,6 +95,7 @@ from workers.model import (
     ModelFormatError,
     ModelNotFoundError,
     RecurrentMetaPolicy,
+    SupervisedMetaModel,
     TrialMetaTest,
     TrialMetaTestSource,
     parse_registry_uri,
@@ -83,6 +103,7 @@ from workers.model import (
 )
 from workers.runner import SamplerSource
 from workers.sampler import Sampler
+from workers.supervised import SUPERVISED_SPLITS, SupportQuery
 from workers.trial_sampler import TrialPhaseSampler
 
 log = logging.getLogger("metarl.evaluate")
@@ -93,8 +114,11 @@ EVALUATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: At most this many sub-envs are built at once; tasks are evaluated in chunks that fit.
 MAX_ENVS = 64
 #: ``EvaluationReport.adaptation``: by inner policy-gradient steps (MAML, Reptile, multi-task
-#: PG) or within a trial, in a recurrent policy's hidden state (RL²)
-GRADIENT, TRIAL = "gradient", "trial"
+#: PG), within a trial, in a recurrent policy's hidden state (RL²), or on a supervised task's
+#: support set (the supervised few-shot learners)
+GRADIENT, TRIAL, SUPERVISED = "gradient", "trial", "supervised"
+#: The report's fields only a supervised evaluation has (left out of an RL report's JSON).
+SUPERVISED_FIELDS = ("metric", "accuracy", "accuracy_pre", "mse", "mse_pre", "summary", "ways", "shots", "queries")
 
 
 @dataclass(frozen=True)
@@ -126,6 +150,34 @@ class TaskResult:
     success_post: float
     return_steps: tuple[float, ...] = ()
     success_steps: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """One test task's few-shot figures (a supervised model): its query set scored after
+    adaptation on its support set, and by θ itself where θ predicts.
+
+    Attributes:
+        index: position of the task in the evaluation (the MLflow ``step`` of its metrics).
+        task: the task, described (``Task.describe()``).
+        support: examples in the support set.
+        query: examples in the query set.
+        accuracy: fraction of the query set classified right after adaptation (classification).
+        accuracy_pre: the same with θ (the gradient-based learners; None for the metric learners,
+            which classify only against a support set).
+        mse: mean squared error over the query set's points and outputs after adaptation
+            (regression).
+        mse_pre: the same with θ.
+    """
+
+    index: int
+    task: str
+    support: int
+    query: int
+    accuracy: float | None = None
+    accuracy_pre: float | None = None
+    mse: float | None = None
+    mse_pre: float | None = None
 
 
 @dataclass(frozen=True)
@@ -164,8 +216,10 @@ class EvaluationReport:
         eval_episodes: evaluation episodes per task after adaptation.
         deterministic_eval: whether the evaluation episodes used the policy's mean/argmax.
         has_success: whether the family reports success (Meta-World).
-        results: one :class:`TaskResult` per test task.
-        return_pre, return_post, success_pre, success_post: means over tasks, 95% intervals.
+        results: one :class:`TaskResult` per test task (a supervised model: one
+            :class:`EpisodeResult`).
+        return_pre, return_post, success_pre, success_post: means over tasks, 95% intervals
+            (None for a supervised model).
         seconds: wall time of the evaluation.
         run_id: the MLflow run it was logged as, if logged.
         split: the split the tasks were drawn from (``test`` unless asked otherwise).
@@ -174,8 +228,25 @@ class EvaluationReport:
         return_steps, success_steps: over tasks, the mean (95% interval) after ``k = 0..n``
             inner steps; RL²: per episode ``k = 0..K-1`` of the trial, then the evaluation
             episodes (see the module docstring).
-        adaptation: how the model adapts: ``"gradient"`` (inner policy-gradient steps) or
-            ``"trial"`` (RL²: within a trial, in its hidden state).
+        adaptation: how the model adapts: ``"gradient"`` (inner policy-gradient steps),
+            ``"trial"`` (RL²: within a trial, in its hidden state) or ``"supervised"`` (a
+            supervised few-shot model, on each task's support set).
+
+    A supervised evaluation (see the module docstring) has ``episodes`` and ``eval_episodes`` 1
+    (one support/query episode per task), ``steps`` the inner steps taken (0 for an algorithm
+    without inner steps), null RL fields, and:
+
+    Attributes:
+        metric: ``"accuracy"`` (classification) or ``"mse"`` (regression).
+        accuracy, accuracy_pre: over tasks, the mean query accuracy after adaptation and with θ
+            (None where θ does not predict), 95% intervals.
+        mse, mse_pre: the same for the query MSE of a regression model.
+        summary: the headline numbers (``name -> value``) the service shows: ``accuracy``,
+            ``accuracy_ci_low``, ``accuracy_ci_high``, ``accuracy_pre`` (or ``mse...``), those
+            known.
+        ways, shots, queries: the distribution's episodes (``ways`` None for regression; shots
+            and queries per class, or per task for regression).
+    An RL report's JSON (:meth:`to_dict`) has none of these fields.
     """
 
     model_uri: str
@@ -188,11 +259,11 @@ class EvaluationReport:
     eval_episodes: int
     deterministic_eval: bool
     has_success: bool
-    results: tuple[TaskResult, ...]
-    return_pre: Interval
-    return_post: Interval
-    success_pre: Interval
-    success_post: Interval
+    results: tuple[TaskResult | EpisodeResult, ...]
+    return_pre: Interval | None
+    return_post: Interval | None
+    success_pre: Interval | None
+    success_post: Interval | None
     seconds: float
     run_id: str | None = None
     split: str = "test"
@@ -201,15 +272,27 @@ class EvaluationReport:
     return_steps: tuple[Interval, ...] = ()
     success_steps: tuple[Interval, ...] = ()
     adaptation: str = GRADIENT
+    metric: str | None = None
+    accuracy: Interval | None = None
+    accuracy_pre: Interval | None = None
+    mse: Interval | None = None
+    mse_pre: Interval | None = None
+    summary: dict[str, float] | None = None
+    ways: int | None = None
+    shots: int | None = None
+    queries: int | None = None
 
     @property
     def tasks(self) -> int:
         return len(self.results)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
+        """Plain JSON-ready data (an RL report without the supervised fields)."""
         out = dataclasses.asdict(self)
         out["tasks"] = self.tasks
+        if self.adaptation != SUPERVISED:
+            for key in SUPERVISED_FIELDS:
+                del out[key]
         return out
 
 
@@ -217,11 +300,11 @@ def evaluate(
     model_uri: str,
     *,
     episodes: int = 10,
-    steps: int = 1,
+    steps: int | None = None,
     tasks: int = 10,
     seed: int = 0,
     later_lr: float | None = None,
-    split: Split = "test",
+    split: str = "test",
     log_to_mlflow: bool = True,
     evaluation_id: str | None = None,
 ) -> EvaluationReport:
@@ -230,23 +313,28 @@ def evaluate(
     Args:
         model_uri: ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``runs:/...`` or a directory.
         episodes: ``K``, episodes per adaptation step (and pre-adaptation episodes).
-        steps: ``n``, inner policy-gradient steps.
+        steps: ``n``, inner policy-gradient steps (default 1; a supervised model: inner steps on
+            the support set, default the algorithm's meta-test setting).
         tasks: ``N``, test tasks.
-        seed: seeds the task draw, env resets and action noise.
+        seed: seeds the task draw, env resets and action noise (a supervised model: the tasks
+            and their episodes).
         later_lr: step size of inner steps 2..n (default: the model's ``inner_lr``).
-        split: the task split to draw from (``test``, or ``train`` for a training-task figure).
+        split: the task split to draw from (``test``, or ``train`` for a training-task figure;
+            a supervised distribution also has ``val``).
         log_to_mlflow: log the evaluation as a run of the ``metarl-evaluations`` experiment.
         evaluation_id: the control plane's id of this evaluation, logged as the run tag
             ``metarl.evaluation_id``.
 
     An RL² model (a :class:`~workers.model.RecurrentMetaPolicy`) is meta-tested within a trial
-    of ``episodes`` episodes instead (see the module docstring).
+    of ``episodes`` episodes instead, and a supervised model
+    (:class:`~workers.model.SupervisedMetaModel`) on the support and query sets of ``tasks``
+    episodes (see the module docstring).
 
     Raises:
         ModelNotFoundError: nothing at ``model_uri``.
         ValueError: a count below 1, a negative seed, a ``later_lr`` that is not positive, an
             unknown split or a malformed ``evaluation_id``; for an RL² model, ``steps`` other
-            than 1 or a ``later_lr``.
+            than 1 or a ``later_lr``; for a supervised model, a ``later_lr``.
     """
     _check_request(episodes=episodes, steps=steps, tasks=tasks, seed=seed, later_lr=later_lr, split=split,
                    evaluation_id=evaluation_id)
@@ -254,13 +342,26 @@ def evaluate(
     resolved = resolve_model_version(model_uri)
     policy = MetaPolicy.load(model_uri if resolved is None else f"models:/{resolved[0]}/{resolved[1]}")
     parsed = parse_registry_uri(model_uri)
+    model_name = resolved[0] if resolved else (parsed[0] if parsed else None)
+    model_version = resolved[1] if resolved else None
+    if isinstance(policy, SupervisedMetaModel):
+        report = _supervised_report(policy, model_uri=model_uri, model_name=model_name, model_version=model_version,
+                                    steps=steps, tasks=tasks, seed=seed, later_lr=later_lr, split=split, start=start)
+        if log_to_mlflow:
+            run_id = log_evaluation(report, training_run_id=policy.training_run_id, evaluation_id=evaluation_id)
+            report = dataclasses.replace(report, run_id=run_id)
+        return report
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    rl_split = cast(Split, split)
+    steps = 1 if steps is None else steps
     inner_lr: float | None = None
     step2_lr: float | None = None
     if isinstance(policy, RecurrentMetaPolicy):
         _check_trial_request(steps=steps, later_lr=later_lr)
         adaptation, points = TRIAL, episodes + 1
         family = policy.family
-        test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split=split)
+        test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split=rl_split)
         trials = _trial_meta_test(policy, test_tasks, episodes=episodes, seed=seed)
         results = tuple(_trial_task_result(i, task, t) for i, (task, t) in enumerate(zip(test_tasks, trials,
                                                                                             strict=True)))
@@ -268,7 +369,7 @@ def evaluate(
         adaptation, points = GRADIENT, steps + 1
         inner_lr, step2_lr = policy.inner_lr, policy.step_lr(1, later_lr=later_lr)
         family = policy.family
-        test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split=split)
+        test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split=rl_split)
         by_step = _meta_test(policy, test_tasks, episodes=episodes, steps=steps, seed=seed, later_lr=later_lr)
         results = tuple(_task_result(i, task, [by_step[k][i] for k in range(steps + 1)])
                         for i, task in enumerate(test_tasks))
@@ -277,8 +378,8 @@ def evaluate(
     log.info("evaluated %d %s tasks", len(test_tasks), split)
     report = EvaluationReport(
         model_uri=model_uri,
-        model_name=resolved[0] if resolved else (parsed[0] if parsed else None),
-        model_version=resolved[1] if resolved else None,
+        model_name=model_name,
+        model_version=model_version,
         task_family=family.name,
         episodes=episodes,
         steps=steps,
@@ -305,17 +406,19 @@ def evaluate(
     return report
 
 
-def _check_request(*, episodes: int, steps: int, tasks: int, seed: int, later_lr: float | None, split: str,
+def _check_request(*, episodes: int, steps: int | None, tasks: int, seed: int, later_lr: float | None, split: str,
                    evaluation_id: str | None) -> None:
     for name, value in (("episodes", episodes), ("steps", steps), ("tasks", tasks)):
+        if name == "steps" and value is None:
+            continue  # the model's default
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     if later_lr is not None and not (math.isfinite(later_lr) and later_lr > 0):
         raise ValueError(f"later_lr must be a positive number, got {later_lr!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if split not in SUPERVISED_SPLITS:  # an RL family's are checked once the model is loaded
+        raise ValueError(f"split must be one of {list(SUPERVISED_SPLITS)}, got {split!r}")
     if evaluation_id is not None and not EVALUATION_ID_PATTERN.match(evaluation_id):
         raise ValueError(f"evaluation_id must match {EVALUATION_ID_PATTERN.pattern}, got {evaluation_id!r}")
 
@@ -331,6 +434,102 @@ def _check_trial_request(*, steps: int, later_lr: float | None) -> None:
         raise ValueError(
             f"later_lr={later_lr}: this is an RL² model, which takes no inner steps (so no step size); leave it unset"
         )
+
+
+def _supervised_report(policy: SupervisedMetaModel, *, model_uri: str, model_name: str | None,
+                       model_version: int | None, steps: int | None, tasks: int, seed: int, later_lr: float | None,
+                       split: str, start: float) -> EvaluationReport:
+    """The few-shot meta-test of a supervised model (see the module docstring): ``tasks``
+    episodes of ``split``, each adapted on its support set and scored on its query set."""
+    if later_lr is not None:
+        raise ValueError(f"later_lr={later_lr}: this is a supervised model, whose inner steps (where its algorithm "
+                         "takes them) use the algorithm's own step size; leave it unset")
+    takes_steps = policy.default_steps is not None
+    if not takes_steps and steps is not None:
+        log.info("%s takes no inner steps; steps=%d is not used", policy.algorithm, steps)
+    used = steps if takes_steps else None
+    dist = policy.family
+    rng = np.random.default_rng(seed)
+    # a supervised distribution's splits are SUPERVISED_SPLITS ("val" too; workers.tasks.Split names two)
+    test_tasks = dist.sample_tasks(tasks, rng, split=cast(Split, split))
+    results = tuple(_episode_result(i, task, policy, dist.episode(task, rng), steps=used)
+                    for i, task in enumerate(test_tasks))
+    log.info("evaluated %d %s episodes", len(results), split)
+    metric = "accuracy" if policy.classification else "mse"
+    post = Interval.of([_value(getattr(r, metric)) for r in results])
+    pre = Interval.of([_value(getattr(r, f"{metric}_pre")) for r in results]) if policy.can_predict_unadapted else None
+    figures = {metric: post, f"{metric}_pre": pre}
+    return EvaluationReport(
+        model_uri=model_uri,
+        model_name=model_name,
+        model_version=model_version,
+        task_family=dist.name,
+        episodes=1,
+        steps=(used or policy.default_steps or 0) if takes_steps else 0,
+        seed=seed,
+        eval_episodes=1,
+        deterministic_eval=dist.deterministic_eval,
+        has_success=False,
+        results=results,
+        return_pre=None,
+        return_post=None,
+        success_pre=None,
+        success_post=None,
+        seconds=time.perf_counter() - start,
+        split=split,
+        inner_lr=policy.inner_lr,
+        adaptation=SUPERVISED,
+        metric=metric,
+        accuracy=figures.get("accuracy"),
+        accuracy_pre=figures.get("accuracy_pre"),
+        mse=figures.get("mse"),
+        mse_pre=figures.get("mse_pre"),
+        summary=_summary(figures),
+        ways=policy.ways,
+        shots=_int_attr(dist, "shots"),
+        queries=_int_attr(dist, "queries"),
+    )
+
+
+def _episode_result(index: int, task: Task, policy: SupervisedMetaModel, episode: SupportQuery, *,
+                    steps: int | None) -> EpisodeResult:
+    """One episode's query figures: after adaptation on its support set (with ``steps`` inner
+    steps, None: the algorithm's default) and, where θ predicts, before."""
+    adapted = policy.adapt(episode, steps=steps)
+    xq, yq = episode.x_query, episode.y_query
+    sizes = {"support": len(episode.x_support), "query": len(xq)}
+    if policy.classification:
+        pre = float(np.mean(policy.predict(xq) == yq)) if policy.can_predict_unadapted else None
+        return EpisodeResult(index, task.describe(), **sizes, accuracy=float(np.mean(adapted.predict(xq) == yq)),
+                             accuracy_pre=pre)
+    target = np.asarray(yq, np.float32)
+    mse_pre = float(np.mean((policy.predict(xq) - target) ** 2)) if policy.can_predict_unadapted else None
+    return EpisodeResult(index, task.describe(), **sizes, mse=float(np.mean((adapted.predict(xq) - target) ** 2)),
+                         mse_pre=mse_pre)
+
+
+def _value(x: float | None) -> float:
+    assert x is not None  # the figure the model reports, for every episode
+    return x
+
+
+def _summary(figures: dict[str, Interval | None]) -> dict[str, float]:
+    """The headline numbers of a supervised report: each figure's mean and, with its 95% interval,
+    ``<name>_ci_low`` / ``<name>_ci_high``; the post-adaptation one's interval only (the report
+    holds the others)."""
+    out: dict[str, float] = {}
+    for i, (name, interval) in enumerate(figures.items()):
+        if interval is None:
+            continue
+        out[name] = interval.mean
+        if i == 0 and interval.low is not None and interval.high is not None:
+            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = interval.low, interval.high
+    return out
+
+
+def _int_attr(obj: Any, name: str) -> int | None:
+    value = getattr(obj, name, None)
+    return int(value) if isinstance(value, int | np.integer) else None
 
 
 def _meta_test(policy: MetaPolicy, tasks: list[Task], *, episodes: int, steps: int, seed: int,
@@ -423,7 +622,7 @@ def log_evaluation(
 ) -> str:
     """Log ``report`` as a finished run of the ``metarl-evaluations`` experiment; returns its id.
     ``evaluation_id`` (the control plane's) becomes the run tag ``metarl.evaluation_id``."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import RunTag
 
     client = tracking.client()
     experiment_id = tracking.ensure_experiment(EXPERIMENT)
@@ -444,46 +643,10 @@ def log_evaluation(
     run = client.create_run(experiment_id, run_name=f"eval-{label}"[:250], tags=tags)
     run_id = run.info.run_id
     try:
-        params: dict[str, Any] = {
-            "episodes": report.episodes,
-            "steps": report.steps,
-            "tasks": report.tasks,
-            "seed": report.seed,
-            "eval_episodes": report.eval_episodes,
-            "deterministic_eval": report.deterministic_eval,
-            "split": report.split,
-        }
-        if report.adaptation == TRIAL:
-            params["adaptation"] = report.adaptation  # no step sizes: RL² takes no inner steps
+        if report.adaptation == SUPERVISED:
+            _log_supervised(client, run_id, report)
         else:
-            params.update(inner_lr=report.inner_lr, later_lr=report.later_lr)
-        now = int(time.time() * 1000)
-        metrics = []
-        # success rates only where the family reports success (elsewhere they would read 0)
-        keys = ("return_pre", "return_post") + (("success_pre", "success_post") if report.has_success else ())
-        for key in keys:
-            interval: Interval = getattr(report, key)
-            metrics.append(Metric(f"eval/{key}", interval.mean, now, 0))
-            if interval.low is not None and interval.high is not None:
-                metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, 0))
-                metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, 0))
-        # the curve over inner steps: MLflow step = number of inner steps taken (RL²: the episode
-        # of the trial, K for the evaluation episodes)
-        curves = [("return_step", report.return_steps)] + (
-            [("success_step", report.success_steps)] if report.has_success else []
-        )
-        for key, curve in curves:
-            for k, interval in enumerate(curve):
-                metrics.append(Metric(f"eval/{key}", interval.mean, now, k))
-                if interval.low is not None and interval.high is not None:
-                    metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, k))
-                    metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, k))
-        for r in report.results:
-            for key in keys:
-                metrics.append(Metric(f"eval/task_{key}", float(getattr(r, key)), now, r.index))
-        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        for i in range(0, len(metrics), 1000):  # MLflow's log_batch limit
-            client.log_batch(run_id, metrics=metrics[i : i + 1000])
+            _log_rl(client, run_id, report)
         client.log_batch(run_id, tags=[RunTag("metarl.seconds", f"{report.seconds:.3f}")])
         client.log_text(
             run_id, json.dumps(dataclasses.replace(report, run_id=run_id).to_dict(), indent=2), EVALUATION_REPORT
@@ -493,6 +656,83 @@ def log_evaluation(
         raise
     client.set_terminated(run_id, status="FINISHED")
     return run_id
+
+
+def _log_rl(client: Any, run_id: str, report: EvaluationReport) -> None:
+    """An RL evaluation's params and metrics: pre/post return (and success), the curve over inner
+    steps (RL²: over the trial's episodes), per-task figures."""
+    from mlflow.entities import Metric, Param
+
+    params: dict[str, Any] = {
+        "episodes": report.episodes,
+        "steps": report.steps,
+        "tasks": report.tasks,
+        "seed": report.seed,
+        "eval_episodes": report.eval_episodes,
+        "deterministic_eval": report.deterministic_eval,
+        "split": report.split,
+    }
+    if report.adaptation == TRIAL:
+        params["adaptation"] = report.adaptation  # no step sizes: RL² takes no inner steps
+    else:
+        params.update(inner_lr=report.inner_lr, later_lr=report.later_lr)
+    now = int(time.time() * 1000)
+    metrics = []
+    # success rates only where the family reports success (elsewhere they would read 0)
+    keys = ("return_pre", "return_post") + (("success_pre", "success_post") if report.has_success else ())
+    for key in keys:
+        interval: Interval = getattr(report, key)
+        metrics.append(Metric(f"eval/{key}", interval.mean, now, 0))
+        if interval.low is not None and interval.high is not None:
+            metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, 0))
+            metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, 0))
+    # the curve over inner steps: MLflow step = number of inner steps taken (RL²: the episode
+    # of the trial, K for the evaluation episodes)
+    curves = [("return_step", report.return_steps)] + (
+        [("success_step", report.success_steps)] if report.has_success else []
+    )
+    for key, curve in curves:
+        for k, interval in enumerate(curve):
+            metrics.append(Metric(f"eval/{key}", interval.mean, now, k))
+            if interval.low is not None and interval.high is not None:
+                metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, k))
+                metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, k))
+    for r in report.results:
+        for key in keys:
+            metrics.append(Metric(f"eval/task_{key}", float(getattr(r, key)), now, r.index))
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    _log_metrics(client, run_id, metrics)
+
+
+def _log_supervised(client: Any, run_id: str, report: EvaluationReport) -> None:
+    """A supervised evaluation's params and metrics: ``eval/<metric>`` and ``eval/<metric>_pre``
+    (``accuracy`` or ``mse``) with their 95% intervals, and per episode ``eval/task_<metric>``
+    (MLflow step = the episode's index)."""
+    from mlflow.entities import Metric, Param
+
+    params: dict[str, Any] = {"adaptation": report.adaptation, "tasks": report.tasks, "steps": report.steps,
+                              "seed": report.seed, "split": report.split, "metric": report.metric}
+    params.update({k: v for k, v in (("ways", report.ways), ("shots", report.shots), ("queries", report.queries),
+                                     ("inner_lr", report.inner_lr)) if v is not None})
+    now = int(time.time() * 1000)
+    metrics = []
+    keys = [k for k in (f"{report.metric}", f"{report.metric}_pre") if getattr(report, k) is not None]
+    for key in keys:
+        interval: Interval = getattr(report, key)
+        metrics.append(Metric(f"eval/{key}", interval.mean, now, 0))
+        if interval.low is not None and interval.high is not None:
+            metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, 0))
+            metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, 0))
+    for r in report.results:
+        for key in keys:
+            metrics.append(Metric(f"eval/task_{key}", float(getattr(r, key)), now, r.index))
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    _log_metrics(client, run_id, metrics)
+
+
+def _log_metrics(client: Any, run_id: str, metrics: list[Any]) -> None:
+    for i in range(0, len(metrics), 1000):  # MLflow's log_batch limit
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
 
 
 # ---- CLI -------------------------------------------------------------------------------------
@@ -529,10 +769,17 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _cell(i: Interval | None) -> str:
+    """``mean [low, high]``, ``-`` for a figure not reported."""
+    return "-" if i is None else f"{_fmt(i.mean)} [{_fmt(i.low)}, {_fmt(i.high)}]"
+
+
 def _table(report: EvaluationReport) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
+    if report.adaptation == SUPERVISED:
+        return _supervised_table(report)
     trial = report.adaptation == TRIAL
     budget = (f"a trial of K={report.episodes} episodes" if trial
               else f"K={report.episodes} episodes x {report.steps} step(s)")
@@ -552,18 +799,54 @@ def _table(report: EvaluationReport) -> Any:
         table.add_column(f"success {pre}", justify="right")
         table.add_column(f"success {post}", justify="right")
     for r in report.results:
+        assert isinstance(r, TaskResult)  # an RL report's
         row = [str(r.index), escape(r.task), _fmt(r.return_pre), _fmt(r.return_post)]
         if report.has_success:
             row += [_fmt(r.success_pre), _fmt(r.success_post)]
         table.add_row(*row)
 
-    def cell(i: Interval) -> str:
-        return f"{_fmt(i.mean)} [{_fmt(i.low)}, {_fmt(i.high)}]"
-
-    summary = ["", "mean [95% CI]", cell(report.return_pre), cell(report.return_post)]
+    summary = ["", "mean [95% CI]", _cell(report.return_pre), _cell(report.return_post)]
     if report.has_success:
-        summary += [cell(report.success_pre), cell(report.success_post)]
+        summary += [_cell(report.success_pre), _cell(report.success_post)]
     table.add_section()
+    table.add_row(*summary, style="bold")
+    return table
+
+
+def _supervised_table(report: EvaluationReport) -> Any:
+    """A supervised evaluation: each episode's query accuracy (or MSE) before and after adaptation,
+    then their means with 95% intervals."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    metric = report.metric or "accuracy"
+    shape = (f"{report.ways}-way {report.shots}-shot" if report.ways is not None
+             else f"{report.shots}-shot" if report.shots is not None else "few-shot")
+    queries = "" if report.queries is None else f", {report.queries} queries{' per class' if report.ways else ''}"
+    steps = "no inner steps" if report.steps == 0 else f"{report.steps} inner step(s)"
+    title = (f"{report.model_uri}: {report.task_family}, {report.tasks} {report.split} episodes, {shape}{queries}, "
+             f"{steps}")
+    pre = getattr(report, f"{metric}_pre")
+    digits = 3
+    table = Table(title=escape(title))
+    table.add_column("#", justify="right")
+    table.add_column("task")
+    if pre is not None:
+        table.add_column(f"{metric} pre", justify="right")
+    table.add_column(f"{metric} post", justify="right")
+    for r in report.results:
+        assert isinstance(r, EpisodeResult)  # a supervised report's
+        row = [str(r.index), escape(r.task)]
+        if pre is not None:
+            row.append(_fmt(getattr(r, f"{metric}_pre"), digits))
+        row.append(_fmt(getattr(r, metric), digits))
+        table.add_row(*row)
+    table.add_section()
+
+    def cell(i: Interval | None) -> str:
+        return "-" if i is None else f"{_fmt(i.mean, digits)} [{_fmt(i.low, digits)}, {_fmt(i.high, digits)}]"
+
+    summary = ["", "mean [95% CI]"] + ([cell(pre)] if pre is not None else []) + [cell(getattr(report, metric))]
     table.add_row(*summary, style="bold")
     return table
 
@@ -598,15 +881,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", required=True,
                         help="models:/NAME/VERSION, models:/NAME@ALIAS, runs:/... or a directory")
     parser.add_argument("--episodes", type=_positive, default=10,
-                        help="K: episodes per adaptation step; RL²: episodes of the adaptation trial (default 10)")
-    parser.add_argument("--steps", type=_positive, default=1,
-                        help="n: inner policy-gradient steps (default 1; RL² takes none: 1)")
-    parser.add_argument("--tasks", type=_positive, default=10, help="N: held-out test tasks (default 10)")
+                        help="K: episodes per adaptation step; RL²: episodes of the adaptation trial (default 10; "
+                             "a supervised model: not used, one support/query episode per task)")
+    parser.add_argument("--steps", type=_positive, default=None,
+                        help="n: inner policy-gradient steps (default 1; RL² takes none: 1); a supervised model: inner "
+                             "steps on the support set (default: its algorithm's meta-test setting; none for "
+                             "protonet and matching)")
+    parser.add_argument("--tasks", type=_positive, default=10,
+                        help="N: held-out test tasks (default 10; a supervised model: test episodes, the papers use "
+                             "600 for classification)")
     parser.add_argument("--seed", type=_non_negative, default=0,
                         help="seed of tasks, resets and action noise (default 0)")
     parser.add_argument("--later-lr", type=_positive_float, default=None,
                         help="step size of inner steps 2..n (default: the model's inner_lr; the MAML paper uses 0.05)")
-    parser.add_argument("--split", choices=SPLITS, default="test", help="task split to evaluate on (default test)")
+    parser.add_argument("--split", choices=SUPERVISED_SPLITS, default="test",
+                        help="task split to evaluate on (default test; val: a supervised distribution's "
+                             "meta-validation split)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the evaluation as an MLflow run")
     parser.add_argument("--evaluation-id", type=_evaluation_id, default=None,
@@ -631,7 +921,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         out = Console()
         out.print(_table(report))
-        if report.steps > 1 or (report.adaptation == TRIAL and report.episodes > 1):
+        if report.adaptation != SUPERVISED and (report.steps > 1 or (report.adaptation == TRIAL
+                                                                      and report.episodes > 1)):
             out.print(_steps_table(report))
         if report.run_id:
             out.print(f"logged as MLflow run {report.run_id} (experiment {EXPERIMENT!r})", highlight=False)

@@ -1,7 +1,9 @@
-"""The trained meta-policy: :class:`MetaPolicy` (load, act, adapt, save) and RL²'s stateful
-:class:`RecurrentMetaPolicy` (what ``MetaPolicy.load`` returns for an RL² model), their logging
-and registration in MLflow (:func:`log_meta_policy`, the pyfunc :class:`MetaPolicyModel` and
-:class:`RecurrentMetaPolicyModel`) and the registry URIs (:func:`resolve_model_uri`)."""
+"""The trained meta-policy: :class:`MetaPolicy` (load, act, adapt, save), RL²'s stateful
+:class:`RecurrentMetaPolicy` and the supervised few-shot :class:`SupervisedMetaModel` (adapt on a
+support set, predict: what ``MetaPolicy.load`` returns for an RL² or a supervised model), their
+logging and registration in MLflow (:func:`log_meta_policy`, the pyfunc :class:`MetaPolicyModel`,
+:class:`RecurrentMetaPolicyModel` and :class:`SupervisedMetaPolicyModel`) and the registry URIs
+(:func:`resolve_model_uri`)."""
 
 from workers.model.policy import (
     CARD_FILE,
@@ -18,8 +20,10 @@ from workers.model.registry import (
     MetaPolicyModel,
     RecurrentMetaPolicyModel,
     RegisteredModel,
+    SupervisedMetaPolicyModel,
     log_meta_policy,
 )
+from workers.model.supervised import SupervisedMetaModel
 from workers.model.uris import (
     ModelNotFoundError,
     parse_registry_uri,
@@ -40,6 +44,8 @@ __all__ = [
     "RecurrentMetaPolicy",
     "RecurrentMetaPolicyModel",
     "RegisteredModel",
+    "SupervisedMetaModel",
+    "SupervisedMetaPolicyModel",
     "TaskAdaptation",
     "TrialMetaTest",
     "TrialMetaTestSource",

@@ -14,11 +14,13 @@ under ``METARL_HOME``), the store the driver registers models in.
 
 A model is one of several *kinds* (the card's ``policy_kind``): :class:`MetaPolicy`, the MLP
 policy the gradient-based algorithms adapt by inner policy-gradient steps (``"mlp"``, also every
-card written before kinds were stored), and
+card written before kinds were stored),
 :class:`~workers.model.recurrent.RecurrentMetaPolicy`, RL²'s recurrent policy that adapts in its
-hidden state within a trial (``"recurrent"``).  Both share :class:`BaseMetaPolicy`, and its
-loaders -- ``MetaPolicy.load`` included -- return the kind the files (or the learner state) hold,
-so the three lines above work for either.
+hidden state within a trial (``"recurrent"``), and
+:class:`~workers.model.supervised.SupervisedMetaModel`, a supervised few-shot learner that adapts
+on a support set and predicts (``"supervised"``: ``m.adapt(support_x, support_y).predict(query_x)``).
+All share :class:`BaseMetaPolicy`, and its loaders -- ``MetaPolicy.load`` included -- return the
+kind the files (or the learner state) hold, so the three lines above work for any.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, cast
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch.func import functional_call
+from typing_extensions import TypeVar
 
 from algorithms import functional as F
 from algorithms import registry
@@ -53,11 +56,13 @@ from algorithms.policies import (
 )
 from algorithms.registry import AdvantageSpec
 from workers.contract import JobSpec
-from workers.envs import Task, TaskFamily, TaskFamilyError, make_family
+from workers.distributions import build_distribution
+from workers.envs import Task, TaskFamily, TaskFamilyError
 from workers.model import env_rollout, uris
 from workers.model.uris import ModelNotFoundError
 from workers.runner import Collected, SamplerSource, collect
 from workers.sampler import Sampler
+from workers.tasks import TaskDistribution
 
 #: Version of the ``policy.json`` layout; bumped on incompatible changes.
 FORMAT_VERSION = 1
@@ -65,6 +70,10 @@ PARAMS_FILE = "params.pt"
 CARD_FILE = "policy.json"
 #: The kind of a card that names none (every card written before kinds were stored).
 DEFAULT_KIND = "mlp"
+
+#: The task distribution a kind of model adapts to: an RL task family (the default, for the MLP
+#: and recurrent policies) or a supervised task distribution.
+D = TypeVar("D", bound=TaskDistribution, default=TaskFamily)
 
 
 class ModelFormatError(ValueError):
@@ -88,7 +97,7 @@ class TaskAdaptation:
 # ---- what every kind shares -------------------------------------------------------------------
 
 
-class BaseMetaPolicy:
+class BaseMetaPolicy(Generic[D]):
     """What every kind of trained meta-policy shares: the job spec that trained it, its policy
     spec and parameters, the task family, the action bounds, the checks of a task or an env it is
     given, and loading and saving.
@@ -96,7 +105,10 @@ class BaseMetaPolicy:
     A subclass sets ``kind`` (the card's ``policy_kind``; setting it registers the class, so the
     loaders find it) and ``policy_spec_type`` (the policy spec of the learner states it holds),
     and implements :meth:`_make_module`, :meth:`_from_card`, :meth:`_from_state`,
-    :meth:`_card_fields`, ``act``, ``adapt`` and ``mean_return``.
+    :meth:`_card_fields`, ``act``, ``adapt`` and ``mean_return``; where its parameters are not
+    just its module's (a supervised model's meta-parameters beside θ, its adapted head), it
+    overrides :meth:`_new_module` and :meth:`_checked_params`.  ``D`` is the kind of task
+    distribution it adapts to (:attr:`family`): an RL task family unless the kind says otherwise.
 
     The loaders (:meth:`load`, :meth:`from_directory`, :meth:`from_files`,
     :meth:`from_learner_state`, :meth:`initial`) return the kind the files or the state hold,
@@ -108,7 +120,7 @@ class BaseMetaPolicy:
     kind: ClassVar[str] = ""
     #: the type of the learner-state policy spec this kind holds
     policy_spec_type: ClassVar[type]
-    _kinds: ClassVar[dict[str, type[BaseMetaPolicy]]] = {}
+    _kinds: ClassVar[dict[str, type[BaseMetaPolicy[Any]]]] = {}
 
     _policy: torch.nn.Module
 
@@ -131,25 +143,14 @@ class BaseMetaPolicy:
     ) -> None:
         self._spec = spec
         self._policy_spec = policy_spec
-        self._policy = self._make_module(policy_spec)
+        self._policy = self._new_module(policy_spec)
         self._policy.requires_grad_(False)
-        expected = dict(self._policy.named_parameters())
-        if set(params) != set(expected):
-            raise ModelFormatError(
-                f"parameters {sorted(params)} do not match the policy spec's {sorted(expected)}"
-            )
-        for k, v in params.items():
-            if tuple(v.shape) != tuple(expected[k].shape):
-                raise ModelFormatError(
-                    f"parameter {k!r} has shape {tuple(v.shape)}, the policy spec needs {tuple(expected[k].shape)}"
-                )
-        # the policy module's order, so stacking and functional calls see the same keys
-        self._params: Params = {k: params[k].detach().to("cpu", torch.float32).clone() for k in expected}
+        self._params: Params = self._checked_params(params)
         self.algorithm = algorithm
         self.iteration = int(iteration)
         self.source = source
         self.training_run_id = training_run_id
-        self._family: TaskFamily | None = None
+        self._family: D | None = None
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
         if action_bounds is not None:
             self._bounds = (np.asarray(action_bounds[0], np.float32), np.asarray(action_bounds[1], np.float32))
@@ -162,12 +163,12 @@ class BaseMetaPolicy:
         raise NotImplementedError
 
     @classmethod
-    def _from_card(cls, card: dict[str, Any], params: Params, *, source: str) -> BaseMetaPolicy:
+    def _from_card(cls, card: dict[str, Any], params: Params, *, source: str) -> BaseMetaPolicy[Any]:
         """The policy a ``policy.json`` of this kind and its parameters describe."""
         raise NotImplementedError
 
     @classmethod
-    def _from_state(cls, spec: JobSpec, state: Any, *, source: str) -> BaseMetaPolicy:
+    def _from_state(cls, spec: JobSpec, state: Any, *, source: str) -> BaseMetaPolicy[Any]:
         """The policy a learner's ``state_dict()`` holds."""
         raise NotImplementedError
 
@@ -175,11 +176,35 @@ class BaseMetaPolicy:
         """This kind's own entries of ``policy.json`` (besides the ones every kind writes)."""
         raise NotImplementedError
 
+    def _new_module(self, policy_spec: Any) -> torch.nn.Module:
+        """The module the model runs (its :meth:`_make_module` by default)."""
+        return self._make_module(policy_spec)
+
+    def _checked_params(self, params: Params) -> Params:
+        """``params`` checked against the module's parameters (names and shapes), as float32 CPU
+        copies in the module's order (so stacking and functional calls see the same keys).
+
+        Raises:
+            ModelFormatError: a missing or unknown parameter, or one of the wrong shape.
+        """
+        expected = dict(self._policy.named_parameters())
+        if set(params) != set(expected):
+            raise ModelFormatError(
+                f"parameters {sorted(params)} do not match the policy spec's {sorted(expected)}"
+            )
+        for k, v in params.items():
+            if tuple(v.shape) != tuple(expected[k].shape):
+                raise ModelFormatError(
+                    f"parameter {k!r} has shape {tuple(v.shape)}, the policy spec needs {tuple(expected[k].shape)}"
+                )
+        return {k: params[k].detach().to("cpu", torch.float32).clone() for k in expected}
+
     def act(self, obs: np.ndarray | Sequence[float], deterministic: bool = True, *, clip: bool = True) -> np.ndarray:
         raise NotImplementedError
 
-    def adapt(self, task_or_env: Task | gym.Env, *, episodes: int = 10, steps: int = 1,
-              seed: int = 0) -> BaseMetaPolicy:
+    def adapt(self, *args: Any, **kwargs: Any) -> BaseMetaPolicy[D]:
+        """A new model adapted to a task; each kind takes what it adapts on (an RL policy: a task
+        or an env, ``episodes``, ``steps``, ``seed``; a supervised model: a support set)."""
         raise NotImplementedError
 
     def mean_return(self, task_or_env: Task | gym.Env, *, episodes: int = 10, seed: int = 1) -> float:
@@ -201,12 +226,15 @@ class BaseMetaPolicy:
         return {k: v.clone() for k, v in self._params.items()}
 
     @property
-    def family(self) -> TaskFamily:
-        """The task family of the spec, built on first use (Meta-World's take seconds) and shared
-        with the policies :meth:`adapt` returns."""
+    def family(self) -> D:
+        """The task distribution of the spec (an RL task family; a supervised model's supervised
+        distribution), built on first use (Meta-World's take seconds) and shared with the models
+        :meth:`adapt` returns."""
         if self._family is None:
             tf = self._spec.task_family
-            self._family = make_family(tf.name, seed=self._spec.seed, **tf.family_kwargs())
+            # the spec's family is of the kind this model adapts to: the job contract pairs an
+            # algorithm with a family of its kind
+            self._family = cast(D, build_distribution(tf.name, seed=self._spec.seed, **tf.family_kwargs()))
         return self._family
 
     @property
@@ -214,19 +242,21 @@ class BaseMetaPolicy:
         """``(low, high)`` of the family's continuous action space (None for a discrete one):
         stored with the model, or read from the family on first use."""
         if self._bounds is None and not self._policy_spec.discrete:
-            space = self.family.action_space
+            family = self.family
+            space = family.action_space if isinstance(family, TaskFamily) else None
             if isinstance(space, gym.spaces.Box):
                 self._bounds = (np.asarray(space.low, np.float32), np.asarray(space.high, np.float32))
         return self._bounds
 
     # ---- loading and saving ----
     @classmethod
-    def load(cls, uri: str) -> BaseMetaPolicy:
+    def load(cls, uri: str) -> BaseMetaPolicy[Any]:
         """Load a meta-policy from ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``,
         ``models:/NAME/latest``, ``models:/m-...``, ``runs:/RUN_ID/meta_policy`` or a local
         directory (a downloaded model, or the directory :meth:`save` wrote).  Returns the kind
-        the model is (a :class:`MetaPolicy`, or RL²'s
-        :class:`~workers.model.recurrent.RecurrentMetaPolicy`).
+        the model is (a :class:`MetaPolicy`, RL²'s
+        :class:`~workers.model.recurrent.RecurrentMetaPolicy`, or a supervised learner's
+        :class:`~workers.model.supervised.SupervisedMetaModel`).
 
         Raises:
             ModelNotFoundError: nothing at ``uri``; the message names the store searched.
@@ -238,7 +268,7 @@ class BaseMetaPolicy:
             return cls.from_directory(Path(uris.download(uri, tmp)), source=uri)
 
     @classmethod
-    def from_directory(cls, path: Path, *, source: str | None = None) -> BaseMetaPolicy:
+    def from_directory(cls, path: Path, *, source: str | None = None) -> BaseMetaPolicy[Any]:
         """Load from a directory: a downloaded MLflow model (with ``artifacts/``) or the files
         :meth:`save` wrote."""
         if not path.is_dir():
@@ -257,7 +287,7 @@ class BaseMetaPolicy:
         )
 
     @classmethod
-    def from_files(cls, *, params_file: Path, card_file: Path, source: str) -> BaseMetaPolicy:
+    def from_files(cls, *, params_file: Path, card_file: Path, source: str) -> BaseMetaPolicy[Any]:
         """Load from a ``params.pt`` and its ``policy.json`` (the card's ``policy_kind`` says
         which kind; a card without one is an MLP policy's)."""
         try:
@@ -280,7 +310,7 @@ class BaseMetaPolicy:
         return BaseMetaPolicy._kinds[kind]._from_card(card, params, source=source)
 
     @classmethod
-    def initial(cls, spec: JobSpec) -> BaseMetaPolicy:
+    def initial(cls, spec: JobSpec) -> BaseMetaPolicy[Any]:
         """The untrained meta-policy a job with ``spec`` starts from: the learner's initial
         parameters (its policy built with seed ``spec.seed``), before any meta-iteration.
 
@@ -290,9 +320,8 @@ class BaseMetaPolicy:
         :func:`workers.evaluate.evaluate`.
         """
         tf = spec.task_family
-        family = make_family(tf.name, seed=spec.seed, **tf.family_kwargs())
-        obs_dim, act_dim, discrete = family.policy_dims()
-        policy_spec = spec.policy_spec(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete)
+        family = build_distribution(tf.name, seed=spec.seed, **tf.family_kwargs())
+        policy_spec = spec.model_spec(family)  # an RL policy's, or a supervised network's
         learner = registry.make_learner(spec.algorithm, policy_spec, advantage=spec.advantage, seed=spec.seed)
         state = learner.state_dict()
         out = cls.from_learner_state(spec, state, source=f"initial:{spec.name}:seed{spec.seed}")
@@ -300,10 +329,11 @@ class BaseMetaPolicy:
         return out
 
     @classmethod
-    def from_learner_state(cls, spec: JobSpec, state: Any, *, source: str) -> BaseMetaPolicy:
+    def from_learner_state(cls, spec: JobSpec, state: Any, *, source: str) -> BaseMetaPolicy[Any]:
         """The meta-policy held by a learner's ``state_dict()``, trained with ``spec``: the kind
         whose policy spec the state's is (an MLP :class:`MetaPolicy` with its inner step and
-        advantage settings, or RL²'s recurrent policy)."""
+        advantage settings, RL²'s recurrent policy, or a supervised learner's model, whose spec is
+        a :class:`~algorithms.supervised.nets.NetSpec`)."""
         for kind_cls in BaseMetaPolicy._kinds.values():
             if isinstance(state.policy_spec, kind_cls.policy_spec_type):
                 return kind_cls._from_state(spec, state, source=source)

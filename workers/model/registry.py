@@ -34,6 +34,25 @@ the returned ``state`` with the next steps (whose first ``prev_*`` row is the la
 reward and done flag).  Any float dtype is taken; the model's signature lists the fields (a
 ``DataFrame`` of one row with those columns works too, as MLflow's serving sends it).
 
+A supervised few-shot model (``sl-maml``, ``anil``, ``meta-sgd``, ``sl-reptile``, ``protonet``,
+``matching``) is a :class:`SupervisedMetaPolicyModel`: one call adapts it to a task's support set
+and predicts the task's queries, as ``SupervisedMetaModel.adapt(support_x, support_y, steps=steps)
+.predict(query_x)`` does::
+
+    out = model.predict({
+        "support_x": support_x,  # [N, *input_shape]: the support set's inputs
+        "support_y": support_y,  # [N] int class indices 0..ways-1 (classification), or
+                                 #   [N, out_dim] regression targets
+        "query_x":   query_x,    # [M, *input_shape]: the inputs to predict (a task's queries
+                                 #   together: conv4 networks normalise the batch by its statistics)
+        "steps":     5,          # optional: inner steps where the algorithm takes them (omitted:
+    })                           #   the algorithm's meta-test setting)
+    out["predictions"]           # [M] int64 classes, or [M, out_dim] float32 values
+    out["probabilities"]         # classification only: [M, ways] float32 class probabilities
+
+Any float dtype is taken for the inputs and regression targets (class indices must be integers);
+the signature lists the fields (a one-row ``DataFrame`` with those columns works too).
+
 Plain MLflow finds the registry only through ``MLFLOW_TRACKING_URI`` (else it looks in
 ``./mlflow.db``): set it to the service's store.
 """
@@ -51,9 +70,10 @@ import torch
 
 from algorithms.base import LearnerState
 from workers.contract import JobSpec
-from workers.envs import TaskFamily
 from workers.model.policy import BaseMetaPolicy, MetaPolicy
 from workers.model.recurrent import RecurrentMetaPolicy
+from workers.model.supervised import SupervisedMetaModel
+from workers.tasks import TaskDistribution
 
 # MLflow starts its telemetry client when it is imported: switch it off first (it reaches out by default).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -66,11 +86,17 @@ from mlflow.types import DataType  # noqa: E402
 from mlflow.types.schema import Array, ColSpec, Schema, TensorSpec  # noqa: E402
 
 #: Version tags summarising the model -> the metrics they come from, the first one logged: the
-#: gradient-based learners' before/after adaptation, or RL²'s first and last episode of a trial.
+#: gradient-based learners' before/after adaptation, or RL²'s first and last episode of a trial;
+#: a supervised learner's query accuracy (classification) or MSE (regression) after and before
+#: adaptation.
 _SUMMARY_TAGS = {
     "return_pre": ("meta/return_pre", "meta/return_first_episode"),
     "return_post": ("meta/return_post", "meta/return_last_episode"),
     "success_post": ("meta/success_post", "meta/success_last_episode"),
+    "accuracy": ("meta/accuracy",),
+    "accuracy_pre": ("meta/accuracy_pre",),
+    "mse": ("meta/mse",),
+    "mse_pre": ("meta/mse_pre",),
 }
 
 #: The artifact name the model is logged under in its run.
@@ -100,7 +126,7 @@ class RegisteredModel:
 
 def log_meta_policy(
     *, state: LearnerState, spec: JobSpec, final_metrics: dict[str, float], register_as: str | None,
-    extra_tags: dict[str, str] | None = None, family: TaskFamily | None = None,
+    extra_tags: dict[str, str] | None = None, family: TaskDistribution | None = None,
 ) -> RegisteredModel:
     """Log the meta-policy of ``state`` to the active MLflow run as a pyfunc model, and register
     it as ``register_as`` (unless None) with version tags describing it.
@@ -112,11 +138,14 @@ def log_meta_policy(
         final_metrics: the last iteration's metrics; ``meta/return_pre``, ``meta/return_post``
             and ``meta/success_post`` become version tags where present (for RL², the first and
             last episode of a trial: ``meta/return_first_episode``, ``meta/return_last_episode``,
-            ``meta/success_last_episode``).
+            ``meta/success_last_episode``; for a supervised learner ``meta/accuracy`` and
+            ``meta/accuracy_pre``, or ``meta/mse`` and ``meta/mse_pre``, as the tags
+            ``accuracy``, ``accuracy_pre``, ``mse``, ``mse_pre``).
         register_as: registered model name, or None to log without registering.
         extra_tags: more version tags (the driver adds ``owner`` and ``job_id``).
-        family: the job's task family, where the caller has it built (its action bounds are
-            stored with the model; without it the family is built from ``spec``).
+        family: the job's task family (or supervised distribution), where the caller has it
+            built (an RL family's action bounds are stored with the model; without it the family
+            is built from ``spec`` where needed).
 
     Raises:
         RuntimeError: no MLflow run is active.
@@ -141,6 +170,10 @@ def log_meta_policy(
         python_model = RecurrentMetaPolicyModel()
         example_in: Any = _history_example(policy)
         signature = _history_signature(policy, example_in)
+    elif isinstance(policy, SupervisedMetaModel):
+        python_model = SupervisedMetaPolicyModel()
+        example_in = _support_example(policy)
+        signature = _support_signature(policy, example_in)
     else:
         python_model = MetaPolicyModel()
         example_in = np.zeros((1, policy.policy_spec.obs_dim), np.float32)
@@ -253,7 +286,8 @@ class RecurrentMetaPolicyModel(PythonModel):
         """``{"actions": [T, act_dim] (or [T]), "state": [hidden]}`` for a trial's history
         ``{"obs", "prev_action", "prev_reward", "prev_done"[, "state"]}`` (a dict of arrays, or a
         one-row DataFrame with those columns)."""
-        fields = _history_fields(model_input)
+        fields = _input_fields(model_input, what="an RL² model's predict takes a dict of its trial's history "
+                               f"{list(_HISTORY_FIELDS)} (and optionally 'state')", row="one trial's history")
         missing = [k for k in _HISTORY_FIELDS if k not in fields]
         if missing:
             raise ValueError(f"predict needs {list(_HISTORY_FIELDS)} (and optionally 'state'); missing {missing}")
@@ -266,8 +300,56 @@ class RecurrentMetaPolicyModel(PythonModel):
         return {"actions": actions, "state": last}
 
 
+class SupervisedMetaPolicyModel(PythonModel):
+    """The pyfunc face of a supervised few-shot model: a task's support set and queries → the
+    queries' predictions, the model adapted on the support set (the input format is in the module
+    docstring)."""
+
+    def __init__(self) -> None:
+        self._policy: SupervisedMetaModel | None = None
+
+    def load_context(self, context: Any) -> None:
+        """Load the model (on the CPU) from the model's artifacts."""
+        policy = _load(context)
+        if not isinstance(policy, SupervisedMetaModel):
+            raise TypeError(f"SupervisedMetaPolicyModel holds a supervised model; the artifacts hold a "
+                            f"{type(policy).__name__}")
+        self._policy = policy
+
+    @property
+    def policy(self) -> SupervisedMetaModel:
+        """The loaded :class:`~workers.model.SupervisedMetaModel`."""
+        if self._policy is None:
+            raise RuntimeError("SupervisedMetaPolicyModel is not loaded: use mlflow.pyfunc.load_model(uri)")
+        return self._policy
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """``{"predictions": [M] int64 or [M, out_dim] float32[, "probabilities": [M, ways]]}`` for
+        ``{"support_x", "support_y", "query_x"[, "steps"]}`` (a dict of arrays, or a one-row
+        DataFrame with those columns)."""
+        fields = _input_fields(model_input, what="a supervised model's predict takes a dict of "
+                               f"{list(_SUPPORT_FIELDS)} (and optionally 'steps')", row="one task's support set")
+        missing = [k for k in _SUPPORT_FIELDS if k not in fields]
+        if missing:
+            raise ValueError(f"predict needs {list(_SUPPORT_FIELDS)} (and optionally 'steps'); missing {missing}")
+        steps = fields.get("steps")
+        if steps is not None:
+            value = np.asarray(steps)
+            if value.shape != () or value.dtype.kind not in "iu":
+                raise ValueError(f"steps must be a positive integer, got {steps!r}")
+            steps = int(value)
+        adapted = self.policy.adapt(_nested(fields["support_x"]), _nested(fields["support_y"]), steps=steps)
+        query = _nested(fields["query_x"])
+        out = {"predictions": adapted.predict(query)}
+        if adapted.classification:
+            out["probabilities"] = adapted.predict_proba(query)
+        return out
+
+
 #: the fields of a trial's history every pyfunc ``predict`` call of an RL² model needs
 _HISTORY_FIELDS = ("obs", "prev_action", "prev_reward", "prev_done")
+#: the fields every pyfunc ``predict`` call of a supervised model needs
+_SUPPORT_FIELDS = ("support_x", "support_y", "query_x")
 
 
 def _load(context: Any) -> BaseMetaPolicy:
@@ -278,23 +360,29 @@ def _load(context: Any) -> BaseMetaPolicy:
     )
 
 
-def _history_fields(model_input: Any) -> dict[str, Any]:
-    """The fields of one trial's history from a dict, or from the one-row DataFrame MLflow makes
-    of a dict when it checks the input against the signature."""
+def _input_fields(model_input: Any, *, what: str, row: str) -> dict[str, Any]:
+    """The fields of a pyfunc input from a dict, or from the one-row DataFrame MLflow makes of a
+    dict when it checks the input against the signature (``what``: the input the model takes,
+    ``row``: what the one row is, for the errors)."""
     import pandas as pd
 
     if isinstance(model_input, pd.DataFrame):
         if len(model_input) != 1:
-            raise ValueError(f"predict takes one trial's history (one row), got {len(model_input)} rows")
-        row = model_input.iloc[0]
-        return {k: np.asarray(row[k].tolist() if hasattr(row[k], "tolist") else row[k]) for k in model_input.columns
-                if not _is_missing(row[k])}
+            raise ValueError(f"predict takes {row} (one row), got {len(model_input)} rows")
+        first = model_input.iloc[0]
+        return {k: np.asarray(first[k].tolist() if hasattr(first[k], "tolist") else first[k])
+                for k in model_input.columns if not _is_missing(first[k])}
     if isinstance(model_input, dict):
         return {k: v for k, v in model_input.items() if v is not None}
-    raise TypeError(
-        f"an RL² model's predict takes a dict of its trial's history {list(_HISTORY_FIELDS)} (and optionally "
-        f"'state'), got {type(model_input).__name__}"
-    )
+    raise TypeError(f"{what}, got {type(model_input).__name__}")
+
+
+def _nested(value: Any) -> Any:
+    """An array from what MLflow's schema check leaves of one: nested arrays of objects (an
+    array column's value) become one numeric array; anything else is returned as it is."""
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return np.asarray(value.tolist())
+    return value
 
 
 def _is_missing(value: Any) -> bool:
@@ -310,6 +398,41 @@ def _history_example(policy: RecurrentMetaPolicy) -> dict[str, np.ndarray]:
         "prev_reward": np.zeros(1, np.float32),
         "prev_done": np.zeros(1, np.float32),
     }
+
+
+def _support_example(policy: SupervisedMetaModel) -> dict[str, np.ndarray]:
+    """A task's smallest support set: one zero input per class (labels ``0..ways-1``) or one zero
+    input with a zero target, and one zero query."""
+    n = policy.output_dim if policy.classification else 1
+    x = np.zeros((n, *policy.input_shape), np.float32)
+    y = np.arange(n, dtype=np.int64) if policy.classification else np.zeros((1, policy.output_dim), np.float32)
+    return {"support_x": x, "support_y": y, "query_x": x[:1].copy()}
+
+
+def _support_signature(policy: SupervisedMetaModel, example: dict[str, np.ndarray]) -> ModelSignature:
+    """The supervised pyfunc's signature: the support set and the queries (``steps`` optional),
+    the predictions (and a classifier's probabilities)."""
+    f = DataType.double  # float32 and float64 inputs both pass
+
+    def nested(depth: int, leaf: DataType) -> Array:
+        out = Array(leaf)
+        for _ in range(depth - 1):
+            out = Array(out)
+        return out
+
+    rank = 1 + len(policy.input_shape)
+    inputs = Schema([
+        ColSpec(nested(rank, f), "support_x"),
+        ColSpec(nested(1, DataType.long) if policy.classification else nested(2, f), "support_y"),
+        ColSpec(nested(rank, f), "query_x"),
+        ColSpec(DataType.long, "steps", required=False),
+    ])
+    adapted = policy.adapt(example["support_x"], example["support_y"])
+    predictions = adapted.predict(example["query_x"])
+    outputs: list[ColSpec | TensorSpec] = [TensorSpec(predictions.dtype, (-1, *predictions.shape[1:]), "predictions")]
+    if policy.classification:
+        outputs.append(TensorSpec(np.dtype(np.float32), (-1, policy.output_dim), "probabilities"))
+    return ModelSignature(inputs=inputs, outputs=Schema(outputs))
 
 
 def _history_signature(policy: RecurrentMetaPolicy, example: dict[str, np.ndarray]) -> ModelSignature:
