@@ -249,12 +249,13 @@ class RL2Learner(HoldsPolicy):
         self.iteration = 0
 
     def advantages(self, batch: TrialBatch) -> tuple[Tensor, Tensor]:
-        """``(advantages, returns)`` of a batch from its stored values: GAE over each trial,
-        returns ``A + V``; the advantages standardised over the real steps where configured."""
+        """``(advantages, returns)`` of a batch from its stored values: GAE over each trial of the
+        rewards times ``reward_scale`` (the value head learns scaled returns), returns ``A + V``;
+        the advantages standardised over the real steps where configured."""
         cfg = self.config
         with torch.no_grad():
-            adv = gae_over_trial(batch.rewards, batch.values, batch.trial_end, batch.mask, gamma=cfg.gamma,
-                                 lam=cfg.gae_lambda)
+            adv = gae_over_trial(batch.rewards * cfg.reward_scale, batch.values, batch.trial_end, batch.mask,
+                                 gamma=cfg.gamma, lam=cfg.gae_lambda)
             returns = (adv + batch.values) * batch.mask
             if self.normalize_advantages:
                 adv = normalize(adv, batch.mask)

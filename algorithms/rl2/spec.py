@@ -37,6 +37,12 @@ class RL2Spec(AlgorithmSpec):
     max_grad_norm: float = Field(0.5, gt=0, le=1e3)
     gamma: float = Field(0.99, ge=0, le=1)
     gae_lambda: float = Field(0.95, ge=0, le=1)
+    reward_scale: float = Field(
+        1.0, gt=0, le=1e3,
+        description="rewards are multiplied by this for the value targets and advantages (the value head shares "
+                    "the GRU with the policy: returns in the thousands, as on Meta-World, make the value loss's "
+                    "gradient swamp the policy's under gradient-norm clipping); the logged returns are the env's",
+    )
     bptt_chunk: int | None = Field(
         None, ge=1, le=1_000_000,
         description="back-propagate through chunks of this many steps, each starting from the state the current "

@@ -340,6 +340,21 @@ def test_chunked_bptt_loss_and_gradient_against_chunks_unrolled_one_by_one():
     assert any(not torch.allclose(gc, gw) for gc, gw in zip(grads_c, grads_w, strict=True))
 
 
+def test_reward_scale_scales_the_value_targets_not_the_logged_returns():
+    learner, trials = learner_and_trials()
+    scaled, _ = learner_and_trials(reward_scale=0.01)
+    batch = make_trial_batch(trials)
+    adv, returns = learner.advantages(batch)
+    adv_s, returns_s = scaled.advantages(batch)
+    # with zero stored values the returns are the discounted rewards-to-go: scaled by the factor
+    zero = TrialBatch(**{**batch.__dict__, "values": torch.zeros_like(batch.values)})
+    torch.testing.assert_close(scaled.advantages(zero)[1], 0.01 * learner.advantages(zero)[1])
+    assert not torch.allclose(returns_s, returns)
+    metrics = scaled.learn([trials])
+    assert metrics["meta/return_last_episode"] == pytest.approx(Trials.concatenate(trials).returns_per_episode()[:, -1]
+                                                                .mean())
+
+
 def test_learner_with_bptt_chunks_updates_and_checkpoints():
     learner, trials = learner_and_trials(bptt_chunk=2)
     before = learner.params
