@@ -681,11 +681,7 @@ def _log_rl(client: Any, run_id: str, report: EvaluationReport) -> None:
     # success rates only where the family reports success (elsewhere they would read 0)
     keys = ("return_pre", "return_post") + (("success_pre", "success_post") if report.has_success else ())
     for key in keys:
-        interval: Interval = getattr(report, key)
-        metrics.append(Metric(f"eval/{key}", interval.mean, now, 0))
-        if interval.low is not None and interval.high is not None:
-            metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, 0))
-            metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, 0))
+        metrics += _interval_metrics(f"eval/{key}", getattr(report, key), now, 0)
     # the curve over inner steps: MLflow step = number of inner steps taken (RL²: the episode
     # of the trial, K for the evaluation episodes)
     curves = [("return_step", report.return_steps)] + (
@@ -693,15 +689,22 @@ def _log_rl(client: Any, run_id: str, report: EvaluationReport) -> None:
     )
     for key, curve in curves:
         for k, interval in enumerate(curve):
-            metrics.append(Metric(f"eval/{key}", interval.mean, now, k))
-            if interval.low is not None and interval.high is not None:
-                metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, k))
-                metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, k))
+            metrics += _interval_metrics(f"eval/{key}", interval, now, k)
     for r in report.results:
         for key in keys:
             metrics.append(Metric(f"eval/task_{key}", float(getattr(r, key)), now, r.index))
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
     _log_metrics(client, run_id, metrics)
+
+
+def _interval_metrics(name: str, interval: Interval, now: int, step: int) -> list[Any]:
+    """``name`` (the mean) and, where the interval has them, ``name_ci_low`` / ``name_ci_high``."""
+    from mlflow.entities import Metric
+
+    out = [Metric(name, interval.mean, now, step)]
+    if interval.low is not None and interval.high is not None:
+        out += [Metric(f"{name}_ci_low", interval.low, now, step), Metric(f"{name}_ci_high", interval.high, now, step)]
+    return out
 
 
 def _log_supervised(client: Any, run_id: str, report: EvaluationReport) -> None:
@@ -718,11 +721,7 @@ def _log_supervised(client: Any, run_id: str, report: EvaluationReport) -> None:
     metrics = []
     keys = [k for k in (f"{report.metric}", f"{report.metric}_pre") if getattr(report, k) is not None]
     for key in keys:
-        interval: Interval = getattr(report, key)
-        metrics.append(Metric(f"eval/{key}", interval.mean, now, 0))
-        if interval.low is not None and interval.high is not None:
-            metrics.append(Metric(f"eval/{key}_ci_low", interval.low, now, 0))
-            metrics.append(Metric(f"eval/{key}_ci_high", interval.high, now, 0))
+        metrics += _interval_metrics(f"eval/{key}", getattr(report, key), now, 0)
     for r in report.results:
         for key in keys:
             metrics.append(Metric(f"eval/task_{key}", float(getattr(r, key)), now, r.index))
