@@ -102,11 +102,13 @@ class RayLauncher:
         env = {SPEC_ENV: spec_json, "METARL_JOB_ID": job_id, "METARL_OWNER": owner}
         self._submit(submission_id, args, env, {"metarl_job_id": job_id, "owner": owner, "kind": "train"})
 
-    def submit_evaluation(self, *, submission_id: str, owner: str, model_uri: str, episodes: int, steps: int,
-                          tasks: int, seed: int, later_lr: float | None = None, split: str = "test") -> None:
+    def submit_evaluation(self, *, submission_id: str, owner: str, model_uri: str, episodes: int,
+                          steps: int | None, tasks: int, seed: int, later_lr: float | None = None,
+                          split: str = "test") -> None:
         args = [self.python, "-m", "workers.evaluate", "--model", model_uri, "--episodes", str(episodes),
-                "--steps", str(steps), "--tasks", str(tasks), "--seed", str(seed), "--split", split,
-                "--evaluation-id", submission_id]
+                "--tasks", str(tasks), "--seed", str(seed), "--split", split, "--evaluation-id", submission_id]
+        if steps is not None:  # else the model's own default (evaluate's)
+            args += ["--steps", str(steps)]
         if later_lr is not None:
             args += ["--later-lr", repr(float(later_lr))]
         self._submit(submission_id, args, {"METARL_OWNER": owner}, {"owner": owner, "kind": "evaluation"})

@@ -155,9 +155,13 @@ class AliasUpdate(_In):
 
 
 class EvaluationCreate(_In):
-    episodes: int = Field(10, ge=1, le=1000, description="K: episodes per adaptation step")
-    steps: int = Field(1, ge=1, le=10, description="n: inner policy-gradient steps")
-    tasks: int = Field(10, ge=1, le=500, description="held-out test tasks")
+    episodes: int = Field(10, ge=1, le=1000, description=(
+        "K: episodes per adaptation step (RL²: adaptation episodes of the trial; not used by supervised models)"))
+    steps: int | None = Field(None, ge=1, le=200, description=(
+        "n: inner steps (default: 1 for RL models, the algorithm's own meta-test steps for supervised ones; "
+        "RL² takes none: 1)"))
+    tasks: int = Field(10, ge=1, le=2000, description=(
+        "held-out test tasks (supervised: test episodes; the papers: 600)"))
     seed: int = Field(0, ge=0, le=2**31 - 1)
     later_lr: float | None = Field(None, gt=0, le=10.0, description=(
         "step size of inner steps 2..n (default: the model's inner_lr); the MAML paper's meta-test uses 0.05"))

@@ -186,8 +186,8 @@ def evaluation_metrics(client: ApiClient, e: dict[str, Any]) -> list[dict[str, s
 
 def show_evaluation(e: dict[str, Any], metrics: list[dict[str, str]]) -> None:
     req = e.get("request") or {}
-    protocol = (f"{req.get('tasks')} held-out tasks, {req.get('steps')} inner step(s) of {req.get('episodes')} "
-                f"episodes, seed {req.get('seed')}")
+    steps = f"{req['steps']} inner step(s)" if req.get("steps") else "the model's default inner steps"
+    protocol = f"{req.get('tasks')} held-out tasks, {steps} of {req.get('episodes')} episodes, seed {req.get('seed')}"
     rows = [("evaluation", e["id"]), ("model", f"{e['model_name']} v{e['model_version']}"),
             ("status", fmt_status(e["status"]) + (f"  {escape(e['message'])}" if e.get("message") else "")),
             ("protocol", protocol)]
@@ -213,7 +213,7 @@ def _opt(help_: str) -> Any:
 def models_evaluate(
     ctx: typer.Context, name: str, version: str,
     episodes: Annotated[int | None, _opt("K: episodes per inner step [default: 10]")] = None,
-    steps: Annotated[int | None, _opt("inner policy-gradient steps [default: 1]")] = None,
+    steps: Annotated[int | None, _opt("inner steps [default: 1 for RL, the algorithm's own for supervised]")] = None,
     tasks: Annotated[int | None, _opt("held-out test tasks [default: 10]")] = None,
     seed: Annotated[int | None, _opt("[default: 0]")] = None,
     later_lr: Annotated[float | None, _opt("step size of inner steps 2..n [default: the model's inner_lr]")] = None,

@@ -55,9 +55,10 @@ def test_rl2_job_streams_registers_and_evaluates(live_service):
         version = c.get(f"/v1/models/{NAME}/versions/1").json()
         assert version["metrics_declared"] == declared_metrics("rl2")
 
-        asked = {"episodes": 3, "steps": 1, "tasks": 2, "seed": 1, "split": "test"}
+        asked = {"episodes": 3, "tasks": 2, "seed": 1, "split": "test"}  # steps: the model's default
         r = c.post(f"/v1/models/{NAME}/versions/1/evaluations", json=asked)
         assert r.status_code == 201, r.text
+        assert r.json()["request"]["steps"] is None
         eval_id = r.json()["id"]
 
         def finished() -> dict | None:
@@ -68,6 +69,7 @@ def test_rl2_job_streams_registers_and_evaluates(live_service):
     assert ev["status"] == "SUCCEEDED", ev["message"]
     report = ev["result"]
     assert report["adaptation"] == "trial" and report["tasks"] == 2 and report["episodes"] == 3
+    assert report["steps"] == 1
     curve = [p["mean"] for p in report["return_steps"]]  # episodes 0, 1, 2 of the trial, then the evaluation
     assert len(curve) == 4 and all(np.isfinite(curve))
     assert curve[0] == pytest.approx(ev["return_pre"]) and curve[-1] == pytest.approx(ev["return_post"])
