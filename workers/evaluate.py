@@ -101,6 +101,7 @@ from workers.model import (
     parse_registry_uri,
     resolve_model_version,
 )
+from workers.model.recurrent import MAX_ENVS  # at most this many sub-envs at once; tasks go in chunks that fit
 from workers.runner import SamplerSource
 from workers.sampler import Sampler
 from workers.supervised import SUPERVISED_SPLITS, SupportQuery
@@ -111,8 +112,6 @@ log = logging.getLogger("metarl.evaluate")
 #: The control plane's evaluation id (``--evaluation-id``) must match this; the service finds the
 #: evaluation's run by its tag (``EVALUATION_ID_TAG``).
 EVALUATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-#: At most this many sub-envs are built at once; tasks are evaluated in chunks that fit.
-MAX_ENVS = 64
 #: ``EvaluationReport.adaptation``: by inner policy-gradient steps (MAML, Reptile, multi-task
 #: PG), within a trial, in a recurrent policy's hidden state (RL²), or on a supervised task's
 #: support set (the supervised few-shot learners)

@@ -52,7 +52,8 @@ from workers.model.policy import BaseMetaPolicy, ModelFormatError, _check_positi
 from workers.runner import Collected, collect
 from workers.trial_sampler import TrialPhaseSampler, TrialSampler
 
-#: At most this many sub-envs are stepped at once by :meth:`RecurrentMetaPolicy.mean_return`.
+#: At most this many sub-envs are stepped at once by a meta-test (:mod:`workers.evaluate`, whose
+#: tasks go in chunks that fit) and by :meth:`RecurrentMetaPolicy.mean_return`.
 MAX_ENVS = 64
 
 
