@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors, jobs, observability
+from service.adapt import AdaptServers
 from service.auth import KeyCache, bootstrap_admin, load_secret
 from service.db import Store
 from service.launcher import RayLauncher
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None
         app.state.key_secret = secret
         app.state.launcher = launcher or RayLauncher(settings)
         app.state.view = TrackingView(settings.tracking_uri)
+        app.state.adapt_servers = AdaptServers.from_settings(settings)  # started on the first adapt request
         if settings.reconcile_on_start:
             n = await asyncio.to_thread(jobs.reconcile, store=store, launcher=app.state.launcher, view=app.state.view)
             if n:
@@ -131,6 +133,7 @@ def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+            await asyncio.to_thread(app.state.adapt_servers.close)
             store.dispose()
 
     app = FastAPI(title="metarl", version=VERSION, lifespan=lifespan, responses=ERROR_RESPONSES,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.adapt import AdaptServers
 from service.auth import KeyCache, Principal, authenticate, cached_principal
 from service.db import Store
 from service.errors import ApiError
@@ -32,6 +33,10 @@ async def get_view(request: Request) -> TrackingView:
     return request.app.state.view
 
 
+async def get_adapt_servers(request: Request) -> AdaptServers:
+    return request.app.state.adapt_servers
+
+
 async def get_job_caches(request: Request) -> JobCaches:
     return request.app.state.job_caches
 
@@ -44,6 +49,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 LauncherDep = Annotated[RayLauncher, Depends(get_launcher)]
 ViewDep = Annotated[TrackingView, Depends(get_view)]
+AdaptServersDep = Annotated[AdaptServers, Depends(get_adapt_servers)]
 JobCachesDep = Annotated[JobCaches, Depends(get_job_caches)]
 KeyCacheDep = Annotated[KeyCache, Depends(get_key_cache)]
 

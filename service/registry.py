@@ -190,6 +190,31 @@ def get_version_entity(*, view: TrackingView, principal: Principal, name: str, v
     return mv
 
 
+def resolve_version_entity(*, view: TrackingView, principal: Principal, name: str, version: str | None = None,
+                           alias: str | None = None) -> Any:
+    """The version a request names: ``version``, else the one ``alias`` points at, else the
+    caller's newest; 404 for what the caller may not see, as for what does not exist."""
+    if version is not None:
+        return get_version_entity(view=view, principal=principal, name=name, version=version)
+    if alias is not None:
+        _check_name(name)
+        ident = f"{name}@{alias}"
+        from mlflow.exceptions import MlflowException
+
+        try:
+            with _mlflow("model alias", ident):
+                mv = view.client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:  # an alias that is not set: MLflow's INVALID_PARAMETER_VALUE
+            raise not_found("model alias", ident) from exc
+        if not _visible(principal, mv):
+            raise not_found("model alias", ident)
+        return mv
+    versions = _versions_of(view, principal=principal, name=name)
+    if not versions:  # an admin, a model without versions
+        raise not_found("model version", f"{name}/latest")
+    return versions[0]
+
+
 def get_version(*, view: TrackingView, principal: Principal, name: str, version: str) -> ModelVersionPublic:
     mv = get_version_entity(view=view, principal=principal, name=name, version=version)
     return version_public(mv, metrics=run_metrics(view=view, run_id=mv.run_id))

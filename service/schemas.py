@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from workers.contract import NAME_PATTERN
 
@@ -165,9 +165,46 @@ class EvaluationCreate(_In):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     later_lr: float | None = Field(None, gt=0, le=10.0, description=(
         "step size of inner steps 2..n (default: the model's inner_lr); the MAML paper's meta-test uses 0.05"))
-    split: Literal["test", "train"] = Field("test", description=(
-        "tasks to adapt on: the family's held-out test tasks, or its training tasks "
-        "(Meta-World's train goals/classes)"))
+    split: Literal["test", "train", "val"] = Field("test", description=(
+        "tasks to adapt on: the family's held-out test tasks, its training tasks (Meta-World's train "
+        "goals/classes), or a supervised distribution's meta-validation split"))
+
+
+class AdaptRequest(_In):
+    """A support set to adapt on and a query set to predict (``POST /v1/models/{name}/adapt``)."""
+
+    version: str | None = Field(None, pattern=r"^[1-9][0-9]{0,8}$", description=(
+        "the version to adapt (default: ``alias``'s, else the newest one the caller owns)"))
+    alias: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,255}$", description="an alias of the model")
+    support_x: list[Any] = Field(description=(
+        "support inputs, [N, *input_shape] numbers, or one flat vector per example (a digit: 64 numbers); "
+        "N <= 1000"))
+    support_y: list[Any] = Field(description=(
+        "support labels: [N] class indices 0..ways-1 (classifiers), or [N] / [N, out_dim] regression targets"))
+    query_x: list[Any] = Field(description="query inputs, as support_x; at most 1000")
+    steps: int | None = Field(None, ge=1, le=100, description=(
+        "inner steps (gradient-based learners; default: the algorithm's meta-test setting); the metric "
+        "learners (ProtoNets, Matching networks) take none"))
+    probabilities: bool = Field(False, description="classifiers: also return each query's class probabilities")
+
+    @model_validator(mode="after")
+    def _one_version(self) -> AdaptRequest:
+        if self.version is not None and self.alias is not None:
+            raise ValueError("version and alias: give one of them (or neither: the newest version)")
+        return self
+
+
+class AdaptResponse(_Out):
+    model_name: str
+    model_version: str
+    algorithm: str
+    problem: Literal["classification", "regression"]
+    steps: int | None = Field(None, description="inner steps taken (None: a metric learner)")
+    predictions: list[int] | list[list[float]] = Field(description=(
+        "per query: the class index (classifiers) or the regression values"))
+    probabilities: list[list[float]] | None = Field(None, description="per query: the class probabilities, if asked")
+    timings_ms: dict[str, float] = Field(default_factory=dict, description=(
+        "the model server's time: load (0 when the model was loaded already), adapt, predict"))
 
 
 class EvaluationPublic(_Out):

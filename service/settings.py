@@ -44,6 +44,12 @@ class Settings(BaseSettings):
                                  description="pending + running jobs one owner may have; more get 429")
     admin_owner: str = Field(default="admin", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     reconcile_on_start: bool = True
+    adapt_servers: int = Field(default=1, ge=0, le=64, description=(
+        "model server processes per API process behind POST /v1/models/{name}/adapt (0: that endpoint answers 503)"))
+    adapt_timeout_s: float = Field(default=60.0, gt=0, le=3600, description=(
+        "how long an adapt request waits for a free model server, and for its answer"))
+    adapt_cache_models: int = Field(default=8, ge=1, le=1024, description="models each model server keeps loaded")
+    adapt_threads: int = Field(default=1, ge=1, le=256, description="torch threads of each model server")
     key_secret: SecretStr | None = Field(default=None, description=(
         "secret of the API keys' keyed hash; <home>/key_secret (generated, 0600) if unset; "
         "replicas sharing a job store need the same"))

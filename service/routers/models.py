@@ -9,9 +9,11 @@ from fastapi import APIRouter, Path, Response
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
-from service import evaluations, registry
-from service.deps import LauncherDep, PrincipalDep, StoreDep, ViewDep
+from service import adapt, evaluations, registry
+from service.deps import AdaptServersDep, LauncherDep, PrincipalDep, StoreDep, ViewDep
 from service.schemas import (
+    AdaptRequest,
+    AdaptResponse,
     AliasUpdate,
     EvaluationCreate,
     EvaluationPublic,
@@ -73,6 +75,17 @@ async def download(name: Name, version: Version, view: ViewDep, principal: Princ
                                       version=version)
     return FileResponse(archive.path, media_type="application/gzip", filename=archive.filename,
                         background=BackgroundTask(archive.cleanup))
+
+
+# ---- adapt -------------------------------------------------------------------------------------
+@router.post("/models/{name}/adapt", response_model=AdaptResponse)
+async def adapt_model(name: Name, body: AdaptRequest, view: ViewDep, servers: AdaptServersDep,
+                      principal: PrincipalDep) -> AdaptResponse:
+    """Adapt a supervised model (``version``, ``alias``, else the caller's newest) on a support set
+    and predict a query set, on one of this process's model servers (not a job: answered in the
+    request).  422 names the field that does not fit the model; 503 when every server stays busy."""
+    return await asyncio.to_thread(adapt.adapt, view=view, servers=servers, principal=principal, name=name,
+                                   request=body)
 
 
 # ---- evaluations -------------------------------------------------------------------------------
