@@ -184,10 +184,21 @@ def evaluation_metrics(client: ApiClient, e: dict[str, Any]) -> list[dict[str, s
         return []
 
 
-def show_evaluation(e: dict[str, Any], metrics: list[dict[str, str]]) -> None:
-    req = e.get("request") or {}
+def protocol_of(e: dict[str, Any]) -> str:
+    """How the evaluation adapted, in the terms of its model's kind (once finished, its report
+    says which: a supervised model's adapts on episodes' support sets, not on K rollouts)."""
+    req, report = e.get("request") or {}, e.get("result") or {}
+    split = req.get("split") or "test"
     steps = f"{req['steps']} inner step(s)" if req.get("steps") else "the model's default inner steps"
-    protocol = f"{req.get('tasks')} held-out tasks, {steps} of {req.get('episodes')} episodes, seed {req.get('seed')}"
+    if report.get("adaptation") == "supervised":
+        taken = report.get("steps")
+        steps = "no inner steps" if not taken else f"{taken} inner step(s)"
+        return f"{req.get('tasks')} {split} episodes (support → query), {steps}, seed {req.get('seed')}"
+    return f"{req.get('tasks')} {split} tasks, {steps} of {req.get('episodes')} episodes, seed {req.get('seed')}"
+
+
+def show_evaluation(e: dict[str, Any], metrics: list[dict[str, str]]) -> None:
+    protocol = protocol_of(e)
     rows = [("evaluation", e["id"]), ("model", f"{e['model_name']} v{e['model_version']}"),
             ("status", fmt_status(e["status"]) + (f"  {escape(e['message'])}" if e.get("message") else "")),
             ("protocol", protocol)]
@@ -217,7 +228,8 @@ def models_evaluate(
     tasks: Annotated[int | None, _opt("held-out test tasks [default: 10]")] = None,
     seed: Annotated[int | None, _opt("[default: 0]")] = None,
     later_lr: Annotated[float | None, _opt("step size of inner steps 2..n [default: the model's inner_lr]")] = None,
-    split: Annotated[str | None, _opt("test (held-out tasks) or train [default: test]")] = None,
+    split: Annotated[str | None, _opt("test (held-out tasks), train, or val (a supervised distribution's "
+                                      "meta-validation split) [default: test]")] = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="wait for the result")] = False,
 ) -> None:
     """Meta-test a version: adapt on held-out tasks, report the numbers its algorithm declares."""
@@ -233,6 +245,58 @@ def models_evaluate(
     show_evaluation(e, evaluation_metrics(client, e))
     if e["status"] != "SUCCEEDED":
         raise CliError(f"evaluation {e['id']} ended {e['status']}" + (f": {e['message']}" if e.get("message") else ""))
+
+
+def _arrays(path: Path) -> dict[str, Any]:
+    """``support_x``, ``support_y``, ``query_x`` from an ``.npz`` or a ``.json`` file, as lists."""
+    if not path.is_file():
+        raise CliError(f"no file at {path}")
+    if path.suffix == ".npz":
+        import numpy as np
+
+        with np.load(path) as f:
+            data = {k: f[k].tolist() for k in f.files}
+    else:
+        import json
+
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as exc:
+            raise CliError(f"{path} is not JSON: {exc}") from exc
+    missing = [k for k in ("support_x", "support_y", "query_x") if k not in data]
+    if missing:
+        raise CliError(f"{path} needs the arrays support_x, support_y and query_x; missing {missing}")
+    return {k: data[k] for k in ("support_x", "support_y", "query_x")}
+
+
+@models_app.command("adapt")
+def models_adapt(
+    ctx: typer.Context, name: str,
+    data: Annotated[Path, typer.Argument(help=".npz or .json holding support_x, support_y and query_x")],
+    version: Annotated[str | None, _opt("version [default: the newest you own]")] = None,
+    alias: Annotated[str | None, _opt("alias instead of a version")] = None,
+    steps: Annotated[int | None, _opt("inner steps [default: the algorithm's meta-test setting]")] = None,
+    probabilities: Annotated[bool, typer.Option("--probabilities", help="classifiers: class probabilities too")]
+    = False,
+) -> None:
+    """Adapt a supervised model on a support set and predict a query set (on the server)."""
+    body: dict[str, Any] = {**_arrays(data), "probabilities": probabilities}
+    body.update({k: v for k, v in (("version", version), ("alias", alias), ("steps", steps)) if v is not None})
+    out = api(ctx).post(f"/v1/models/{name}/adapt", body)
+    taken = f"{out['steps']} inner step(s)" if out.get("steps") else "no inner steps"
+    console.print(f"{out['model_name']} v{out['model_version']} ({out['algorithm']}, {out['problem']}): adapted on "
+                  f"{len(body['support_x'])} support examples, {taken}", soft_wrap=True)
+    t = new_table(f"predictions ({len(out['predictions'])} queries)")
+    t.add_column("query", justify="right")
+    t.add_column("prediction", overflow="fold")
+    probs = out.get("probabilities")
+    if probs:
+        t.add_column("p", justify="right")
+    for i, p in enumerate(out["predictions"]):
+        shown = str(p) if not isinstance(p, list) else ", ".join(fmt_num(v, ".4g") for v in p)
+        row = [str(i), shown] + ([fmt_num(max(probs[i]), ".3f")] if probs else [])
+        t.add_row(*row)
+    console.print(t)
 
 
 @evals_app.command("show")

@@ -169,6 +169,32 @@ def test_adapt_predicts_exactly_as_the_model_in_process(live_service, jobs, mode
                                        .predict(s.x_query), rtol=1e-5, atol=1e-6)
 
 
+def test_the_cli_adapts_from_a_file_and_shows_a_supervised_evaluation(live_service, jobs, models_store, tmp_path):
+    from service.cli.models import protocol_of
+    from tests.service.test_cli import metarl
+    from workers.model import MetaPolicy
+
+    model = MetaPolicy.load(f"models:/{DIGITS}/1")
+    ep = _episode(model, seed=7)
+    data = tmp_path / "episode.npz"
+    np.savez(data, support_x=ep.x_support, support_y=ep.y_support, query_x=ep.x_query)
+    r = metarl("models", "adapt", DIGITS, str(data), "--probabilities", svc=live_service)
+    assert r.exit_code == 0, r.output
+    assert f"{DIGITS} v1 (protonet, classification)" in r.output and "no inner steps" in r.output
+    want = model.adapt(ep.x_support, ep.y_support).predict(ep.x_query)
+    rows = [line.split() for line in r.output.splitlines()]  # query, prediction, p
+    shown = [int(cells[1]) for cells in rows if len(cells) == 3 and cells[0].isdigit() and cells[1].isdigit()]
+    assert shown == want.tolist()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"support_x": [[0.0]], "query_x": [[0.0]]}')
+    r = metarl("models", "adapt", DIGITS, str(bad), svc=live_service)
+    assert r.exit_code == 1 and "support_y" in r.output
+    # an evaluation's protocol line in a supervised model's terms (no "K episodes")
+    finished = {"request": {"tasks": 600, "seed": 0, "split": "val", "episodes": 10},
+                "result": {"adaptation": "supervised", "steps": 0}}
+    assert protocol_of(finished) == "600 val episodes (support → query), no inner steps, seed 0"
+
+
 def _key(live_service, owner: str) -> str:  # noqa: ANN001
     with live_service.client() as c:
         return c.post("/v1/keys", json={"owner": owner}).json()["key"]
