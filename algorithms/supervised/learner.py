@@ -174,6 +174,10 @@ class SupervisedLearner(HoldsPolicy):
         """Meta-parameters beside θ, by checkpoint key (Meta-SGD's α); none by default."""
         return {}
 
+    def extra_parameter_keys(self) -> list[str]:
+        """The checkpoint keys of the meta-parameters beside θ (none for most learners)."""
+        return list(self._extra_parameters())
+
     def meta_parameters(self) -> list[nn.Parameter]:
         """Everything the outer step updates: θ and the extra meta-parameters."""
         return [*self.policy.parameters(), *self._extra_parameters().values()]

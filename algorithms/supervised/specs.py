@@ -13,6 +13,7 @@ name            module (spec)                                    learner
 ``sl-reptile``  :mod:`algorithms.supervised.sl_reptile`          ``reptile_learner:SLReptile``
 ``protonet``    :mod:`algorithms.supervised.protonet`            ``protonet_learner:ProtoNet``
 ``matching``    :mod:`algorithms.supervised.matching`            ``matching_learner:MatchingNetworks``
+``meta-lstm``   :mod:`algorithms.supervised.meta_lstm`           ``meta_lstm_learner:MetaLSTM``
 ==============  ===============================================  ====================================
 
 Every one trains on one phase per meta-iteration (:func:`~algorithms.plans.single_phase_plan`):

@@ -27,13 +27,14 @@ from algorithms.supervised.matching_learner import (
     lstm_cell,
     matching_log_probs,
 )
+from algorithms.supervised.meta_lstm_learner import MetaLSTM
 from algorithms.supervised.nets import NetSpec, make_net, net_spec_for
 from algorithms.supervised.protonet_learner import ProtoNet, prototype_logits, prototypes
 from algorithms.supervised.reptile_learner import SLReptile, reptile_update
 from algorithms.supervised.specs import episode_plan
 
 ROOT = Path(__file__).resolve().parents[2]
-SUPERVISED = ("sl-maml", "anil", "meta-sgd", "sl-reptile", "protonet", "matching")
+SUPERVISED = ("sl-maml", "anil", "meta-sgd", "sl-reptile", "protonet", "matching", "meta-lstm")
 
 
 @pytest.fixture(autouse=True)
@@ -471,7 +472,7 @@ def test_metric_learners_refuse_regression(name):
 
 def test_registrations():
     expected = {"sl-maml": SLMAML, "anil": ANIL, "meta-sgd": MetaSGD, "sl-reptile": SLReptile,
-                "protonet": ProtoNet, "matching": MatchingNetworks}
+                "protonet": ProtoNet, "matching": MatchingNetworks, "meta-lstm": MetaLSTM}
     for name, cls in expected.items():
         alg = registry.get(name)
         assert alg.kind == "supervised" and alg.learner_class() is cls

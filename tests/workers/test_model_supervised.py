@@ -365,6 +365,28 @@ def test_meta_sgd_alpha_survives_the_round_trip(tmp_path):
                                   adapted.adapt(episode).outputs(episode.x_query))
 
 
+def test_the_lstm_meta_learner_loads_adapts_and_round_trips(tmp_path):
+    """The LSTM meta-learner's weights are meta-parameters beside θ (``metalstm/*``), like α: the
+    model holds and saves them, adapts with them, and predicts as the learner does."""
+    torch.manual_seed(0)
+    t = _train(_spec("digits-metalstm", {"name": "meta-lstm", "inner_steps": 3, "test_inner_steps": 4},
+                     {"name": "digits-rotations", "params": {"ways": 3, "shots": 1, "queries": 4}}, iterations=2))
+    state = t.learner.state_dict()
+    extra = {k: v for k, v in state.params.items() if k.startswith("metalstm/")}
+    assert {"metalstm/b_f", "metalstm/b_i", "metalstm/lstm.weight_ih"} <= extra.keys()
+    m = MetaPolicy.from_learner_state(t.spec, state, source="test")
+    assert isinstance(m, SupervisedMetaModel) and m.default_steps == 4 and m.inner_lr is None
+    m.save(tmp_path / "metalstm")
+    loaded = MetaPolicy.load(str(tmp_path / "metalstm"))
+    episode = _episode(t, seed=2)
+    adapted = loaded.adapt(episode.x_support, episode.y_support)
+    np.testing.assert_array_equal(adapted.outputs(episode.x_query), _reference(t, episode))
+    assert all(torch.equal(adapted.params[k], v) for k, v in extra.items())  # the update rule stays
+    with pytest.raises(ValueError, match="steps"):
+        loaded.adapt(episode.x_support, episode.y_support, steps=0)
+    assert loaded.adapt(episode.x_support, episode.y_support, steps=1).adapted_steps == 1
+
+
 # ---- meta-test evaluation -------------------------------------------------------------------------------
 
 

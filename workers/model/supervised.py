@@ -122,6 +122,8 @@ class SupervisedMetaModel(BaseMetaPolicy[SupervisedTaskDistribution]):
         self._adapted = bool(adapted)
         self._learner = learner if learner is not None else _make_learner(cfg, policy_spec, seed=spec.seed)
         self._meta_shapes = {k: tuple(v.shape) for k, v in self._learner.state_dict().params.items()}
+        #: the meta-parameters beside θ (Meta-SGD's ``alpha/*``, the LSTM meta-learner's ``metalstm/*``)
+        self._extra_keys = frozenset(self._learner.extra_parameter_keys())
         super().__init__(spec=spec, policy_spec=policy_spec, params=params, algorithm=algorithm, iteration=iteration,
                          source=source, training_run_id=training_run_id)
         if learner is None:
@@ -326,7 +328,7 @@ class SupervisedMetaModel(BaseMetaPolicy[SupervisedTaskDistribution]):
         empty = SupportQuery(x_support=xs, y_support=ys, x_query=xs[:0], y_query=ys[:0])
         adapted = self._learner.adapt_task(self._task_params(), empty, steps=n_steps)
         params = {k: v.detach() for k, v in adapted.items()}
-        params.update({k: v for k, v in self._params.items() if k.startswith(ALPHA_PREFIX)})
+        params.update({k: v for k, v in self._params.items() if k in self._extra_keys})
         return self._derived(params, steps=n_steps or 0)
 
     def episode(self, task: Task, *, seed: int = 0) -> SupportQuery:
@@ -384,8 +386,9 @@ class SupervisedMetaModel(BaseMetaPolicy[SupervisedTaskDistribution]):
 
     # ---- internals ----
     def _task_params(self) -> Params:
-        """The parameters the learner adapts from and predicts with (Meta-SGD's α is the learner's)."""
-        return {k: v for k, v in self._params.items() if not k.startswith(ALPHA_PREFIX)}
+        """The parameters the learner adapts from and predicts with: not the meta-parameters beside
+        θ (Meta-SGD's α, the LSTM meta-learner's weights), which are the learner's."""
+        return {k: v for k, v in self._params.items() if k not in self._extra_keys}
 
     def _outputs(self, query_x: Any) -> torch.Tensor:
         x = self._check_inputs(query_x, "query_x")
