@@ -25,8 +25,9 @@ class MetaSGDSpec(AlgorithmSpec):
     max_grad_norm: float | None = Field(
         None, gt=0, le=1e6, description="clip the outer gradient's norm to this; None: no clipping"
     )
-    task_batching: Literal["loop", "vmap"] = Field(
-        "vmap", description="the meta-batch's tasks one by one ('loop') or through torch.func.vmap ('vmap')"
+    task_batching: Literal["auto", "loop", "vmap"] = Field(
+        "auto", description="the meta-batch's tasks one by one ('loop') or through torch.func.vmap ('vmap'); "
+                            "'auto': vmap on a GPU and for MLPs, the loop for conv4 on a CPU"
     )
 
 

@@ -64,9 +64,11 @@ class InnerLoopSpec(AlgorithmSpec):
     max_grad_norm: float | None = Field(
         None, gt=0, le=1e6, description="clip the outer gradient's norm to this; None: no clipping"
     )
-    task_batching: Literal["loop", "vmap"] = Field(
-        "vmap", description="the meta-batch's tasks one by one ('loop', the reference) or as a batch "
-                            "dimension of torch.func.vmap ('vmap'); the same numbers"
+    task_batching: Literal["auto", "loop", "vmap"] = Field(
+        "auto", description="the meta-batch's tasks one by one ('loop', the reference) or as a batch "
+                            "dimension of torch.func.vmap ('vmap'); the same numbers. 'auto': vmap on a GPU "
+                            "and for MLPs, the loop for conv4 on a CPU (what benchmarks/supervised.py measured "
+                            "faster)"
     )
 
 
