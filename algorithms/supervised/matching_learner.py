@@ -101,6 +101,7 @@ class MatchingModule(nn.Module):
 
     def __init__(self, spec: NetSpec, *, fce: bool, seed: int) -> None:
         super().__init__()
+        self.spec = spec  # as a Net's: the in-process loop builds its sampler from ``learner.policy.spec``
         self.encoder = make_net(spec, head=False, seed=seed)
         d = spec.embedding_dim
         if fce:
