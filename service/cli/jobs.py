@@ -39,6 +39,7 @@ from service.cli.output import (
     latest_rows,
     metric_stats,
     new_table,
+    throughput_unit,
 )
 from service.client import ApiClient, ClientError, ConnectionFailed
 
@@ -170,9 +171,11 @@ def _on_event(state: Watch, event: str, data: Any, progress: Progress, bar: Task
         state.seen.add(step)
         state.history.append((step, m))
         metrics, total = declared(state.job), state.job["progress"]["iterations"]
-        progress.update(bar, completed=max(step + 1, len(state.seen)), stats=bar_stats(m, metrics))
+        unit = throughput_unit(state.job)
+        progress.update(bar, completed=max(step + 1, len(state.seen)), stats=bar_stats(m, metrics, unit=unit))
         took = f"  {m['time/iteration_s']:.1f} s" if "time/iteration_s" in m else ""
-        progress.console.print(f"  iteration {step + 1:>{len(str(total))}}/{total}  {metric_stats(m, metrics)}{took}")
+        line = metric_stats(m, metrics, unit=unit)
+        progress.console.print(f"  iteration {step + 1:>{len(str(total))}}/{total}  {line}{took}")
 
 
 def watch_job(client: ApiClient, job_id: str, *, retries: int = 10) -> Watch:
@@ -218,7 +221,8 @@ def summary(state: Watch) -> None:
     rows += first_to_last(hist, declared(job))
     sps = [m[STEPS_PER_S] for m in hist if m.get(STEPS_PER_S) is not None]
     if sps:
-        rows.append(("env steps/s (mean)", f"{sum(sps) / len(sps):,.0f}"))
+        unit = throughput_unit(job)
+        rows.append((f"{'env steps' if unit == 'steps' else unit}/s (mean)", f"{sum(sps) / len(sps):,.0f}"))
     rows.append(("MLflow run", job.get("run_id") or "-"))
     console.print(kv_table(rows, title="summary"))
     if job.get("model_uri"):

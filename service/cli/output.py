@@ -14,6 +14,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from workers.catalog import family_info
+
 #: Width of output that is not a terminal (a pipe, a file, CI logs), where rich would assume 80
 #: columns and cut table cells; ``COLUMNS`` overrides it.
 PIPE_WIDTH = 200
@@ -140,16 +142,29 @@ def headlines(metrics: Sequence[dict[str, str]]) -> list[Headline]:
     return out
 
 
-def metric_stats(m: dict[str, Any], metrics: Sequence[dict[str, str]]) -> str:
+def throughput_unit(job: dict[str, Any]) -> str:
+    """What a job's ``perf/env_steps_per_s`` counts: env ``steps``, or for a supervised task
+    distribution the support and query ``examples`` drawn."""
+    spec = job.get("spec") or {}
+    family = spec.get("task_family") if isinstance(spec, dict) else None
+    name = family.get("name") if isinstance(family, dict) else None
+    try:
+        kind = family_info(name).kind if isinstance(name, str) else "rl"
+    except LookupError:
+        kind = "rl"
+    return "examples" if kind == "supervised" else "steps"
+
+
+def metric_stats(m: dict[str, Any], metrics: Sequence[dict[str, str]], *, unit: str = "steps") -> str:
     """One iteration's declared metrics that it logged, and its throughput:
     ``return -69.6 → -41.7  success after adaptation 0.50  1,234 steps/s``."""
     parts = [f"{h.label} {h.values(m)}" for h in headlines(metrics) if h.present(m)]
     if m.get(STEPS_PER_S) is not None:
-        parts.append(f"{fmt_num(m.get(STEPS_PER_S), ',.0f')} steps/s")
+        parts.append(f"{fmt_num(m.get(STEPS_PER_S), ',.0f')} {unit}/s")
     return "  ".join(parts)
 
 
-def bar_stats(m: dict[str, Any], metrics: Sequence[dict[str, str]]) -> str:
+def bar_stats(m: dict[str, Any], metrics: Sequence[dict[str, str]], *, unit: str = "steps") -> str:
     """:func:`metric_stats` for the progress bar: ``-69.6→-41.7 succ 0.50 12k steps/s`` (the first
     item bare, the others by the first four letters of their label)."""
     parts: list[str] = []
@@ -158,7 +173,7 @@ def bar_stats(m: dict[str, Any], metrics: Sequence[dict[str, str]]) -> str:
         parts.append(values if not parts else f"{h.label.split()[0][:4]} {values}")
     sps = m.get(STEPS_PER_S)
     if sps is not None:
-        parts.append(f"{float(sps) / 1000:,.0f}k steps/s")
+        parts.append(f"{float(sps) / 1000:,.0f}k {unit}/s")
     return " ".join(parts)
 
 

@@ -178,6 +178,21 @@ def test_a_multitask_job_shows_its_own_metrics(capsys):
     assert "adaptation" not in out and "steps/s" not in out
 
 
+def test_a_supervised_job_counts_examples_not_env_steps():
+    from service.cli.output import bar_stats, metric_stats, throughput_unit
+    from workers.contract import declared_metrics
+
+    sup = {"spec": {"task_family": {"name": "digits-rotations"}}}
+    assert throughput_unit(sup) == "examples" and throughput_unit({"spec": {"task_family": {"name": "navigation2d"}}}) \
+        == "steps"
+    assert throughput_unit({"spec": {}}) == "steps"
+    logged = {"meta/accuracy": 0.75, "loss/query": 0.6, "perf/env_steps_per_s": 4e3}
+    line = metric_stats(logged, declared_metrics("protonet"), unit="examples")
+    assert line == "query accuracy after adaptation 0.750  query loss (the outer loss) 0.600  4,000 examples/s"
+    assert "return" not in line and "success" not in line
+    assert bar_stats(logged, declared_metrics("protonet"), unit="examples").endswith("4k examples/s")
+
+
 def test_declared_metrics_in_the_bar_the_evaluation_and_the_version_table():
     from service.cli.models import _version_columns, summary_rows
     from service.cli.output import bar_stats, headlines, metric_stats
