@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from algorithms.episodes import Episodes
 from algorithms.policies import Params, Policy
+from algorithms.supervised.data import SupportQuery
 
 
 def random_episodes(
@@ -52,3 +55,42 @@ def policy_episodes(
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """``‖a − b‖ / ‖b‖``."""
     return float((a - b).detach().norm() / b.detach().norm().clamp_min(1e-30))
+
+
+@dataclass(frozen=True)
+class NoisyClasses:
+    """Few-shot classes of ``signal + nuisance``-dimensional inputs: ``signal`` dimensions carry
+    the class (its mean plus noise 0.5), ``nuisance`` are noise of scale 3 that a random embedding
+    cannot ignore; training and held-out classes differ."""
+
+    train: np.ndarray
+    test: np.ndarray
+    ways: int = 5
+    shots: int = 5
+    queries: int = 5
+    nuisance: int = 12
+
+    @property
+    def input_dim(self) -> int:
+        return self.train.shape[1] + self.nuisance
+
+    def episode(self, r: np.random.Generator, means: np.ndarray) -> SupportQuery:
+        """A ``ways``-way episode of classes drawn from ``means``."""
+        chosen = r.choice(len(means), self.ways, replace=False)
+
+        def draw(k: int) -> tuple[np.ndarray, np.ndarray]:
+            y = np.repeat(np.arange(self.ways), k)
+            x = np.concatenate([means[chosen[y]] + 0.5 * r.normal(size=(len(y), means.shape[1])),
+                                3.0 * r.normal(size=(len(y), self.nuisance))], axis=1)
+            return x.astype(np.float32), y.astype(np.int64)
+
+        return SupportQuery(*draw(self.shots), *draw(self.queries))
+
+    def held_out(self, n: int = 50) -> list[SupportQuery]:
+        """``n`` fixed episodes of the held-out classes."""
+        return [self.episode(np.random.default_rng(1000 + i), self.test) for i in range(n)]
+
+
+def noisy_classes(rng: np.random.Generator, *, signal: int = 4, train: int = 40, test: int = 20) -> NoisyClasses:
+    """:class:`NoisyClasses` with ``train`` training and ``test`` held-out class means from ``rng``."""
+    return NoisyClasses(train=rng.normal(size=(train, signal)), test=rng.normal(size=(test, signal)))

@@ -36,12 +36,7 @@ from algorithms.learned_opt.torch_optimizer import LearnedOptimizer
 TINY = LSTMOptimizerSpec(hidden_size=3, num_layers=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- the LSTM optimizer ---------------------------------------------------------------------------

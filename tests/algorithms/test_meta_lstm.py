@@ -15,6 +15,7 @@ from algorithms.supervised.learner import task_loss
 from algorithms.supervised.meta_lstm import MetaLSTMSpec
 from algorithms.supervised.meta_lstm_learner import MetaLSTM, preprocess
 from algorithms.supervised.nets import NetSpec
+from tests.algorithms.helpers import noisy_classes
 
 
 def test_preprocessing_is_the_papers_formula():
@@ -113,27 +114,14 @@ def test_meta_lstm_learns_a_synthetic_5_way_task():
     0.5; 12 are noise of scale 3); training classes (40) and held-out classes (20) differ.  MLP
     32-32, 5 inner updates, 8 tasks per meta-batch, Adam 3e-3, 150 meta-iterations: held-out query
     accuracy after adaptation 0.21 -> 0.69 (seed 0; chance 0.2)."""
-    ways, shots, queries, signal, nuisance = 5, 5, 5, 4, 12
     rng = np.random.default_rng(0)
-    train_classes, test_classes = rng.normal(size=(40, signal)), rng.normal(size=(20, signal))
-
-    def episode(r, means):
-        chosen = r.choice(len(means), ways, replace=False)
-
-        def draw(k):
-            y = np.repeat(np.arange(ways), k)
-            x = np.concatenate([means[chosen[y]] + 0.5 * r.normal(size=(len(y), signal)),
-                                3.0 * r.normal(size=(len(y), nuisance))], axis=1)
-            return x.astype(np.float32), y.astype(np.int64)
-
-        return SupportQuery(*draw(shots), *draw(queries))
-
-    held_out = [episode(np.random.default_rng(1000 + i), test_classes) for i in range(50)]
+    task = noisy_classes(rng)
+    held_out = task.held_out()
     torch.manual_seed(0)
-    learner = MetaLSTM(NetSpec(input_shape=(signal + nuisance,), output_dim=ways, hidden_sizes=(32, 32)),
+    learner = MetaLSTM(NetSpec(input_shape=(task.input_dim,), output_dim=task.ways, hidden_sizes=(32, 32)),
                        MetaLSTMSpec(inner_steps=5, test_inner_steps=5, outer_lr=3e-3), seed=0)
     start = learner.evaluate(held_out)["meta/accuracy"]
     for _ in range(150):
-        learner.learn([[episode(rng, train_classes) for _ in range(8)]])
+        learner.learn([[task.episode(rng, task.train) for _ in range(8)]])
     end = learner.evaluate(held_out)["meta/accuracy"]
     assert end > start + 0.25, (start, end)

@@ -32,17 +32,13 @@ from algorithms.supervised.nets import NetSpec, make_net, net_spec_for
 from algorithms.supervised.protonet_learner import ProtoNet, prototype_logits, prototypes
 from algorithms.supervised.reptile_learner import SLReptile, reptile_update
 from algorithms.supervised.specs import episode_plan
+from tests.algorithms.helpers import noisy_classes
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPERVISED = ("sl-maml", "anil", "meta-sgd", "sl-reptile", "protonet", "matching", "meta-lstm")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- synthetic episodes -------------------------------------------------------------------------
@@ -532,26 +528,13 @@ def test_protonet_learns_a_synthetic_5_way_task():
     Training classes (40) and held-out classes (20) differ.  ProtoNet (MLP 32-32, Adam 1e-3, 8
     tasks per meta-batch) for 600 meta-iterations (~1 s): held-out query accuracy 0.23 -> 0.92
     (seed 0; seed 1: 0.22 -> 0.86; chance 0.2)."""
-    ways, shots, queries, signal, nuisance = 5, 5, 5, 4, 12
     rng = np.random.default_rng(0)
-    train_classes, test_classes = rng.normal(size=(40, signal)), rng.normal(size=(20, signal))
-
-    def episode(r, means):
-        chosen = r.choice(len(means), ways, replace=False)
-
-        def draw(k):
-            y = np.repeat(np.arange(ways), k)
-            x = np.concatenate([means[chosen[y]] + 0.5 * r.normal(size=(len(y), signal)),
-                                3.0 * r.normal(size=(len(y), nuisance))], axis=1)
-            return x.astype(np.float32), y.astype(np.int64)
-
-        return SupportQuery(*draw(shots), *draw(queries))
-
-    held_out = [episode(np.random.default_rng(1000 + i), test_classes) for i in range(50)]
-    learner = ProtoNet(NetSpec(input_shape=(signal + nuisance,), output_dim=ways, hidden_sizes=(32, 32)), seed=0)
+    task = noisy_classes(rng)
+    held_out = task.held_out()
+    learner = ProtoNet(NetSpec(input_shape=(task.input_dim,), output_dim=task.ways, hidden_sizes=(32, 32)), seed=0)
     start = learner.evaluate(held_out)["meta/accuracy"]
     for _ in range(600):
-        learner.learn([[episode(rng, train_classes) for _ in range(8)]])
+        learner.learn([[task.episode(rng, task.train) for _ in range(8)]])
     end = learner.evaluate(held_out)["meta/accuracy"]
     assert start < 0.35 and end > 0.8
 
