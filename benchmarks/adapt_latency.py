@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from api_load import free_port, start_service  # noqa: E402
+from api_load import create_key, free_port, start_service  # noqa: E402
 
 OWNER = "bench"
 WARMUP_S = 3.0
@@ -223,13 +223,8 @@ def main() -> int:
         port = free_port()
         proc = start_service(home, port)
         try:
-            import httpx
-
             url = f"http://127.0.0.1:{port}"
-            admin = (home / "admin.key").read_text().strip()
-            r = httpx.post(f"{url}/v1/keys", json={"owner": OWNER}, headers={"Authorization": f"Bearer {admin}"})
-            r.raise_for_status()
-            key = r.json()["key"]
+            key = create_key(url, home, OWNER)
             warm(url, key, pools, args.servers)
             one = asyncio.run(http(url, key, pools, connections=1, seconds=args.seconds))
             loaded = asyncio.run(http(url, key, pools, connections=args.connections, seconds=args.seconds))

@@ -134,6 +134,16 @@ def start_service(home: Path, port: int, workers: int = 1) -> subprocess.Popen:
     raise RuntimeError(f"the service did not start: {(home / 'service.log').read_text()[-3000:]}")
 
 
+def create_key(url: str, home: Path, owner: str) -> str:
+    """A new API key for ``owner``, made with the server's admin key (``home/admin.key``)."""
+    import httpx
+
+    admin = (home / "admin.key").read_text().strip()
+    r = httpx.post(f"{url}/v1/keys", json={"owner": owner}, headers={"Authorization": f"Bearer {admin}"})
+    r.raise_for_status()
+    return str(r.json()["key"])
+
+
 # ---- the load generator (its own process) ----------------------------------------------------
 async def load(*, url: str, key: str, phase: str, job_ids: list[str], n_jobs: int, connections: int,
                seconds: float) -> dict[str, Any]:
@@ -311,13 +321,9 @@ def main() -> int:
         port = free_port()
         proc = start_service(home, port, args.server_workers)
         try:
-            import httpx
-
             url = f"http://127.0.0.1:{port}"
             admin = (home / "admin.key").read_text().strip()
-            r = httpx.post(f"{url}/v1/keys", json={"owner": OWNER}, headers={"Authorization": f"Bearer {admin}"})
-            r.raise_for_status()
-            owner_key = r.json()["key"]
+            owner_key = create_key(url, home, OWNER)
             load_before = os.getloadavg()
             base = run_load(url=url, key=admin, phase="baseline", job_ids=job_ids, connections=args.connections,
                             seconds=args.seconds, server_pid=proc.pid, client=args.client)
