@@ -32,10 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from algorithms import registry as algorithms
 from service import registry
 from service.auth import Principal
-from service.errors import ApiError, not_found, unavailable
+from service.errors import ApiError, invalid_field, not_found, unavailable
 from service.schemas import AdaptRequest, AdaptResponse
 from service.settings import Settings
 from service.tracking_view import TrackingView
@@ -47,30 +46,24 @@ log = logging.getLogger("metarl.service.adapt")
 START_TIMEOUT_S = 120.0
 
 
-def invalid(field_name: str, message: str) -> ApiError:
-    """A 422 in the shape of the app's validation errors, naming ``field_name``."""
-    return ApiError(422, "invalid_request", f"invalid request: {field_name}: {message}",
-                    [{"field": field_name, "message": message, "type": "value_error"}])
-
-
 def as_array(values: list[Any], field_name: str) -> np.ndarray:
     """``values`` (nested JSON lists) as a numeric array of examples, within the limits."""
     try:
         a = np.asarray(values)
     except ValueError:
-        raise invalid(field_name, "must be a rectangular array: every example of the same shape") from None
+        raise invalid_field(field_name, "must be a rectangular array: every example of the same shape") from None
     if a.dtype.kind not in "iuf":
-        raise invalid(field_name, "must hold numbers only (no strings, booleans or nulls)")
+        raise invalid_field(field_name, "must hold numbers only (no strings, booleans or nulls)")
     if a.ndim == 0 or a.shape[0] == 0:
-        raise invalid(field_name, "must hold at least one example")
+        raise invalid_field(field_name, "must hold at least one example")
     if a.shape[0] > MAX_EXAMPLES:
-        raise invalid(field_name, f"{a.shape[0]} examples; at most {MAX_EXAMPLES}")
+        raise invalid_field(field_name, f"{a.shape[0]} examples; at most {MAX_EXAMPLES}")
     if a.size > MAX_VALUES:
-        raise invalid(field_name, f"{a.size} numbers; at most {MAX_VALUES}")
+        raise invalid_field(field_name, f"{a.size} numbers; at most {MAX_VALUES}")
     if a.dtype.kind == "f":
         a = a.astype(np.float32)
         if not np.isfinite(a).all():
-            raise invalid(field_name, "must be finite (no NaN or inf, and within float32's range)")
+            raise invalid_field(field_name, "must be finite (no NaN or inf, and within float32's range)")
     return a
 
 
@@ -250,19 +243,16 @@ def adapt(*, view: TrackingView, servers: AdaptServers, principal: Principal, na
     mv = registry.resolve_version_entity(view=view, principal=principal, name=name, version=request.version,
                                          alias=request.alias)
     algorithm = (mv.tags or {}).get(registry.ALGORITHM_TAG)
-    try:
-        kind = algorithms.get(algorithm).kind if isinstance(algorithm, str) else None
-    except LookupError:
-        kind = None
+    kind = registry.algorithm_kind(mv)
     if kind != "supervised":
         what = f"an RL model ({algorithm})" if kind is not None else f"not a model this service knows ({algorithm})"
-        raise invalid("name", f"{name} version {mv.version} is {what}; adapt serves supervised models "
+        raise invalid_field("name", f"{name} version {mv.version} is {what}; adapt serves supervised models "
                               "(RL policies adapt on episodes: MetaPolicy.load(uri).adapt(task))")
     support_x = as_array(request.support_x, "support_x")
     support_y = as_array(request.support_y, "support_y")
     query_x = as_array(request.query_x, "query_x")
     if len(support_y) != len(support_x):
-        raise invalid("support_y", f"{len(support_y)} labels or targets for {len(support_x)} support examples")
+        raise invalid_field("support_y", f"{len(support_y)} labels or targets for {len(support_x)} support examples")
     if servers.size == 0:
         raise unavailable("adapting is switched off on this server (METARL_ADAPT_SERVERS=0)")
     uri = f"models:/{mv.name}/{mv.version}"
@@ -270,11 +260,11 @@ def adapt(*, view: TrackingView, servers: AdaptServers, principal: Principal, na
                                     steps=request.steps, probabilities=request.probabilities))
     if not answer.ok:
         if answer.failure == "invalid":
-            raise invalid(answer.field_name or "body", answer.message)
+            raise invalid_field(answer.field_name or "body", answer.message)
         if answer.failure == "not_found":
             raise not_found("model version", f"{mv.name}/{mv.version}")
         if answer.failure == "unsupported":
-            raise invalid("name", answer.message)
+            raise invalid_field("name", answer.message)
         raise ApiError(500, "internal", f"adapting failed: {answer.message}")
     assert answer.predictions is not None and answer.problem is not None
     return AdaptResponse(

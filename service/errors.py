@@ -30,6 +30,12 @@ def unavailable(message: str, details: Any = None) -> ApiError:
     return ApiError(503, "unavailable", message, details)
 
 
+def invalid_field(field: str, message: str) -> ApiError:
+    """A 422 in the shape of the app's request-validation errors, naming ``field``."""
+    return ApiError(422, "invalid_request", f"invalid request: {field}: {message}",
+                    [{"field": field, "message": message, "type": "value_error"}])
+
+
 def body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 

@@ -17,11 +17,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from algorithms import registry as algorithms
 from service import registry
 from service.auth import Principal
 from service.db import ACTIVE, TERMINAL, Evaluation, Store
-from service.errors import ApiError, not_found, unavailable
+from service.errors import ApiError, invalid_field, not_found, unavailable
 from service.launcher import LauncherError, RayLauncher, unknown_for_too_long
 from service.schemas import EvaluationCreate, EvaluationPublic
 from service.tracking_view import TrackingView
@@ -66,11 +65,9 @@ def create_evaluation(*, store: Store, launcher: RayLauncher, view: TrackingView
     """Record and submit a meta-test of ``name`` version ``version`` (404 if the caller cannot
     see it, 503 with nothing created if Ray refuses the submission)."""
     mv = registry.get_version_entity(view=view, principal=principal, name=name, version=version)
-    if request.split == "val" and _kind(mv) != "supervised":
-        raise ApiError(422, "invalid_request", "invalid request: split: 'val' is a supervised distribution's "
-                       "meta-validation split; an RL task family has 'train' and 'test'",
-                       [{"field": "split", "message": "an RL task family has 'train' and 'test'",
-                         "type": "value_error"}])
+    if request.split == "val" and registry.algorithm_kind(mv) != "supervised":
+        raise invalid_field("split", "'val' is a supervised distribution's meta-validation split; an RL task "
+                                     "family has 'train' and 'test'")
     eval_id = new_evaluation_id()
     row = Evaluation(id=eval_id, owner=principal.owner, model_name=mv.name, model_version=str(mv.version),
                      request=request.model_dump_json(), status="PENDING", submission_id=eval_id)
@@ -87,15 +84,6 @@ def create_evaluation(*, store: Store, launcher: RayLauncher, view: TrackingView
         raise unavailable(str(exc)) from exc
     log.info("evaluation %s of models:/%s/%s submitted by %s", eval_id, mv.name, mv.version, principal.owner)
     return row
-
-
-def _kind(mv: Any) -> str | None:
-    """``rl`` or ``supervised``: the kind of the algorithm that trained ``mv`` (None if unknown here)."""
-    name = (mv.tags or {}).get(registry.ALGORITHM_TAG)
-    try:
-        return algorithms.get(name).kind if isinstance(name, str) else None
-    except LookupError:
-        return None
 
 
 # ---- read and refresh --------------------------------------------------------------------------

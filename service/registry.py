@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from algorithms import registry as algorithms
 from service import declared
 from service.auth import Principal
 from service.errors import ApiError, not_found, unavailable
@@ -67,6 +68,16 @@ def _mlflow(what: str, ident: str) -> Iterator[None]:
 
 def _visible(principal: Principal, mv: Any) -> bool:
     return principal.is_admin or mv.tags.get(OWNER_TAG) == principal.owner
+
+
+def algorithm_kind(mv: Any) -> str | None:
+    """``rl`` or ``supervised``: the kind of the algorithm that trained version ``mv`` (its
+    ``algorithm`` tag); None for an algorithm this process does not know."""
+    name = (mv.tags or {}).get(ALGORITHM_TAG)
+    try:
+        return algorithms.get(name).kind if isinstance(name, str) else None
+    except LookupError:
+        return None
 
 
 def _check_name(name: str) -> None:

@@ -228,10 +228,20 @@ class SupervisedLearner(HoldsPolicy):
         """Back-propagate ``loss`` and take the optimizer's step; returns the gradient's norm
         (before clipping).  Raises :class:`NonFiniteError` before stepping on a NaN/inf."""
         assert self._optimizer is not None
-        if not torch.isfinite(loss):
-            raise NonFiniteError(f"{self.name}'s outer loss is not finite (NaN or inf); the update was rejected")
+        self._check_outer_loss(loss)
         self._optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        return self._clip_and_step(max_grad_norm=max_grad_norm)
+
+    def _check_outer_loss(self, loss: Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"{self.name}'s outer loss is not finite (NaN or inf); the update was rejected")
+
+    def _clip_and_step(self, *, max_grad_norm: float | None) -> float:
+        """Clip the accumulated gradient of the meta-parameters and take the optimizer's step;
+        returns the norm before clipping.  Raises :class:`NonFiniteError` before stepping on a
+        NaN/inf."""
+        assert self._optimizer is not None
         params = self.meta_parameters()
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm is not None else math.inf)
         if not torch.isfinite(norm):

@@ -32,7 +32,6 @@ one task's graph holds ``T`` steps of ``n`` coordinates, a few hundred MB for co
 from __future__ import annotations
 
 import math
-from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -163,21 +162,13 @@ class MetaLSTM(SupervisedLearner):
             phi = self.unroll(theta, batch.x_support[t], batch.y_support[t], classification=c, steps=self.train_steps)
             out = self.net(phi, batch.x_query[t])
             loss = task_loss(out, batch.y_query[t], classification=c) / tasks
-            if not torch.isfinite(loss):
-                self._optimizer.zero_grad(set_to_none=True)
-                raise NonFiniteError(f"{self.name}'s outer loss is not finite (NaN or inf); the update was rejected")
+            self._check_outer_loss(loss)
             loss.backward()
             total += float(loss.detach())
             outs.append(out.detach())
-        params = self.meta_parameters()
-        limit = self.config.max_grad_norm
-        norm = torch.nn.utils.clip_grad_norm_(params, limit if limit is not None else math.inf)
-        if not torch.isfinite(norm):
-            self._optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteError(f"{self.name}'s outer gradient is not finite (NaN or inf); the update was rejected")
-        self._optimizer.step()
+        norm = self._clip_and_step(max_grad_norm=self.config.max_grad_norm)
         post = torch.stack(outs)
-        metrics = {"loss/query": total, "loss/query_pre": float(pre_loss), "meta/grad_norm": float(norm)}
+        metrics = {"loss/query": total, "loss/query_pre": float(pre_loss), "meta/grad_norm": norm}
         metrics.update(query_metrics(post, batch.y_query, classification=c))
         metrics.update(query_metrics(pre, batch.y_query, classification=c, suffix="_pre"))
         return metrics
@@ -185,7 +176,7 @@ class MetaLSTM(SupervisedLearner):
     def gates(self) -> dict[str, float]:
         """The gates' biases as probabilities (``σ(b_F)``, ``σ(b_I)``): where the learned update
         rule starts from (near 1 and near a small step)."""
-        m = cast(MetaLearnerCell, self.meta)
+        m = self.meta
         return {"forget": float(torch.sigmoid(m.b_f.detach())), "input": float(torch.sigmoid(m.b_i.detach()))}
 
 
