@@ -8,7 +8,8 @@ weights -- the paper's parameter sharing, which keeps the meta-learner's size in
 learner's).  At inner step ``t`` on a task's support set:
 
 * ``∇_t = ∇_θ L(θ_{t-1})`` and ``L_t`` (the support loss), each preprocessed as in Andrychowicz et
-  al. 2016, App. A: ``x -> (log|x| / p, sgn x)`` if ``|x| ≥ e^{-p}``, else ``(-1, e^p x)``;
+  al. 2016, App. A (:func:`~algorithms.learned_opt.lstm_optimizer.preprocess_gradients`):
+  ``x -> (log|x| / p, sgn x)`` if ``|x| ≥ e^{-p}``, else ``(-1, e^p x)``;
 * the first layer, an ordinary LSTM of ``hidden_size`` units, reads ``(pre(∇_t), pre(L_t))`` and
   outputs ``h_t``;
 * the second layer is the meta-learner cell, whose cell state is θ (eq. 2 of the paper):
@@ -37,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from algorithms.errors import NonFiniteError
+from algorithms.learned_opt.lstm_optimizer import preprocess_gradients
 from algorithms.registry import AdvantageSpec
 from algorithms.supervised.data import SupportQuery
 from algorithms.supervised.learner import EpisodeBatch, SupervisedLearner, query_metrics, task_loss
@@ -45,15 +47,6 @@ from algorithms.supervised.nets import NetSpec, Params
 
 #: the checkpoint keys of the meta-learner's own weights: ``metalstm/<name>``
 PREFIX = "metalstm/"
-
-
-def preprocess(x: Tensor, p: float) -> Tensor:
-    """``[...]`` -> ``[..., 2]``: ``(log|x| / p, sgn x)`` where ``|x| ≥ e^{-p}``, else
-    ``(-1, e^p x)`` (Andrychowicz et al. 2016, App. A)."""
-    big = x.abs() >= math.exp(-p)
-    first = torch.where(big, torch.log(x.abs().clamp_min(torch.finfo(x.dtype).tiny)) / p, torch.full_like(x, -1.0))
-    second = torch.where(big, torch.sign(x), math.exp(p) * x)
-    return torch.stack([first, second], dim=-1)
 
 
 class MetaLearnerCell(nn.Module):
@@ -130,7 +123,7 @@ class MetaLSTM(SupervisedLearner):
             g, loss = g.detach(), loss.detach()
             if not (torch.isfinite(loss) and torch.isfinite(g).all()):
                 raise NonFiniteError(f"{self.name}: the support loss or its gradient is not finite (NaN or inf)")
-            x_in = torch.cat([preprocess(g, p), preprocess(loss, p).expand(n, 2)], dim=1)
+            x_in = torch.cat([preprocess_gradients(g, p), preprocess_gradients(loss, p).expand(n, 2)], dim=1)
             h, s = m.lstm(x_in, (h, s))
             f = torch.sigmoid(torch.cat([h, c[:, None], f_prev], dim=1) @ m.w_f + m.b_f)
             i = torch.sigmoid(torch.cat([h, c[:, None], i_prev], dim=1) @ m.w_i + m.b_i)
@@ -180,4 +173,4 @@ class MetaLSTM(SupervisedLearner):
         return {"forget": float(torch.sigmoid(m.b_f.detach())), "input": float(torch.sigmoid(m.b_i.detach()))}
 
 
-__all__ = ["PREFIX", "MetaLSTM", "MetaLearnerCell", "preprocess"]
+__all__ = ["PREFIX", "MetaLSTM", "MetaLearnerCell"]

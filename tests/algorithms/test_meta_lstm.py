@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from algorithms.learned_opt.lstm_optimizer import preprocess_gradients as preprocess
 from algorithms.supervised.data import SupportQuery
 from algorithms.supervised.learner import task_loss
 from algorithms.supervised.meta_lstm import MetaLSTMSpec
-from algorithms.supervised.meta_lstm_learner import MetaLSTM, preprocess
+from algorithms.supervised.meta_lstm_learner import MetaLSTM
 from algorithms.supervised.nets import NetSpec
 from tests.algorithms.helpers import noisy_classes
 
