@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,6 @@ class _Server:
     proc: subprocess.Popen
     conn: Connection
     directory: str
-    started: float = field(default_factory=time.monotonic)
 
     def stop(self, *, grace_s: float = 5.0) -> None:
         with contextlib.suppress(OSError):
@@ -104,22 +103,12 @@ class AdaptServers:
         self._live: list[_Server] = []
         self._starting = 0
         self._closed = False
-        self.started = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AdaptServers:
         return cls(size=settings.adapt_servers, env=settings.mlflow_env(), timeout_s=settings.adapt_timeout_s,
                    cache_models=settings.adapt_cache_models, threads=settings.adapt_threads,
                    log_file=settings.home / "adapt-servers.log")
-
-    @property
-    def live(self) -> int:
-        with self._lock:
-            return len(self._live)
-
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [s.proc.pid for s in self._live]
 
     def _start(self) -> _Server:
         directory = tempfile.mkdtemp(prefix="metarl-adapt-")  # mode 0700: the socket is this user's only
@@ -155,7 +144,6 @@ class AdaptServers:
                 shutil.rmtree(directory, ignore_errors=True)
                 raise unavailable(f"the model server did not start within {START_TIMEOUT_S:.0f} s")
             time.sleep(0.05)
-        self.started += 1
         log.info("model server %d started (%.1f s)", proc.pid, START_TIMEOUT_S - (deadline - time.monotonic()))
         return _Server(proc=proc, conn=conn, directory=directory)
 
