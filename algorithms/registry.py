@@ -204,7 +204,7 @@ def lazy_names(module: str) -> Callable[[str], Any]:
 _BUILTINS = ("algorithms.maml", "algorithms.reptile", "algorithms.multitask", "algorithms.rl2",
              "algorithms.supervised.sl_maml", "algorithms.supervised.anil", "algorithms.supervised.meta_sgd",
              "algorithms.supervised.sl_reptile", "algorithms.supervised.protonet", "algorithms.supervised.matching",
-             "algorithms.supervised.meta_lstm")
+             "algorithms.supervised.meta_lstm", "algorithms.learned_opt.lstm_optimizer_job")
 _loaded = False
 
 

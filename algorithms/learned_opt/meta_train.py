@@ -206,6 +206,13 @@ def meta_train(net: LSTMOptimizer, family: ProblemFamily, spec: MetaTrainSpec | 
 def run_optimizer(net: LSTMOptimizer, problems: Problems, steps: int) -> np.ndarray:
     """The learned optimizer on ``problems`` for ``steps`` steps, no meta-gradient: the
     ``[B, steps + 1]`` losses ``f(θ_0) .. f(θ_steps)`` (float64; ``f(θ_t)`` on step ``t``'s data)."""
+    return optimize(net, problems, steps)[1]
+
+
+@torch.no_grad()
+def optimize(net: LSTMOptimizer, problems: Problems, steps: int) -> tuple[Tensor, np.ndarray]:
+    """:func:`run_optimizer` that also returns where it ends: ``(θ_steps, curve)``, θ ``[B, P]``
+    (detached, φ's dtype) and the ``[B, steps + 1]`` losses."""
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     was_training = net.training
@@ -226,7 +233,7 @@ def run_optimizer(net: LSTMOptimizer, problems: Problems, steps: int) -> np.ndar
                 theta = theta + update.view_as(theta)
     finally:
         net.train(was_training)
-    return curve
+    return theta.detach(), curve
 
 
 def run_baseline(problems: Problems, name: str, lr: float, steps: int) -> np.ndarray:
@@ -306,6 +313,7 @@ __all__ = [
     "compare_baselines",
     "curve_score",
     "meta_train",
+    "optimize",
     "run_baseline",
     "run_optimizer",
     "tune_baseline",

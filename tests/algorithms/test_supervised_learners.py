@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from algorithms import registry
 from algorithms.errors import NonFiniteError
+from algorithms.learned_opt.learner import LSTMOptimizerLearner
 from algorithms.supervised.data import SupportQuery
 from algorithms.supervised.learner import make_episode_batch, task_loss
 from algorithms.supervised.maml_learner import ANIL, SLMAML, MetaSGD
@@ -35,7 +36,7 @@ from algorithms.supervised.specs import episode_plan
 from tests.algorithms.helpers import noisy_classes
 
 ROOT = Path(__file__).resolve().parents[2]
-SUPERVISED = ("sl-maml", "anil", "meta-sgd", "sl-reptile", "protonet", "matching", "meta-lstm")
+SUPERVISED = ("sl-maml", "anil", "meta-sgd", "sl-reptile", "protonet", "matching", "meta-lstm", "lstm-optimizer")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -468,7 +469,8 @@ def test_metric_learners_refuse_regression(name):
 
 def test_registrations():
     expected = {"sl-maml": SLMAML, "anil": ANIL, "meta-sgd": MetaSGD, "sl-reptile": SLReptile,
-                "protonet": ProtoNet, "matching": MatchingNetworks, "meta-lstm": MetaLSTM}
+                "protonet": ProtoNet, "matching": MatchingNetworks, "meta-lstm": MetaLSTM,
+                "lstm-optimizer": LSTMOptimizerLearner}
     for name, cls in expected.items():
         alg = registry.get(name)
         assert alg.kind == "supervised" and alg.learner_class() is cls

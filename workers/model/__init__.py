@@ -2,9 +2,11 @@
 :class:`RecurrentMetaPolicy` and the supervised few-shot :class:`SupervisedMetaModel` (adapt on a
 support set, predict: what ``MetaPolicy.load`` returns for an RL² or a supervised model), their
 logging and registration in MLflow (:func:`log_meta_policy`, the pyfunc :class:`MetaPolicyModel`,
-:class:`RecurrentMetaPolicyModel` and :class:`SupervisedMetaPolicyModel`) and the registry URIs
-(:func:`resolve_model_uri`)."""
+:class:`RecurrentMetaPolicyModel` and :class:`SupervisedMetaPolicyModel`), the registry URIs
+(:func:`resolve_model_uri`) and a registered learned optimizer as a ``torch.optim.Optimizer``
+(:class:`LearnedOptimizer`)."""
 
+from workers.model.optimizer import LearnedOptimizer
 from workers.model.policy import (
     CARD_FILE,
     FORMAT_VERSION,
@@ -35,6 +37,7 @@ __all__ = [
     "ARTIFACT_NAME",
     "CARD_FILE",
     "FORMAT_VERSION",
+    "LearnedOptimizer",
     "PARAMS_FILE",
     "BaseMetaPolicy",
     "MetaPolicy",
