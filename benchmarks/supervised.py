@@ -34,7 +34,7 @@ fine-tuning from a random initialisation.
 
 **digits** (``supervised_digits.json``, ``supervised_digits.png``).  ``digits-rotations`` 5-way
 1-shot and 5-shot (8x8 scikit-learn digits times 4 rotations; the conv4 network, 64 channels):
-the six learners trained through the same in-process job path, each meta-tested by
+the eight learners trained through the same in-process job path, each meta-tested by
 ``workers.evaluate.evaluate`` on the **same** ``--test-episodes`` (600) test episodes (15 queries
 per class, one seed for every learner; the benchmark checks the episodes' tasks are the same),
 accuracy with a 95% interval.  Baselines on those episodes: (a) fine-tuning from scratch -- a fresh
@@ -49,7 +49,13 @@ it would take the whole budget), and the iteration counts of ``DIGITS_LEARNERS``
 200: sized for about 40 minutes on the shared 2 cores, where other jobs left this benchmark an
 eighth to a quarter of a core -- a digits MAML step took 0.46 s instead of 55 ms; far fewer than
 the presets' 2,000).  Reptile: Nichol et al.'s Omniglot inner loop (Adam 1e-3, β1 = 0, 5 steps,
-meta-batch 5), ε = 1 constant, 20 steps at meta-test instead of their 50 (time).  Meta-SGD: α
+meta-batch 5), ε = 1 constant, 20 steps at meta-test instead of their 50 (time).  The LSTM
+meta-learner: the ``digits-meta-lstm`` preset (12 updates in training and at test, Adam 1e-3,
+clipped to 0.25).  The learned LSTM optimizer (``digits-lstm-optimizer``): its optimizee is the
+paper's one-hidden-layer MLP (20 units) on the flattened image, trained from a fresh random
+initialisation on each support set for T = 100 steps (truncations of 20) -- an optimizer, not a
+few-shot learner: it is here to show what a learned update rule on a small network reaches from
+scratch on the same episodes.  Meta-SGD: α
 initialised to MAML's 0.4.  Matching Networks without full-context embeddings.  The two shot
 settings can run as two processes (``--digits-shots 1`` and ``--digits-shots 5`` into two
 directories) whose files ``--merge-digits DIR1,DIR2`` joins.  Caveat from the data set: the test classes are
@@ -138,7 +144,15 @@ DIGITS_LEARNERS: dict[str, tuple[dict[str, Any], int, int, int]] = {
                     "test_inner_steps": 20, "outer_lr": 1.0}, 5, 5, 200),
     "protonet": ({"name": "protonet", "lr": 0.001}, 8, 15, 300),
     "matching": ({"name": "matching", "lr": 0.001}, 8, 15, 300),
+    "meta-lstm": ({"name": "meta-lstm", "inner_steps": 12, "test_inner_steps": 12, "outer_lr": 0.001,
+                   "max_grad_norm": 0.25}, 8, 15, 300),
+    "lstm-optimizer": ({"name": "lstm-optimizer", "steps": 100, "unroll": 20, "test_steps": 100,
+                        "meta_lr": 0.001}, 8, 15, 300),
 }
+#: the preset each learner's job starts from (network and resources): conv4 but for the learned
+#: optimizer, whose optimizee is the paper's one-hidden-layer MLP (20 units) on the flattened image
+DIGITS_PRESETS = {"protonet": "digits-protonet", "matching": "digits-protonet", "meta-lstm": "digits-meta-lstm",
+                  "lstm-optimizer": "digits-lstm-optimizer"}
 DIGITS_TEST_QUERIES = 15
 
 
@@ -442,7 +456,7 @@ def plot_sinusoid(data: dict[str, Any], path: Path) -> None:
 # ---- digits ---------------------------------------------------------------------------------------
 def digits_spec(name: str, shots: int, *, iterations: int, seed: int) -> JobSpec:
     algorithm, meta_batch, queries, _ = DIGITS_LEARNERS[name]
-    base = preset("digits-protonet" if name == "protonet" else "digits-maml")
+    base = preset(DIGITS_PRESETS.get(name, "digits-maml"))
     return job(base, algorithm=algorithm, family_params={"ways": 5, "shots": shots, "queries": queries},
                iterations=iterations, meta_batch_size=meta_batch, seed=seed, name=f"bench-digits-{name}-{shots}")
 
@@ -517,6 +531,8 @@ def run_digits(args: argparse.Namespace) -> dict[str, Any]:
             data["results"].append(rec)
             emit(rec)
             write_json(out_path, data)
+        if args.skip_baselines:
+            continue
         # baseline (a): fine-tuning a fresh conv4; its step size picked on validation episodes
         net_spec = digits_spec("sl-maml", shots, iterations=1, seed=args.seed).model_spec(test_dist)
         _, val_eps = test_episodes(test_dist, min(20, args.test_episodes), args.test_seed + 1, split="val")
@@ -541,16 +557,7 @@ def run_digits(args: argparse.Namespace) -> dict[str, Any]:
                    "accuracy": interval_dict(Interval.of(acc))}
             data["baselines"].append(rec)
             emit(rec)
-        # ratios to the baselines measured on the same episodes
-        base = {b["baseline"]: b["accuracy"]["mean"] for b in data["baselines"] if b["shots"] == shots}
-        pixel = max(v for k, v in base.items() if k.startswith("pixel"))
-        for r in data["results"]:
-            if r["shots"] == shots:
-                a = r["accuracy"]
-                r["vs_finetune"] = round(a["mean"] / base["fine-tune from scratch"], 3)
-                r["vs_pixel_nn"] = round(a["mean"] / pixel, 3)
-                lo = a["ci_low"] if a["ci_low"] is not None else a["mean"]
-                r["beats_both_baselines"] = bool(lo > max(pixel, base["fine-tune from scratch"]))
+        add_ratios(data, shots)
         write_json(out_path, data)
     data["wall_s"] = round(time.perf_counter() - t_all, 1)
     png = Path(args.results_dir) / "supervised_digits.png"
@@ -561,6 +568,22 @@ def run_digits(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
+def add_ratios(data: dict[str, Any], shots: int) -> None:
+    """Each ``shots`` result's ratios to the baselines measured on the same episodes (where the
+    data has them) and whether its interval clears both."""
+    base = {b["baseline"]: b["accuracy"]["mean"] for b in data["baselines"] if b["shots"] == shots}
+    if "fine-tune from scratch" not in base:
+        return
+    pixel = max(v for k, v in base.items() if k.startswith("pixel"))
+    for r in data["results"]:
+        if r["shots"] == shots:
+            a = r["accuracy"]
+            r["vs_finetune"] = round(a["mean"] / base["fine-tune from scratch"], 3)
+            r["vs_pixel_nn"] = round(a["mean"] / pixel, 3)
+            lo = a["ci_low"] if a["ci_low"] is not None else a["mean"]
+            r["beats_both_baselines"] = bool(lo > max(pixel, base["fine-tune from scratch"]))
+
+
 def merge_digits(args: argparse.Namespace) -> dict[str, Any]:
     """Join the digits files of runs made side by side (one shot setting each) into one."""
     parts = [read_json(Path(d) / "supervised_digits.json") for d in args.merge_digits.split(",")]
@@ -569,6 +592,8 @@ def merge_digits(args: argparse.Namespace) -> dict[str, Any]:
         data[key] = sorted((x for p in parts for x in p[key]), key=lambda x: x["shots"])
     data["settings"] = {k: v for p in parts for k, v in p["settings"].items()}
     data["wall_s"] = max(p["wall_s"] for p in parts)
+    for shots in sorted({r["shots"] for r in data["results"]}):
+        add_ratios(data, shots)
     data["runs"] = [{"dir": d, "shots": sorted({r["shots"] for r in p["results"]}), "wall_s": p["wall_s"],
                      "loadavg_1m": p["loadavg_1m"]} for d, p in zip(args.merge_digits.split(","), parts, strict=True)]
     out_path = Path(args.results_dir) / "supervised_digits.json"
@@ -753,6 +778,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--digits-iterations", type=int, default=0, help="override every learner's iterations (0: "
                                                                      "DIGITS_LEARNERS' own)")
     p.add_argument("--test-episodes", type=int, default=600, help="digits test episodes")
+    p.add_argument("--skip-baselines", action="store_true", help="digits: the learners only (their baselines "
+                   "come from another run's file, joined by --merge-digits)")
     p.add_argument("--merge-digits", default="", help="DIR1,DIR2: join the digits files of these runs (no training)")
     p.add_argument("--finetune-steps", type=int, default=50, help="the fine-tune-from-scratch baseline's steps")
     # speed
