@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -45,6 +46,18 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+#: pydantic's errors for a number outside a bound: NaN fails every comparison, so a NaN (or an
+#: infinity, which JSON as Python parses it also lets through) gets one of these, which misleads
+_BOUNDS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of"})
+
+
+def _non_finite(value: Any) -> str | None:
+    """The JSON token of a non-finite number (``NaN``, ``Infinity``, ``-Infinity``), else None."""
+    if not isinstance(value, float) or math.isfinite(value):
+        return None
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
@@ -58,6 +71,9 @@ def install(app: FastAPI) -> None:
             if kind == "json_invalid":  # loc is ("body", character offset)
                 at = loc[-1] if len(loc) > 1 else "?"
                 errors.append({"field": "body", "message": f"{msg} at character {at}", "type": kind})
+            elif kind in _BOUNDS and (token := _non_finite(e.get("input"))) is not None:
+                errors.append({"field": _field(loc), "message": f"Input should be a finite number, not {token}",
+                               "type": "finite_number"})
             else:
                 errors.append({"field": _field(loc), "message": msg, "type": kind})
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])

@@ -20,6 +20,7 @@ from typing import Any, TypeGuard
 
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import declared, evaluations
@@ -291,40 +292,61 @@ def job_history(*, store: Store, caches: JobCaches, view: TrackingView, principa
 
 
 # ---- submit ------------------------------------------------------------------------------------
+def _prior(s: Session, *, principal: Principal, idempotency_key: str, digest: str) -> Job | None:
+    """The caller's job recorded under ``idempotency_key``, if any; 409 when it was another spec."""
+    prior = s.scalar(select(Job).where(Job.owner == principal.owner, Job.idempotency_key == idempotency_key))
+    if prior is not None and prior.request_hash != digest:
+        raise conflict(f"Idempotency-Key {idempotency_key!r} was used for a different job spec", {"job_id": prior.id})
+    return prior
+
+
 def submit_job(*, store: Store, launcher: RayLauncher, principal: Principal, spec: JobSpec,
                idempotency_key: str | None, max_active: int | None = None) -> tuple[Job, bool]:
     """Record and submit a job; returns ``(job, created)``.  A repeated ``Idempotency-Key`` with
-    the same spec returns the first job; with another spec it is a 409.  An owner with
-    ``max_active`` pending or running jobs gets 429."""
+    the same spec returns the first job, also when the repeats race each other (the store's unique
+    ``(owner, idempotency_key)`` picks one winner; the others read its row back); with another spec
+    it is a 409.  An owner with ``max_active`` pending or running jobs gets 429.  A model name
+    belongs to the owner whose job first registered into it: anyone else, an admin included, gets
+    a 409 for it (an admin's version would be one its owner cannot see, so an admin may read and
+    manage another owner's model but not add versions to it)."""
     digest = request_hash(spec)
     model_name = model_name_of(spec)
-    with store.session() as s:
-        if idempotency_key is not None:
-            prior = s.scalar(select(Job).where(Job.owner == principal.owner, Job.idempotency_key == idempotency_key))
-            if prior is not None:
-                if prior.request_hash != digest:
-                    raise conflict(f"Idempotency-Key {idempotency_key!r} was used for a different job spec",
-                                   {"job_id": prior.id})
-                return prior, False
-        if max_active is not None:
-            mine = select(func.count()).select_from(Job).where(Job.owner == principal.owner, Job.status.in_(ACTIVE))
-            active = s.scalar(mine) or 0
-            if active >= max_active:
-                raise ApiError(429, "too_many_jobs",
-                               f"{principal.owner} has {active} pending or running jobs (the limit is {max_active}, "
-                               "METARL_MAX_ACTIVE_JOBS); wait for one to finish or cancel one",
-                               {"active": active, "limit": max_active})
-        taken = s.scalar(select(Job.owner).where(Job.model_name == model_name, Job.owner != principal.owner).limit(1))
-        if taken is not None and not principal.is_admin:
-            raise conflict(f"the model name {model_name!r} belongs to another owner; choose another register_as",
-                           {"field": "register_as"})
-        job_id = new_job_id()
-        job = Job(id=job_id, owner=principal.owner, name=spec.name, spec=spec.model_dump_json(), status="PENDING",
-                  attempt=1, submission_id=job_id, iteration=0, iterations=spec.iterations,
-                  rollout_workers=spec.resources.rollout_workers, model_name=model_name,
-                  idempotency_key=idempotency_key, request_hash=digest,
-                  metric_names=json.dumps(declared.for_algorithm(spec.algorithm.name)))
-        s.add(job)
+    try:
+        with store.session() as s:
+            if idempotency_key is not None:
+                prior = _prior(s, principal=principal, idempotency_key=idempotency_key, digest=digest)
+                if prior is not None:
+                    return prior, False
+            if max_active is not None:
+                mine = select(func.count()).select_from(Job).where(Job.owner == principal.owner,
+                                                                   Job.status.in_(ACTIVE))
+                active = s.scalar(mine) or 0
+                if active >= max_active:
+                    raise ApiError(429, "too_many_jobs",
+                                   f"{principal.owner} has {active} pending or running jobs (the limit is "
+                                   f"{max_active}, METARL_MAX_ACTIVE_JOBS); wait for one to finish or cancel one",
+                                   {"active": active, "limit": max_active})
+            taken = s.scalar(select(Job.owner).where(Job.model_name == model_name, Job.owner != principal.owner)
+                             .limit(1))
+            if taken is not None:
+                raise conflict(f"the model name {model_name!r} belongs to another owner; choose another register_as",
+                               {"field": "register_as", **({"owner": taken} if principal.is_admin else {})})
+            job_id = new_job_id()
+            job = Job(id=job_id, owner=principal.owner, name=spec.name, spec=spec.model_dump_json(),
+                      status="PENDING", attempt=1, submission_id=job_id, iteration=0, iterations=spec.iterations,
+                      rollout_workers=spec.resources.rollout_workers, model_name=model_name,
+                      idempotency_key=idempotency_key, request_hash=digest,
+                      metric_names=json.dumps(declared.for_algorithm(spec.algorithm.name)))
+            s.add(job)
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        # a request with the same key committed its row between our read and our insert
+        with store.session() as s:
+            prior = _prior(s, principal=principal, idempotency_key=idempotency_key, digest=digest)
+        if prior is None:  # not the idempotency constraint that failed
+            raise
+        return prior, False
     try:
         launcher.submit_driver(submission_id=job.submission_id, job_id=job.id, owner=job.owner, spec_json=job.spec)
     except LauncherError as exc:

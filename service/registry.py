@@ -4,6 +4,10 @@ training run's final metrics), aliases, and a version's files as one archive.
 Ownership: the engine tags every registered version with ``owner`` (and ``job_id``).  A caller
 sees a model only if it owns at least one of its versions, and sees only those versions; an admin
 sees everything.  What the caller may not see is a 404, exactly like what does not exist.
+A model name belongs to the owner whose job first registered into it: ``jobs.submit_job`` refuses
+(409) anyone else's ``register_as`` of it, an admin's too, since an admin's version would be one
+the name's owner cannot see (an admin reads and manages every model but adds no versions to
+another owner's).
 Keyword-only functions over the service's ``MlflowClient`` (``TrackingView.client``)."""
 
 from __future__ import annotations
