@@ -215,6 +215,9 @@ class FamilyInfo:
             return f"unknown {field} {error['input']!r}; valid: {ctx.get('expected')}"
         bounds = {"less_than_equal": "at most {le}", "less_than": "below {lt}", "greater_than_equal": "at least {ge}",
                   "greater_than": "above {gt}"}
+        value = error.get("input")
+        if kind in bounds and isinstance(value, float) and not math.isfinite(value):
+            return f"{field} must be a finite number, got {value!r}"  # NaN fails every bound: say what it is
         if kind in bounds:
             return f"{field} must be {bounds[kind].format(**ctx)}, got {error['input']!r}"
         if kind == "value_error":

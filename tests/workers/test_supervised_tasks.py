@@ -157,6 +157,8 @@ def test_the_catalog_registers_the_supervised_distributions_and_builds_them_by_n
         ("sinusoid", {"max_episode_steps": 10}, ["max_episode_steps", "unknown parameter"]),
         ("omniglot", {"shots": 5, "queries": 16}, ["shots + queries", "20"]),
         ("mini-imagenet", {"ways": 17}, ["ways", "at most 16"]),
+        ("sinusoid", {"amplitude_high": float("nan")}, ["amplitude_high", "must be a finite number, got nan"]),
+        ("sinusoid", {"input_low": float("-inf")}, ["input_low", "must be a finite number, got -inf"]),
     ],
 )
 def test_invalid_parameters_are_refused_with_the_bound(name, params, needles):
