@@ -10,11 +10,15 @@ import asyncio
 import contextlib
 import fcntl
 import gc
+import json
 import logging
+import os
+import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors, jobs, observability
@@ -33,53 +37,123 @@ log = logging.getLogger("metarl.service")
 VERSION = "0.1.0"
 
 
-class BodyLimit:
-    """413 for request bodies over ``limit`` bytes (declared or streamed)."""
+#: How much of a streamed body past the limit is still read (and dropped) before the 413: a client
+#: sends its whole body before it reads the answer, so closing on it unread would cost it the 413.
+#: A body longer than the limit plus this gets the 413 and a closed connection.
+DRAIN_BYTES = 8 << 20
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+
+class BodyLimit:
+    """413 for request bodies over ``limit`` bytes, declared (Content-Length) or streamed
+    (chunked), and 422 for JSON bodies nested deeper than ``max_depth``, both in the service's
+    error shape.  A request with a body is read whole (at most ``limit`` bytes) before the app
+    sees it: the routes parse it whole anyway."""
+
+    def __init__(self, app: ASGIApp, limit: int, max_depth: int = 64) -> None:
+        self.app, self.limit, self.max_depth = app, limit, max_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._reject(send)
+            await self._too_large(send, close=True)
             return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        if (declared is None or declared == b"0") and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body
+            return
+        chunks: list[bytes] = []
+        seen, more = 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            more = bool(message.get("more_body", False))
+            if seen > self.limit:
+                drained = await self._drain(receive, more=more, seen=seen)
+                await self._too_large(send, close=not drained)
+                return
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if is_json(headers.get(b"content-type")) and json_too_deep(body, self.max_depth):
+            message = f"JSON nested deeper than {self.max_depth} levels"
+            await _send_json(send, 422, errors.body("invalid_request", f"invalid request: body: {message}",
+                                                    [{"field": "body", "message": message, "type": "json_too_deep"}]))
+            return
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._reject(send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the disconnect a stream waits for
 
-    async def _reject(self, send: Send) -> None:
-        import json
+        await self.app(scope, replay, send)
 
-        payload = json.dumps(errors.body("too_large", f"request body over {self.limit} bytes")).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+    async def _drain(self, receive: Receive, *, more: bool, seen: int) -> bool:
+        """Read and drop the rest of an over-limit body, up to ``DRAIN_BYTES``; whether it all came."""
+        while more:
+            if seen > self.limit + DRAIN_BYTES:
+                return False
+            message = await receive()
+            if message["type"] != "http.request":
+                return False
+            seen += len(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+        return True
+
+    async def _too_large(self, send: Send, *, close: bool) -> None:
+        await _send_json(send, 413, errors.body("too_large", f"request body over {self.limit} bytes"), close=close)
 
 
-class _TooLarge(Exception):
-    pass
+async def _send_json(send: Send, status: int, content: dict, *, close: bool = False) -> None:
+    payload = json.dumps(content).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if close:  # the body was not read: the connection cannot carry another request
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def is_json(content_type: bytes | None) -> bool:
+    """Whether the route parses a body of this content type as JSON (``application/json``, ``+json``)."""
+    if not content_type:
+        return False
+    kind = content_type.split(b";", 1)[0].strip().lower()
+    return kind == b"application/json" or (kind.startswith(b"application/") and kind.endswith(b"+json"))
+
+
+def json_too_deep(body: bytes, limit: int) -> bool:
+    """Whether the JSON text ``body`` nests arrays and objects more than ``limit`` deep; False for
+    a body that is not JSON (the route reports that).  Nesting deeper than the interpreter's
+    recursion limit fails to parse at all (RecursionError), which is too deep as well."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        return True
+    except ValueError:
+        return False
+    level = [value] if isinstance(value, (list, dict)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [c for v in level for c in (v.values() if isinstance(v, dict) else v) if isinstance(c, (list, dict))]
+    return False
 
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive lock between the server processes of one data dir."""
-    with open(path, "a") as f:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -87,12 +161,55 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _private(path: Path, mode: int) -> None:
+    """``chmod mode`` on ``path`` when it exists, is ours and is not a symlink (a failure is logged)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) == mode:
+        return
+    try:
+        os.chmod(path, mode)
+    except OSError as exc:
+        log.warning("could not make %s private (mode %o): %s", path, mode, exc)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for other databases and in-memory ones."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - not a SQLAlchemy URL (an MLflow server's http://): no file of ours
+        return None
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def make_home_private(settings: Settings) -> None:
+    """The data dir 0700 (created so; an existing one tightened), its local SQLite stores (job
+    store, MLflow) and their journals 0600, and a local artifact root inside it 0700: other
+    users of the machine must not read jobs, keys or models."""
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _private(settings.home, 0o700)
+    for url in (settings.db_url, settings.tracking_uri):
+        db = _sqlite_file(url)
+        if db is not None:
+            for p in (db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))):
+                _private(p, 0o600)
+    artifacts = Path(settings.artifacts.removeprefix("file://"))
+    if artifacts.is_absolute() and artifacts.resolve().is_relative_to(settings.home.resolve()):
+        _private(artifacts, 0o700)
+    for name in (".startup.lock", ".poller.lock"):
+        _private(settings.home / name, 0o600)
+
+
 def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        make_home_private(settings)
         store = Store(settings.db_url)
 
         def first_start() -> tuple[bytes, str | None]:
@@ -105,6 +222,7 @@ def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None
                                      configured=settings.key_secret.get_secret_value() if settings.key_secret else None)
                 created = bootstrap_admin(store, path=settings.admin_key_file, owner=settings.admin_owner,
                                           secret=secret)
+                make_home_private(settings)  # what the first start created (the stores, their journals)
                 return secret, created
 
         secret, created = await asyncio.to_thread(first_start)
@@ -145,5 +263,5 @@ def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None
     observability.install(app)
     for r in (jobs_router.router, models.router, cluster.router, keys.router, health.router):
         app.include_router(r)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, max_depth=settings.max_json_depth)
     return app

@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -67,7 +68,7 @@ class Paths:
 
     def worker_temp_dir(self, index: int) -> Path:
         """A worker node's own Ray temp dir (its sockets and logs), beside the head's."""
-        return Path(f"{self.temp_dir}-w{index}")
+        return self.private_tmp / f"ray-w{index}"
 
     @property
     def api_pid(self) -> Path:
@@ -92,10 +93,17 @@ class Paths:
         return self.home / "admin.key"
 
     @property
-    def temp_dir(self) -> Path:
-        """Ray's temp dir: short (Unix socket paths are limited to 107 bytes) and one per data dir."""
+    def private_tmp(self) -> Path:
+        """A 0700 dir of this user's in /tmp, one per data dir, holding the Ray temp dirs: Ray makes
+        its own temp dirs 0777, so this one keeps other users out of their logs (which hold job
+        specs) and sockets.  Short: Unix socket paths are limited to 107 bytes."""
         digest = hashlib.sha1(str(self.home.resolve()).encode()).hexdigest()[:8]
-        return Path("/tmp") / f"metarl-ray-{os.getuid()}-{digest}"
+        return Path("/tmp") / f"metarl-{os.getuid()}-{digest}"
+
+    @property
+    def temp_dir(self) -> Path:
+        """The Ray head's temp dir (its sockets and logs)."""
+        return self.private_tmp / "ray"
 
 
 @dataclass(frozen=True)
@@ -133,9 +141,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory of this user's alone (0700): created so, or an existing one
+    tightened; one that is a symlink or another user's (in /tmp, anyone can create the name
+    first) is an error."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise LocalError(f"{path} is not a directory of this user's (a symlink, or another user's): "
+                         "remove it, or use another data dir (--home)")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
+#: The file mode mask of the processes `up` starts (the Ray nodes, their job drivers, the API):
+#: what they write (logs holding job specs, the stores, checkpoints) is the user's alone.
+UMASK = 0o077
+
+
 def ensure_token(paths: Paths) -> bool:
     """Create the Ray auth token file (0600) if missing; True when created."""
-    paths.ray_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.ray_dir)
     if paths.token_file.is_file() and paths.token_file.read_text().strip():
         return False
     fd = os.open(paths.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -145,13 +172,24 @@ def ensure_token(paths: Paths) -> bool:
     return True
 
 
-def _ray_env(paths: Paths) -> dict[str, str]:
+def _ray_env(paths: Paths, *, loopback: bool = False) -> dict[str, str]:
+    """The environment of the Ray processes `up` starts (and of the API).  ``loopback``: Ray keeps
+    ``--node-ip-address=127.0.0.1`` as it is (it otherwise swaps a loopback address for the
+    machine's), so the head's servers bind loopback only; such a head takes no worker nodes."""
     env = dict(os.environ)
-    for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_TMPDIR"):
+    for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_TMPDIR", LOOPBACK_ENV):
         env.pop(k, None)
     env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(paths.token_file),
                 "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"})
+    if loopback:
+        env[LOOPBACK_ENV] = "0"
     return env
+
+
+#: Ray's switch for multi-node clusters: "0" makes Ray use 127.0.0.1 as the node's address, and
+#: then its GCS, raylet, agents, client server and autoscaler bind loopback only (a node that
+#: joins such a head is refused, which is why a head with worker nodes keeps the machine's address).
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _ray_executable() -> str:
@@ -364,8 +402,10 @@ def _agent_failed(temp_dir: Path) -> bool:
         return False
 
 
-def start_ray(paths: Paths, *, num_cpus: int, dashboard_port: int | None, ray_port: int | None, say: Say) -> Component:
-    """Find this data dir's running head, or start one.
+def start_ray(paths: Paths, *, num_cpus: int, dashboard_port: int | None, ray_port: int | None, say: Say,
+              loopback: bool = True) -> Component:
+    """Find this data dir's running head, or start one (``loopback``: every port it listens on
+    bound to 127.0.0.1; else, for worker nodes to join it, some on all interfaces).
 
     ``dashboard_port`` / ``ray_port`` None: Ray's defaults (8265, 6379) when free, else free
     ports.  An explicit ``dashboard_port`` is used as given: a Ray dashboard there that takes
@@ -404,7 +444,8 @@ def start_ray(paths: Paths, *, num_cpus: int, dashboard_port: int | None, ray_po
         dash = dashboard_port or _default_or_free(DEFAULT_DASHBOARD_PORT, "Ray's dashboard", say)
         gcs = _default_or_free(ray_port or DEFAULT_GCS_PORT, "Ray's GCS", say)
         try:
-            return _start_head(paths, num_cpus=num_cpus, dashboard_port=dash, gcs_port=gcs, token=token, say=say)
+            return _start_head(paths, num_cpus=num_cpus, dashboard_port=dash, gcs_port=gcs, token=token, say=say,
+                               loopback=loopback)
         except _StartFailed as exc:
             failures.append(str(exc))
             stop_ray(paths, say=lambda _: None)
@@ -427,12 +468,15 @@ def _default_or_free(port: int, what: str, say: Say) -> int:
     return chosen
 
 
-def _start_head(paths: Paths, *, num_cpus: int, dashboard_port: int, gcs_port: int, token: str, say: Say) -> Component:
+def _start_head(paths: Paths, *, num_cpus: int, dashboard_port: int, gcs_port: int, token: str, say: Say,
+                loopback: bool = True) -> Component:
     url = f"http://127.0.0.1:{dashboard_port}"
+    private_dir(paths.private_tmp)
     temp_dir = paths.temp_dir
     client_port = _default_or_free(10001, "Ray's client server", say)
     args = [
         _ray_executable(), "start", "--head", "--disable-usage-stats",
+        *(["--node-ip-address=127.0.0.1"] if loopback else []),
         f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
         f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}",
         # Ray binds the agent on a port of its own choosing and reports it (a port probed free
@@ -443,13 +487,14 @@ def _start_head(paths: Paths, *, num_cpus: int, dashboard_port: int, gcs_port: i
         "--min-worker-port=0", "--max-worker-port=0",
     ]
     say(f"starting a Ray head ({num_cpus} CPUs, temp dir {temp_dir}) ...")
-    paths.ray_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.ray_dir)
     with paths.ray_log.open("w") as log:
         # its own session: the head's daemons (children of `ray start`) outlive the terminal
         # that ran `up` and the signals sent to that terminal's process group
-        rc = subprocess.run(args, env=_ray_env(paths), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, cwd=paths.home, check=False, start_new_session=True).returncode
-    paths.head_file.write_text(json.dumps({"temp_dir": str(temp_dir), "gcs_port": gcs_port,
+        rc = subprocess.run(args, env=_ray_env(paths, loopback=loopback), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=paths.home, check=False, start_new_session=True,
+                            umask=UMASK).returncode
+    paths.head_file.write_text(json.dumps({"temp_dir": str(temp_dir), "gcs_port": gcs_port, "loopback": loopback,
                                            "dashboard_port": dashboard_port, "started_at": time.time()}))
     if rc != 0:
         raise _StartFailed(f"`ray start` exited with {rc}")
@@ -528,6 +573,9 @@ def start_workers(paths: Paths, *, count: int, cpus_per_worker: int, say: Say) -
                          "(another Ray answers on --dashboard-port): stop it or pick other ports")
     if head is None:
         return []
+    if count and head.get("loopback"):
+        raise LocalError("this data dir's Ray head listens on 127.0.0.1 only (it was started without --workers), "
+                         "and worker nodes cannot join such a head: `metarl down`, then `metarl up --workers N`")
     token = paths.token_file.read_text().strip()
     dashboard = f"http://127.0.0.1:{head['dashboard_port']}"
     comps: list[Component] = []
@@ -570,9 +618,11 @@ def _start_worker(paths: Paths, *, index: int, gcs_port: int, dashboard: str, to
         "--dashboard-agent-listen-port=0", "--min-worker-port=0", "--max-worker-port=0",
     ]
     say(f"starting Ray worker node {index} ({cpus} CPUs, temp dir {temp_dir}) ...")
+    private_dir(paths.private_tmp)
     with log_path.open("w") as log:
         rc = subprocess.run(args, env=_ray_env(paths), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, cwd=paths.home, check=False, start_new_session=True).returncode
+                            stdin=subprocess.DEVNULL, cwd=paths.home, check=False, start_new_session=True,
+                            umask=UMASK).returncode
     rec = {"index": index, "temp_dir": str(temp_dir), "num_cpus": cpus, "started_at": time.time()}
     if rc != 0:
         terminate([p.pid for p in worker_processes(paths, index)])
@@ -688,7 +738,7 @@ def start_api(paths: Paths, *, port: int | None, dashboard_port: int, say: Say) 
     with paths.api_log.open("a") as log:
         env = api_env(paths, port=port, dashboard_port=dashboard_port)
         proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=paths.home, start_new_session=True)
+                                stdin=subprocess.DEVNULL, cwd=paths.home, start_new_session=True, umask=UMASK)
     paths.api_pid.write_text(f"{proc.pid}\n")
     paths.api_url.write_text(f"{url}\n")
     paths.api_ray.write_text(f"{dashboard}\n")
@@ -723,11 +773,12 @@ def up(home: Path, *, num_cpus: int, port: int | None = None, dashboard_port: in
     free, else a free one."""
     if num_cpus == 0 and workers == 0:
         raise LocalError("a head with 0 CPUs needs worker nodes for rollouts: add --workers N or give the head CPUs")
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(home)  # the data dir is the user's alone: job store, MLflow store, keys, logs
     paths = Paths(home.resolve())
     if ensure_token(paths):
         say(f"Ray auth token written to {paths.token_file} (mode 0600)")
-    ray = start_ray(paths, num_cpus=num_cpus, dashboard_port=dashboard_port, ray_port=ray_port, say=say)
+    ray = start_ray(paths, num_cpus=num_cpus, dashboard_port=dashboard_port, ray_port=ray_port, say=say,
+                    loopback=workers == 0)
     nodes = start_workers(paths, count=workers, cpus_per_worker=cpus_per_worker, say=say)
     api = start_api(paths, port=port, dashboard_port=int(ray.address.rsplit(":", 1)[1]), say=say)
     store = Component("MLflow store", os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.home / 'mlflow.db'}",

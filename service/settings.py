@@ -35,7 +35,12 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64,
                          description="API server processes (uvicorn workers); one of them runs the poller")
-    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30, description="request bodies above this get 413")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30,
+                                description="request bodies above this get 413, declared or streamed (chunked)")
+    max_json_depth: int = Field(default=64, ge=4, le=256, description=(
+        "JSON request bodies nesting arrays and objects deeper than this get 422"))
+    max_header_bytes: int = Field(default=16 << 10, ge=4 << 10, le=1 << 20, description=(
+        "the request line and headers together above this are refused by the server (400)"))
     poll_interval_s: float = Field(default=2.0, gt=0, le=60,
                                    description="how often running jobs are refreshed from Ray")
     sse_interval_s: float = Field(default=1.0, gt=0, le=60, description="how often an event stream looks for news")

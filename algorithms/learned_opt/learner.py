@@ -168,13 +168,17 @@ class LSTMOptimizerLearner(SupervisedLearner):
         return metrics
 
     # ---- meta-test ----------------------------------------------------------------------------
+    def _episode_problem(self, params: Params, episode: SupportQuery) -> NetworkProblems:
+        """The network on ``episode``'s support set from ``params``: one problem."""
+        batch = self.batch([episode])
+        keys, _ = self._layout()
+        return self.problems(self._flatten(params, keys)[None], batch.x_support, batch.y_support,
+                             classification=batch.classification)
+
     def adapt_task(self, params: Params, episode: SupportQuery, *, steps: int | None = None) -> Params:
         """The network after ``steps`` (default ``test_steps``) steps of the learned optimizer on the
         episode's support set, from ``params``; no graph is kept."""
-        batch = self.batch([episode])
-        keys, shapes = self._layout()
-        problems = self.problems(self._flatten(params, keys)[None], batch.x_support, batch.y_support,
-                                 classification=batch.classification)
+        problems = self._episode_problem(params, episode)
         theta, _ = optimize(self.optimizer_net, problems, self.test_steps if steps is None else int(steps))
         if not torch.isfinite(theta).all():
             raise NonFiniteError(f"{self.name}: the optimizee's parameters are not finite after adaptation")
@@ -182,10 +186,7 @@ class LSTMOptimizerLearner(SupervisedLearner):
 
     def training_curve(self, episode: SupportQuery, *, steps: int | None = None) -> np.ndarray:
         """The support losses ``f(θ_0) .. f(θ_steps)`` of adapting θ on ``episode`` (``[steps + 1]``)."""
-        batch = self.batch([episode])
-        keys, _ = self._layout()
-        problems = self.problems(self._flatten(self.params, keys)[None], batch.x_support, batch.y_support,
-                                 classification=batch.classification)
+        problems = self._episode_problem(self.params, episode)
         return optimize(self.optimizer_net, problems, self.test_steps if steps is None else int(steps))[1][0]
 
 
