@@ -43,6 +43,28 @@ VERSION = "0.1.0"
 DRAIN_BYTES = 8 << 20
 
 
+class HeaderLimit:
+    """431 for a request whose request line and headers together are over ``limit`` bytes.  The
+    HTTP server (h11, ``METARL_MAX_HEADER_BYTES``) refuses a header block that it has to read in
+    several pieces, with a 400, before it is parsed; one that came in a single read reaches here."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
+            size += sum(len(k) + len(v) + 4 for k, v in scope.get("headers") or [])
+            if size > self.limit:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1009})
+                    return
+                await _send_json(send, 431, errors.body(
+                    "headers_too_large", f"request line and headers over {self.limit} bytes"), close=True)
+                return
+        await self.app(scope, receive, send)
+
+
 class BodyLimit:
     """413 for request bodies over ``limit`` bytes, declared (Content-Length) or streamed
     (chunked), and 422 for JSON bodies nested deeper than ``max_depth``, both in the service's
@@ -264,4 +286,5 @@ def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None
     for r in (jobs_router.router, models.router, cluster.router, keys.router, health.router):
         app.include_router(r)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, max_depth=settings.max_json_depth)
+    app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)
     return app

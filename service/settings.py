@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(default=64, ge=4, le=256, description=(
         "JSON request bodies nesting arrays and objects deeper than this get 422"))
     max_header_bytes: int = Field(default=16 << 10, ge=4 << 10, le=1 << 20, description=(
-        "the request line and headers together above this are refused by the server (400)"))
+        "a request line and headers together above this are refused (431; 400 from the HTTP server)"))
     poll_interval_s: float = Field(default=2.0, gt=0, le=60,
                                    description="how often running jobs are refreshed from Ray")
     sse_interval_s: float = Field(default=1.0, gt=0, le=60, description="how often an event stream looks for news")

@@ -14,6 +14,7 @@ import os
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -30,6 +31,34 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 #: Ray's fixed defaults: dashboard, GCS, client server, dashboard agent; and the API's.
 RAY_DEFAULTS = (8265, 6379, 10001, 52365)
 METARL = str(Path(sys.executable).parent / "metarl")
+
+
+def _listening(pids: set[int]) -> list[tuple[str, int, str]]:
+    """(address, port, command) of every TCP socket these processes listen on (/proc/net/tcp{,6})."""
+    listen: dict[str, tuple[str, int]] = {}
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] != "0A":  # LISTEN
+                    continue
+                ip, port = f[1].split(":")
+                raw = bytes.fromhex(ip)
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                listen[f[9]] = (socket.inet_ntop(family, raw), int(port, 16))
+    found = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:[") and target[8:-1] in listen:
+                        found.append((*listen[target[8:-1]], cmd))
+    return found
+
+
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 
 def _held(port: int) -> socket.socket:
@@ -102,6 +131,18 @@ def test_up_beside_another_ray_detached_from_its_terminal(foreign_ray, tmp_path)
         ours = f"http://127.0.0.1:{head['dashboard_port']}"
         token = (home / "ray" / "auth_token").read_text().strip()
         assert local.head_agent_ready(ours, token)  # `up` returned only once its agent served
+        # every port of the head (GCS, raylet, dashboard and its agent, client server, autoscaler)
+        # listens on loopback only, and its files are the user's alone
+        procs = local.head_processes(Path(head["temp_dir"]), head["gcs_port"])
+        listening = _listening({p.pid for p in procs})
+        assert any(port == head["gcs_port"] for _, port, _ in listening), listening
+        assert [x for x in listening if x[0] not in LOOPBACK] == [], listening
+        private = Path(head["temp_dir"]).parent
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700 and private.stat().st_uid == os.getuid()
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+        assert stat.S_IMODE((home / "metarl.db").stat().st_mode) == 0o600
+        logs = list((Path(head["temp_dir"]) / "session_latest" / "logs").glob("*.log"))
+        assert logs and [p.name for p in logs if p.stat().st_mode & 0o077] == []
 
         # the terminal goes away: everything still in `up`'s process group is killed
         # (`up` led a new session, so its group's id is its pid)
