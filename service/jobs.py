@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -430,7 +431,8 @@ async def poll_forever(app: FastAPI) -> None:
     """Keep active jobs and evaluations fresh (status, progress, model, results) every
     ``poll_interval_s``."""
     st = app.state
-    lock = open(st.settings.home / ".poller.lock", "a")  # noqa: SIM115 - held for the process's life
+    # held for the process's life; created 0600 like everything the service writes
+    lock = os.fdopen(os.open(st.settings.home / ".poller.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")
     holder = False
     while True:
         await asyncio.sleep(st.settings.poll_interval_s)

@@ -146,3 +146,28 @@ def test_the_data_dir_and_its_stores_are_private(server):  # noqa: ANN001
     with server.client() as c:  # the server keeps writing (WAL, locks) with the same modes
         c.get("/v1/jobs")
     assert {p.name: _mode(p) for p in home.iterdir() if _mode(p) & 0o077 and p.name != "service.log"} == {}
+
+
+def test_the_pollers_lock_file_is_private_whatever_the_umask(tmp_path):
+    """An app run in process (no ``python -m service`` umask) still creates its poller lock 0600."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from service.jobs import poll_forever
+
+    settings = SimpleNamespace(home=tmp_path, poll_interval_s=0.01)
+    app = SimpleNamespace(state=SimpleNamespace(settings=settings, store=None, launcher=None, view=None))
+    lock = tmp_path / ".poller.lock"
+
+    async def until_locked() -> None:
+        task = asyncio.create_task(poll_forever(app))  # type: ignore[arg-type]
+        while not lock.exists():
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    old = os.umask(0o022)
+    try:
+        asyncio.run(until_locked())
+    finally:
+        os.umask(old)
+    assert _mode(lock) == 0o600
