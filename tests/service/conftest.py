@@ -97,3 +97,15 @@ def live_service(tmp_path_factory, ray_head) -> Iterator[LiveService]:  # noqa: 
     svc.start()
     yield svc
     svc.kill(signal.SIGTERM)
+
+
+@pytest.fixture()
+def models_store(live_service, monkeypatch):  # noqa: ANN001
+    """This process reads the live service's MLflow store (to load its models in process)."""
+    import mlflow
+
+    for var in ("MLFLOW_TRACKING_URI", "METARL_ARTIFACT_ROOT", "METARL_HOME"):
+        monkeypatch.setenv(var, live_service.env[var])
+    mlflow.set_tracking_uri(live_service.env["MLFLOW_TRACKING_URI"])
+    yield
+    mlflow.set_tracking_uri(None)

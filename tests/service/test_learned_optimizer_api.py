@@ -74,23 +74,11 @@ def test_learned_update_rules_train_stream_register_and_evaluate(live_service, j
 
         results = {n: wait_for(lambda i=i: finished(i), timeout=300, what=f"evaluation {i}", every=1.0)
                    for n, i in ids.items()}
-    for name, e in results.items():
+    for e in results.values():
         assert e["status"] == "SUCCEEDED", e["message"]
         assert e["result"]["adaptation"] == "supervised" and e["result"]["tasks"] == 20
         assert 0.0 <= e["summary"]["accuracy"] <= 1.0
     assert results[L2L]["result"]["steps"] == 5 and results[METALSTM]["result"]["steps"] == 3
-
-
-@pytest.fixture()
-def models_store(live_service, monkeypatch):  # noqa: ANN001
-    """This process reads the live service's MLflow store."""
-    import mlflow
-
-    for var in ("MLFLOW_TRACKING_URI", "METARL_ARTIFACT_ROOT", "METARL_HOME"):
-        monkeypatch.setenv(var, live_service.env[var])
-    mlflow.set_tracking_uri(live_service.env["MLFLOW_TRACKING_URI"])
-    yield
-    mlflow.set_tracking_uri(None)
 
 
 def test_the_job_trained_optimizer_adapts_over_http_and_loads_as_a_torch_optimizer(live_service, jobs,

@@ -65,18 +65,6 @@ def jobs(live_service) -> Jobs:  # noqa: ANN001
     return Jobs(digits=done[DIGITS], digits_events=events, sine=done[SINE], nav=done[NAV])
 
 
-@pytest.fixture()
-def models_store(live_service, monkeypatch):  # noqa: ANN001
-    """This process reads the live service's MLflow store (to compare with the model in process)."""
-    import mlflow
-
-    for var in ("MLFLOW_TRACKING_URI", "METARL_ARTIFACT_ROOT", "METARL_HOME"):
-        monkeypatch.setenv(var, live_service.env[var])
-    mlflow.set_tracking_uri(live_service.env["MLFLOW_TRACKING_URI"])
-    yield
-    mlflow.set_tracking_uri(None)
-
-
 def _episode(model, seed: int = 0):  # noqa: ANN001
     dist = model.family
     task = dist.sample_tasks(1, np.random.default_rng(seed), split="test")[0]
