@@ -11,6 +11,7 @@ optimizer never sees the same starting point twice.
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -46,7 +47,7 @@ class NetworkProblems:
     def __init__(self, net: Net, keys: list[str], shapes: list[torch.Size], theta0: Tensor, x: Tensor, y: Tensor,
                  *, classification: bool) -> None:
         self.net, self.keys, self.shapes = net, keys, shapes
-        self.sizes = [int(np.prod(s)) if len(s) else 1 for s in shapes]
+        self.sizes = [math.prod(s) for s in shapes]
         if theta0.dim() != 2 or theta0.shape[1] != sum(self.sizes) or theta0.shape[0] != x.shape[0]:
             raise ValueError(f"theta0 must be [{x.shape[0]}, {sum(self.sizes)}], got {tuple(theta0.shape)}")
         self.theta0, self.x, self.y, self.classification = theta0, x, y, classification
@@ -93,6 +94,9 @@ class LSTMOptimizerLearner(SupervisedLearner):
         self.optimizer_net = LSTMOptimizer(self.config.optimizer, seed=seed + 7919).to(device=self.device,
                                                                                       dtype=self.dtype)
         self._optimizer = torch.optim.Adam(self.meta_parameters(), lr=self.config.meta_lr)
+        #: θ's names and shapes, in the flat order of a problem's row
+        self._keys = [k for k, _ in self.policy.named_parameters()]
+        self._shapes = [p.shape for _, p in self.policy.named_parameters()]
         self.policy.requires_grad_(False)  # θ is not meta-learned
 
     def _extra_parameters(self) -> dict[str, nn.Parameter]:
@@ -107,26 +111,19 @@ class LSTMOptimizerLearner(SupervisedLearner):
         return self.config.test_steps
 
     # ---- problems -----------------------------------------------------------------------------
-    def _layout(self) -> tuple[list[str], list[torch.Size]]:
-        params = self.params
-        return list(params), [params[k].shape for k in params]
-
-    def _flatten(self, params: Params, keys: list[str]) -> Tensor:
-        return torch.cat([params[k].detach().reshape(-1).to(device=self.device, dtype=self.dtype) for k in keys])
+    def _flatten(self, params: Params) -> Tensor:
+        return torch.cat([params[k].detach().reshape(-1).to(device=self.device, dtype=self.dtype)
+                          for k in self._keys])
 
     def fresh_inits(self, n: int, key: int = 0) -> Tensor:
         """``[n, P]`` starting points: the network's default initialisation, each from a seed drawn
         from ``(iteration, key)``."""
-        keys, _ = self._layout()
-        rows = []
-        for seed in np.random.default_rng([104729, self.iteration, key]).integers(0, 2**62, size=n):
-            rows.append(self._flatten(dict(make_net(self.net_spec, head=self.uses_head, seed=int(seed))
-                                           .named_parameters()), keys))
-        return torch.stack(rows)
+        seeds = np.random.default_rng([104729, self.iteration, key]).integers(0, 2**62, size=n)
+        return torch.stack([self._flatten(dict(make_net(self.net_spec, head=self.uses_head, seed=int(s))
+                                               .named_parameters())) for s in seeds])
 
     def problems(self, theta0: Tensor, x: Tensor, y: Tensor, *, classification: bool) -> NetworkProblems:
-        keys, shapes = self._layout()
-        return NetworkProblems(self.net, keys, shapes, theta0, x, y, classification=classification)
+        return NetworkProblems(self.net, self._keys, self._shapes, theta0, x, y, classification=classification)
 
     # ---- learning -----------------------------------------------------------------------------
     def _update(self, batch: EpisodeBatch) -> dict[str, float]:
@@ -171,8 +168,7 @@ class LSTMOptimizerLearner(SupervisedLearner):
     def _episode_problem(self, params: Params, episode: SupportQuery) -> NetworkProblems:
         """The network on ``episode``'s support set from ``params``: one problem."""
         batch = self.batch([episode])
-        keys, _ = self._layout()
-        return self.problems(self._flatten(params, keys)[None], batch.x_support, batch.y_support,
+        return self.problems(self._flatten(params)[None], batch.x_support, batch.y_support,
                              classification=batch.classification)
 
     def adapt_task(self, params: Params, episode: SupportQuery, *, steps: int | None = None) -> Params:

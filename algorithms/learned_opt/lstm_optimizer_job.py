@@ -23,11 +23,12 @@ A trained model loads as a ``torch.optim.Optimizer`` for any training loop:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from algorithms.learned_opt.specs import LSTMOptimizerSpec
+from algorithms.learned_opt.specs import LSTMOptimizerSpec, check_truncation
 from algorithms.plans import single_phase_plan
 from algorithms.registry import Algorithm, AlgorithmSpec, Metric, lazy_names, register
 from algorithms.supervised.specs import SUPERVISED_METRICS, episode_plan
@@ -58,19 +59,14 @@ class LSTMOptimizerJobSpec(AlgorithmSpec):
 
     @model_validator(mode="after")
     def _unroll_divides_steps(self) -> LSTMOptimizerJobSpec:
-        if self.steps % self.unroll:
-            raise ValueError(f"unroll ({self.unroll}) must divide steps ({self.steps}): every truncation has the "
-                             "same length")
+        check_truncation(self.steps, self.unroll)
         return self
 
 
 def optimizee_spec(base: Any, spec: LSTMOptimizerJobSpec) -> Any:
     """The network the job trains its optimizer on: the supervised default ``base`` (a NetSpec),
     or with ``network: "mlp"`` the MLP of ``base``'s hidden sizes on flattened inputs."""
-    if spec.network == "auto" or base.kind == "mlp":
-        return base
-    return type(base)(input_shape=base.input_shape, output_dim=base.output_dim, kind="mlp",
-                      hidden_sizes=base.hidden_sizes, activation=base.activation)
+    return base if spec.network == "auto" else dataclasses.replace(base, kind="mlp")
 
 
 LSTM_OPTIMIZER_METRICS = (*SUPERVISED_METRICS,

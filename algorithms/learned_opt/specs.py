@@ -56,10 +56,15 @@ class MetaTrainSpec(Spec):
 
     @model_validator(mode="after")
     def _unroll_divides_steps(self) -> MetaTrainSpec:
-        if self.steps % self.unroll:
-            raise ValueError(f"unroll ({self.unroll}) must divide steps ({self.steps}): every truncation "
-                             "has the same length")
+        check_truncation(self.steps, self.unroll)
         return self
 
 
-__all__ = ["LSTMOptimizerSpec", "MetaTrainSpec"]
+def check_truncation(steps: int, unroll: int) -> None:
+    """``ValueError`` unless the truncation ``unroll`` divides ``steps`` (every truncation of BPTT
+    has the same length)."""
+    if steps % unroll:
+        raise ValueError(f"unroll ({unroll}) must divide steps ({steps}): every truncation has the same length")
+
+
+__all__ = ["LSTMOptimizerSpec", "MetaTrainSpec", "check_truncation"]

@@ -50,6 +50,16 @@ def wait_status(client: httpx.Client, job_id: str, statuses: set[str], *, timeou
                     what=f"job {job_id} to reach {sorted(statuses)}")
 
 
+def wait_evaluation(client: httpx.Client, eval_id: str, *, timeout: float = 300) -> dict[str, Any]:
+    """The evaluation once it has finished (SUCCEEDED, FAILED or STOPPED)."""
+
+    def finished() -> dict[str, Any] | None:
+        e = client.get(f"/v1/evaluations/{eval_id}").json()
+        return e if e["status"] in ("SUCCEEDED", "FAILED", "STOPPED") else None
+
+    return wait_for(finished, timeout=timeout, what=f"evaluation {eval_id} to finish", every=1.0)
+
+
 def sse(client: httpx.Client, path: str, *, timeout: float = 300) -> Iterator[tuple[str, Any]]:
     """``(event, data)`` pairs of a server-sent event stream until it closes."""
     with client.stream("GET", path, timeout=httpx.Timeout(timeout, connect=10)) as r:

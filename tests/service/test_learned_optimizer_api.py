@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.service.helpers import job, sse, tiny_spec, wait_for
+from tests.service.helpers import sse, tiny_spec, wait_evaluation, wait_status
 from workers.contract import declared_metrics
 
 pytestmark = pytest.mark.ray
@@ -40,8 +40,7 @@ def jobs(live_service) -> dict[str, dict]:  # noqa: ANN001
         events = list(sse(c, f"/v1/jobs/{created[L2L]['id']}/events"))
         done: dict[str, dict] = {"events": {"l2l": events}}
         for name, j in created.items():
-            final = wait_for(lambda j=j: (lambda x: x if x["status"] in ("SUCCEEDED", "FAILED") else None)(
-                job(c, j["id"])), timeout=300, what=f"job {name}", every=1.0)
+            final = wait_status(c, j["id"], {"SUCCEEDED", "FAILED"}, timeout=300)
             logs = c.get(f"/v1/jobs/{j['id']}/logs").json()["logs"]
             assert final["status"] == "SUCCEEDED", logs[-3000:]
             done[name] = final
@@ -67,13 +66,7 @@ def test_learned_update_rules_train_stream_register_and_evaluate(live_service, j
             r = c.post(f"/v1/models/{name}/versions/1/evaluations", json={"tasks": 20, "seed": 1})
             assert r.status_code == 201, r.text
             ids[name] = r.json()["id"]
-
-        def finished(eval_id: str) -> dict | None:
-            e = c.get(f"/v1/evaluations/{eval_id}").json()
-            return e if e["status"] in ("SUCCEEDED", "FAILED", "STOPPED") else None
-
-        results = {n: wait_for(lambda i=i: finished(i), timeout=300, what=f"evaluation {i}", every=1.0)
-                   for n, i in ids.items()}
+        results = {n: wait_evaluation(c, i) for n, i in ids.items()}
     for e in results.values():
         assert e["status"] == "SUCCEEDED", e["message"]
         assert e["result"]["adaptation"] == "supervised" and e["result"]["tasks"] == 20

@@ -14,7 +14,7 @@ import pytest
 
 from tests.ports import free_port
 from tests.service.conftest import LiveService, service_env
-from tests.service.helpers import wait_for
+from tests.service.helpers import wait_evaluation
 from workers.contract import declared_metrics
 
 pytestmark = pytest.mark.ray
@@ -185,12 +185,7 @@ def test_evaluation_runs_on_ray_and_reports_pre_and_post_return(live_service, tr
         assert created["id"].startswith("eval-") and created["status"] == "PENDING"
         assert created["request"] == asked
         assert r.headers["location"] == f"/v1/evaluations/{created['id']}"
-
-        def finished() -> dict | None:
-            e = c.get(f"/v1/evaluations/{created['id']}").json()
-            return e if e["status"] in ("SUCCEEDED", "FAILED", "STOPPED") else None
-
-        done = wait_for(finished, timeout=300, what=f"evaluation {created['id']} to finish", every=1.0)
+        done = wait_evaluation(c, created["id"])
         assert done["status"] == "SUCCEEDED", done["message"]
         listed = c.get(f"/v1/models/{MODEL}/versions/1/evaluations").json()
     for key in ("return_pre", "return_post"):

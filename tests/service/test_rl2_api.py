@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.service.helpers import job, sse, tiny_spec, wait_for
+from tests.service.helpers import job, sse, tiny_spec, wait_evaluation
 from workers.contract import declared_metrics
 
 pytestmark = pytest.mark.ray
@@ -60,12 +60,7 @@ def test_rl2_job_streams_registers_and_evaluates(live_service):
         assert r.status_code == 201, r.text
         assert r.json()["request"]["steps"] is None
         eval_id = r.json()["id"]
-
-        def finished() -> dict | None:
-            e = c.get(f"/v1/evaluations/{eval_id}").json()
-            return e if e["status"] in ("SUCCEEDED", "FAILED", "STOPPED") else None
-
-        ev = wait_for(finished, timeout=300, what=f"evaluation {eval_id}", every=1.0)
+        ev = wait_evaluation(c, eval_id)
     assert ev["status"] == "SUCCEEDED", ev["message"]
     report = ev["result"]
     assert report["adaptation"] == "trial" and report["tasks"] == 2 and report["episodes"] == 3

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.service.helpers import job, sse, tiny_spec, wait_for
+from tests.service.helpers import sse, tiny_spec, wait_evaluation, wait_for, wait_status
 from workers.adapt_protocol import MAX_EXAMPLES
 from workers.contract import declared_metrics
 
@@ -57,8 +57,7 @@ def jobs(live_service) -> Jobs:  # noqa: ANN001
         events = list(sse(c, f"/v1/jobs/{created[DIGITS]['id']}/events"))
         done = {}
         for name, j in created.items():
-            final = wait_for(lambda j=j: (lambda x: x if x["status"] in ("SUCCEEDED", "FAILED") else None)(
-                job(c, j["id"])), timeout=300, what=f"job {name}", every=1.0)
+            final = wait_status(c, j["id"], {"SUCCEEDED", "FAILED"}, timeout=300)
             logs = c.get(f"/v1/jobs/{j['id']}/logs").json()["logs"]
             assert final["status"] == "SUCCEEDED", logs[-3000:]
             done[name] = final
@@ -98,13 +97,7 @@ def test_supervised_jobs_show_their_own_metrics_register_and_evaluate(live_servi
         # val is a supervised distribution's split: an RL model's evaluation is refused, nothing created
         r = c.post(f"/v1/models/{NAV}/versions/1/evaluations", json={"split": "val"})
         assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "split"
-
-        def finished(eval_id: str) -> dict | None:
-            e = c.get(f"/v1/evaluations/{eval_id}").json()
-            return e if e["status"] in ("SUCCEEDED", "FAILED", "STOPPED") else None
-
-        results = {n: wait_for(lambda i=i: finished(i), timeout=300, what=f"evaluation {i}", every=1.0)
-                   for n, i in ids.items()}
+        results = {n: wait_evaluation(c, i) for n, i in ids.items()}
     for e in results.values():
         assert e["status"] == "SUCCEEDED", e["message"]
         assert e["return_pre"] is None and e["success_post"] is None  # no RL fields
