@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@echo "==> [3/4] pip"
 	$(PIP) install -U pip
 	@echo "==> [4/4] metarl and its dependencies (Ray, MLflow, gymnasium, MuJoCo, Meta-World, FastAPI; about 2 GB)"
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev,cluster]'
 	@touch $(STAMP)
 	@echo "==> installed into $(VENV)"
 
@@ -43,7 +43,7 @@ lint: install
 # the benchmarks, with the RLlib peer that the sampling benchmark compares against
 bench: install
 	@echo "==> the rllib extra (RLlib, the sampling benchmark's peer)"
-	$(PIP) install -e '.[dev,rllib]'
+	$(PIP) install -e '.[dev,cluster,rllib]'
 	$(BIN)/python benchmarks/maml_update.py
 	$(BIN)/python benchmarks/sampling.py
 

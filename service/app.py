@@ -213,6 +213,11 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+#: MLflow's HTTP client settings in the API process: few, short retries
+MLFLOW_HTTP_FOR_REQUESTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                            "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+
+
 def make_home_private(settings: Settings) -> None:
     """The data dir 0700 (created so; an existing one tightened), its local SQLite stores (job
     store, MLflow) and their journals 0600, and a local artifact root inside it 0700: other
@@ -237,6 +242,11 @@ def create_app(settings: Settings | None = None, *, launcher: RayLauncher | None
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         make_home_private(settings)
+        if settings.tracking_uri.startswith(("http://", "https://")):
+            # a request that reads MLflow fails within seconds while the tracking server is down
+            # (MLflow's client otherwise retries for minutes); drivers keep MLflow's patient defaults
+            for k, v in MLFLOW_HTTP_FOR_REQUESTS.items():
+                os.environ.setdefault(k, v)
         store = Store(settings.db_url)
 
         def first_start() -> tuple[bytes, str | None]:

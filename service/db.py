@@ -19,6 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -96,6 +97,8 @@ class Evaluation(Base):
 
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: the PostgreSQL advisory lock held while migrating ("metarl" in ASCII)
+MIGRATION_LOCK = 0x6D657461726C
 
 
 def make_engine(url: str) -> Engine:
@@ -115,7 +118,11 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # PostgreSQL: a dead connection (a restarted server) is replaced at checkout, and a server that
+    # does not answer fails a request within seconds (503) instead of holding it
+    connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+    return create_engine(url, pool_pre_ping=True, pool_size=16, max_overflow=16, pool_timeout=10,
+                         connect_args=connect_args)
 
 
 def migrate(engine: Engine) -> None:
@@ -126,6 +133,9 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # API processes on several hosts start at once: one migrates, the others wait for it
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

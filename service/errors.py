@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -79,6 +80,15 @@ def install(app: FastAPI) -> None:
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         return JSONResponse(body("invalid_request", f"invalid request: {summary}{more}", errors), status_code=422)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _store_down(_: Request, exc: DBAPIError) -> JSONResponse:
+        # the job store refused or dropped the connection (PostgreSQL restarting, a network cut, a
+        # locked SQLite file): nothing was written, the client may retry; the pool reconnects by itself
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        return JSONResponse(body("store_unavailable", "the job store is unreachable; retry shortly",
+                                 {"reason": reason}), status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -172,23 +172,22 @@ def ensure_token(paths: Paths) -> bool:
     return True
 
 
-def _ray_env(paths: Paths, *, loopback: bool = False) -> dict[str, str]:
-    """The environment of the Ray processes `up` starts (and of the API).  ``loopback``: Ray keeps
-    ``--node-ip-address=127.0.0.1`` as it is (it otherwise swaps a loopback address for the
-    machine's), so the head's servers bind loopback only; such a head takes no worker nodes."""
+def _ray_env(paths: Paths) -> dict[str, str]:
+    """The environment of the Ray processes `up` starts (and of the API): token auth, and Ray
+    keeping ``--node-ip-address=127.0.0.1`` as it is (it otherwise swaps a loopback address for the
+    machine's), so every node's servers bind loopback only."""
     env = dict(os.environ)
     for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_TMPDIR", LOOPBACK_ENV):
         env.pop(k, None)
     env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(paths.token_file),
                 "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"})
-    if loopback:
-        env[LOOPBACK_ENV] = "0"
+    env[LOOPBACK_ENV] = "0"
     return env
 
 
 #: Ray's switch for multi-node clusters: "0" makes Ray use 127.0.0.1 as the node's address, and
-#: then its GCS, raylet, agents, client server and autoscaler bind loopback only (a node that
-#: joins such a head is refused, which is why a head with worker nodes keeps the machine's address).
+#: then its GCS, raylet, agents, client server and autoscaler bind loopback only (its `ray start`
+#: then refuses worker nodes: they start through ``service.ray_node``, which lifts that refusal).
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
@@ -402,10 +401,9 @@ def _agent_failed(temp_dir: Path) -> bool:
         return False
 
 
-def start_ray(paths: Paths, *, num_cpus: int, dashboard_port: int | None, ray_port: int | None, say: Say,
-              loopback: bool = True) -> Component:
-    """Find this data dir's running head, or start one (``loopback``: every port it listens on
-    bound to 127.0.0.1; else, for worker nodes to join it, some on all interfaces).
+def start_ray(paths: Paths, *, num_cpus: int, dashboard_port: int | None, ray_port: int | None,
+              say: Say) -> Component:
+    """Find this data dir's running head, or start one (every port it listens on bound to 127.0.0.1).
 
     ``dashboard_port`` / ``ray_port`` None: Ray's defaults (8265, 6379) when free, else free
     ports.  An explicit ``dashboard_port`` is used as given: a Ray dashboard there that takes
@@ -444,8 +442,7 @@ def start_ray(paths: Paths, *, num_cpus: int, dashboard_port: int | None, ray_po
         dash = dashboard_port or _default_or_free(DEFAULT_DASHBOARD_PORT, "Ray's dashboard", say)
         gcs = _default_or_free(ray_port or DEFAULT_GCS_PORT, "Ray's GCS", say)
         try:
-            return _start_head(paths, num_cpus=num_cpus, dashboard_port=dash, gcs_port=gcs, token=token, say=say,
-                               loopback=loopback)
+            return _start_head(paths, num_cpus=num_cpus, dashboard_port=dash, gcs_port=gcs, token=token, say=say)
         except _StartFailed as exc:
             failures.append(str(exc))
             stop_ray(paths, say=lambda _: None)
@@ -468,15 +465,15 @@ def _default_or_free(port: int, what: str, say: Say) -> int:
     return chosen
 
 
-def _start_head(paths: Paths, *, num_cpus: int, dashboard_port: int, gcs_port: int, token: str, say: Say,
-                loopback: bool = True) -> Component:
+def _start_head(paths: Paths, *, num_cpus: int, dashboard_port: int, gcs_port: int, token: str,
+                say: Say) -> Component:
     url = f"http://127.0.0.1:{dashboard_port}"
     private_dir(paths.private_tmp)
     temp_dir = paths.temp_dir
     client_port = _default_or_free(10001, "Ray's client server", say)
     args = [
         _ray_executable(), "start", "--head", "--disable-usage-stats",
-        *(["--node-ip-address=127.0.0.1"] if loopback else []),
+        "--node-ip-address=127.0.0.1",
         f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
         f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}",
         # Ray binds the agent on a port of its own choosing and reports it (a port probed free
@@ -491,10 +488,10 @@ def _start_head(paths: Paths, *, num_cpus: int, dashboard_port: int, gcs_port: i
     with paths.ray_log.open("w") as log:
         # its own session: the head's daemons (children of `ray start`) outlive the terminal
         # that ran `up` and the signals sent to that terminal's process group
-        rc = subprocess.run(args, env=_ray_env(paths, loopback=loopback), stdout=log, stderr=subprocess.STDOUT,
+        rc = subprocess.run(args, env=_ray_env(paths), stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, cwd=paths.home, check=False, start_new_session=True,
                             umask=UMASK).returncode
-    paths.head_file.write_text(json.dumps({"temp_dir": str(temp_dir), "gcs_port": gcs_port, "loopback": loopback,
+    paths.head_file.write_text(json.dumps({"temp_dir": str(temp_dir), "gcs_port": gcs_port,
                                            "dashboard_port": dashboard_port, "started_at": time.time()}))
     if rc != 0:
         raise _StartFailed(f"`ray start` exited with {rc}")
@@ -573,9 +570,6 @@ def start_workers(paths: Paths, *, count: int, cpus_per_worker: int, say: Say) -
                          "(another Ray answers on --dashboard-port): stop it or pick other ports")
     if head is None:
         return []
-    if count and head.get("loopback"):
-        raise LocalError("this data dir's Ray head listens on 127.0.0.1 only (it was started without --workers), "
-                         "and worker nodes cannot join such a head: `metarl down`, then `metarl up --workers N`")
     token = paths.token_file.read_text().strip()
     dashboard = f"http://127.0.0.1:{head['dashboard_port']}"
     comps: list[Component] = []
@@ -609,8 +603,10 @@ def _start_worker(paths: Paths, *, index: int, gcs_port: int, dashboard: str, to
     temp_dir = paths.worker_temp_dir(index)
     log_path = paths.worker_log(index)
     args = [
-        # Ray turns 127.0.0.1 into this machine's address: every node registers with that one IP
-        _ray_executable(), "start", f"--address=127.0.0.1:{gcs_port}",
+        # Ray's CLI with loopback kept (service.ray_node): the node registers as 127.0.0.1 and its
+        # servers bind loopback only, as the head's do
+        sys.executable, "-m", "service.ray_node", "start", f"--address=127.0.0.1:{gcs_port}",
+        "--node-ip-address=127.0.0.1",
         f"--num-cpus={cpus}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
         f"--labels={NODE_LABEL}=worker-{index}",
         # every port Ray's own choice: its fixed defaults (agent 52365, worker ports
@@ -777,8 +773,7 @@ def up(home: Path, *, num_cpus: int, port: int | None = None, dashboard_port: in
     paths = Paths(home.resolve())
     if ensure_token(paths):
         say(f"Ray auth token written to {paths.token_file} (mode 0600)")
-    ray = start_ray(paths, num_cpus=num_cpus, dashboard_port=dashboard_port, ray_port=ray_port, say=say,
-                    loopback=workers == 0)
+    ray = start_ray(paths, num_cpus=num_cpus, dashboard_port=dashboard_port, ray_port=ray_port, say=say)
     nodes = start_workers(paths, count=workers, cpus_per_worker=cpus_per_worker, say=say)
     api = start_api(paths, port=port, dashboard_port=int(ray.address.rsplit(":", 1)[1]), say=say)
     store = Component("MLflow store", os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.home / 'mlflow.db'}",

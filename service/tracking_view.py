@@ -11,6 +11,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from workers.contract import CHECKPOINT_DIR, DESIRED_WORKERS_TAG, EXPERIMENT, JOB_ID_TAG
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -72,6 +74,14 @@ class TrackingView:
         self._final = _Lru(HISTORY_CACHE_POINTS)
 
     def reachable(self) -> bool:
+        """Whether the store answers a query (a tracking server: within 5 s, its database included)."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            try:
+                r = httpx.get(f"{self.tracking_uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+                              params={"max_results": 1}, timeout=5.0)
+                return r.status_code == 200
+            except httpx.HTTPError:
+                return False
         try:
             self.client.search_experiments(max_results=1)
             return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from service import local, presets
+from service import local, presets, topology
 from service.cli.core import CliError, Config, api, cfg, new_typer
 from service.cli.jobs import load_spec, submit_job, summary, watch_job
 from service.cli.output import console, new_table, say
@@ -136,17 +137,45 @@ WorkersOpt = Annotated[int, typer.Option(
 WorkerCpuOpt = Annotated[int, typer.Option("--cpus-per-worker", min=1, help="logical CPUs of each worker node")]
 
 
+class Topology(StrEnum):
+    local = "local"
+    cluster = "cluster"
+
+
+TopologyOpt = Annotated[Topology, typer.Option(
+    "--topology", help="local: a Ray head (+ --workers), the API, SQLite stores in the data dir; cluster: the "
+    "production topology on this machine (PostgreSQL, an S3 server, the MLflow server, a Ray head and "
+    "--workers worker nodes [default 2], two API processes)")]
+DevOpt = Annotated[bool, typer.Option(
+    "--dev", help="cluster topology: accept .env.example's change-me secrets (never in production)")]
+
+
 def up(ctx: typer.Context, num_cpus: CpuOpt = None, port: PortOpt = None, dashboard_port: DashOpt = None,
-       ray_port: RayOpt = None, workers: WorkersOpt = 0, cpus_per_worker: WorkerCpuOpt = 2) -> None:
+       ray_port: RayOpt = None, workers: WorkersOpt = 0, cpus_per_worker: WorkerCpuOpt = 2,
+       topology_: TopologyOpt = Topology.local, dev: DevOpt = False) -> None:
     """Start a local Ray head (job server on 127.0.0.1, token auth), optional worker nodes and the API, detached
-    (in sessions of their own: they keep running when this terminal closes; `metarl down` stops them)."""
-    _up(cfg(ctx), num_cpus=num_cpus, port=port, dashboard_port=dashboard_port, ray_port=ray_port, workers=workers,
-        cpus_per_worker=cpus_per_worker)
+    (in sessions of their own: they keep running when this terminal closes; `metarl down` stops them);
+    `--topology cluster`: the production topology, every part on 127.0.0.1."""
+    config = cfg(ctx)
+    if topology_ is Topology.local:
+        _up(config, num_cpus=num_cpus, port=port, dashboard_port=dashboard_port, ray_port=ray_port, workers=workers,
+            cpus_per_worker=cpus_per_worker)
+        return
+    if num_cpus not in (None, 0):
+        raise CliError("--num-cpus: the cluster topology's Ray head has no CPUs (rollouts run on the worker nodes)")
+    comps = topology.up(config.home, workers=workers or 2, cpus_per_worker=cpus_per_worker, port=port,
+                        dashboard_port=dashboard_port, ray_port=ray_port, dev=dev, say=say)
+    console.print(_components_table(comps, f"metarl cluster topology is up (data dir {config.home})"))
+    _components_notes(comps)
+    console.print(f"API key: {config.home / 'admin.key'}; secrets: {topology.TopologyPaths(config.home).secrets}\n"
+                  f"stop everything: {_me(config)} down", soft_wrap=True)
 
 
 def down(ctx: typer.Context) -> None:
-    """Stop the API, the worker nodes and the Ray head that `metarl up` started (only those)."""
-    comps = local.down(cfg(ctx).home, say=say)
+    """Stop what `metarl up` started (only that): the API, the worker nodes and the Ray head; for the cluster
+    topology also MLflow, the S3 server and PostgreSQL."""
+    home = cfg(ctx).home
+    comps = topology.down(home, say=say) if topology.is_cluster(home) else local.down(home, say=say)
     console.print(_components_table(comps, "metarl is down"))
     _components_notes(comps)
 
