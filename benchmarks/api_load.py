@@ -29,19 +29,52 @@ its load average (before the seeding, and around the load).
 
     python benchmarks/api_load.py [--seconds 30] [--connections 50] [--jobs 100] [--server-workers N]
                                   [--client aiohttp|wrk] [--profile PATH] [--out PATH]
+                                  [--topology single|cluster]
 
 ``--profile PATH`` records the server during the mix with py-spy (collapsed stacks, every
 worker process): where a request's time goes.
+
+Cluster mode (``--topology cluster``): the production topology of ``service.topology`` on this
+machine instead of one bare server -- ``topology.up`` in a temp data dir (PostgreSQL job store,
+the MLflow tracking server on PostgreSQL with S3 (moto) artifacts, a Ray head and 2 worker nodes of
+2 CPUs, two API processes ``api-1`` / ``api-2`` sharing the job store), and ``topology.down`` at the
+end whatever happens (the Ray temp dirs that ``<home>/ray/head.json`` / ``workers.json`` name
+removed too).  The same 100 SUCCEEDED jobs go into the PostgreSQL job store and their runs into the
+MLflow server over HTTP (``log_batch``, a few requests per run).  The load splits the connections
+evenly between the two API processes, and the mix has a fourth, equal part:
+
+* ``POST /v1/jobs`` with a 1-iteration MAML spec (``SUBMIT_SPEC``, ``tiny_spec``'s shape) under an
+  ``Idempotency-Key`` drawn from 8 fixed keys: the first POST per key creates a job (201; 8 real
+  Ray jobs in all, run on the worker nodes while the load goes on), every later one is answered
+  from the job store (200, the same job) -- validation, auth and the idempotency lookup in
+  PostgreSQL under load, without flooding Ray (8 stays under the owner's default
+  ``max_active_jobs`` of 16).  200 and 201 count as success.
+
+The baseline is ``GET /v1/keys`` on both processes.  The JSON line has the same keys plus
+``"topology": "cluster"``, ``"api_processes": 2``, ``"job_store": "postgresql"``,
+``"tracking": "mlflow-server"``, ``"jobs_created"`` (distinct job ids the POSTs returned, warm-up
+included: 8), ``"up_s"``, and in ``detail`` the ``submit`` route's p99 and ``submit_statuses``
+(answers per status code, warm-up included); ``server_cpu_ms_per_request`` sums both API
+processes.  Only the aiohttp client (wrk would need a Lua POST mix over two hosts and the answers'
+job ids): ``--client wrk`` is refused.  ``--server-workers N`` sets METARL_WORKERS of each API
+process; ``--profile PATH`` writes ``PATH.api-1`` and ``PATH.api-2``.  It needs the ``cluster``
+extra (``pip install -e '.[cluster]'``: pgserver, moto)::
+
+    python benchmarks/api_load.py --topology cluster --connections 50
+    python benchmarks/api_load.py --topology cluster --connections 200
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
+import io
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -60,8 +93,15 @@ WARMUP_S = 3.0
 
 
 # ---- set-up ------------------------------------------------------------------------------------
-def seed(home: Path, *, n_jobs: int, n_metrics: int, n_iterations: int) -> list[str]:
-    """``n_jobs`` finished jobs in the job store and their runs in MLflow; returns the job ids."""
+def seed(home: Path, *, n_jobs: int, n_metrics: int, n_iterations: int, db_url: str | None = None,
+         tracking_uri: str | None = None) -> list[str]:
+    """``n_jobs`` finished jobs in the job store and their runs in MLflow; returns the job ids.
+
+    ``db_url`` / ``tracking_uri`` None: the SQLite job store and MLflow store in ``home`` (what
+    the single API server of the default mode reads); else that job store (the cluster's
+    PostgreSQL) and that tracking server (``http://...``: the server picks the artifact location,
+    as ``workers.tracking.ensure_experiment`` lets it).  Every run's points go in ``log_batch``
+    calls of 1000 (MLflow's REST limit), so a server takes a few requests per run."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, RunTag
 
@@ -69,11 +109,14 @@ def seed(home: Path, *, n_jobs: int, n_metrics: int, n_iterations: int) -> list[
     from service.tracking_view import MARKER
     from workers.tracking import EXPERIMENT, JOB_ID_TAG, STATUS_TAG
 
-    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    exp = client.create_experiment(EXPERIMENT, artifact_location=str(home / "mlartifacts"))
+    remote = tracking_uri is not None and tracking_uri.startswith(("http://", "https://"))
+    client = MlflowClient(tracking_uri or f"sqlite:///{home / 'mlflow.db'}")
+    found = client.get_experiment_by_name(EXPERIMENT) if remote else None
+    exp = found.experiment_id if found is not None else client.create_experiment(
+        EXPERIMENT, artifact_location=None if remote else str(home / "mlartifacts"))
     names = [MARKER, METRIC_KEY, "meta/return_pre", "meta/success_post"]
     names += [f"train/metric_{i:02d}" for i in range(n_metrics - len(names))]
-    store = Store(f"sqlite:///{home / 'metarl.db'}")
+    store = Store(db_url or f"sqlite:///{home / 'metarl.db'}")
     store.migrate()
     rng = random.Random(0)
     spec = {"name": "bench", "algorithm": "maml", "iterations": n_iterations, "resources": {"rollout_workers": 2}}
@@ -145,14 +188,40 @@ def create_key(url: str, home: Path, owner: str) -> str:
 
 
 # ---- the load generator (its own process) ----------------------------------------------------
-async def load(*, url: str, key: str, phase: str, job_ids: list[str], n_jobs: int, connections: int,
-               seconds: float) -> dict[str, Any]:
+#: cluster mode's job submission: ``tests/service/helpers.py::tiny_spec``'s shape, one iteration
+SUBMIT_SPEC: dict[str, Any] = {
+    "name": "bench-submit",
+    "algorithm": {"name": "maml", "inner_lr": 0.1},
+    "task_family": {"name": "navigation2d"},
+    "policy": {"hidden_sizes": [16, 16]},
+    "meta_batch_size": 4,
+    "episodes_per_task": 4,
+    "iterations": 1,
+    "checkpoint_every": 1,
+    "resources": {"rollout_workers": 1, "envs_per_worker": 16},
+}
+#: the Idempotency-Keys of cluster mode's submissions: the first POST per key creates a job (8 in
+#: all, under the owner's default max_active_jobs of 16), every later one is answered from the store
+SUBMIT_KEYS = [f"bench-submit-{i}" for i in range(8)]
+
+
+async def load(*, urls: list[str], key: str, phase: str, job_ids: list[str], n_jobs: int, connections: int,
+               seconds: float, submit: bool = False) -> dict[str, Any]:
+    """Closed-loop load on ``urls`` (connection ``i`` on ``urls[i % len(urls)]``); ``submit``: the
+    mix has a fourth part, ``POST /v1/jobs`` of ``SUBMIT_SPEC`` under one of ``SUBMIT_KEYS``
+    (200 or 201 is a success), and the result adds the job ids those POSTs returned."""
     import aiohttp
+
+    kinds = ("list", "show", "metrics", "submit") if submit else ("list", "show", "metrics")
+    created: set[str] = set()
+    submit_statuses: dict[str, int] = {}
 
     def next_request(rng: random.Random) -> tuple[str, str]:
         if phase == "baseline":
             return "keys", "/v1/keys"
-        kind = rng.choice(("list", "show", "metrics"))
+        kind = rng.choice(kinds)
+        if kind == "submit":
+            return kind, "/v1/jobs"
         if kind == "list":
             return kind, f"/v1/jobs?limit=20&offset={rng.randrange(0, max(n_jobs - 20, 1))}"
         job = rng.choice(job_ids)
@@ -161,24 +230,37 @@ async def load(*, url: str, key: str, phase: str, job_ids: list[str], n_jobs: in
     lat: dict[str, list[float]] = {}
     errors: dict[str, int] = {}
     sent = 0
-    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
-    async with aiohttp.ClientSession(base_url=url, headers={"Authorization": f"Bearer {key}"}, connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=30)) as client:
+    per_url = -(-connections // len(urls))
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(aiohttp.ClientSession(
+            base_url=u, headers={"Authorization": f"Bearer {key}"},
+            connector=aiohttp.TCPConnector(limit=per_url, force_close=False),
+            timeout=aiohttp.ClientTimeout(total=30))) for u in urls]
         start = time.perf_counter()
         measure_from, stop_at = start + WARMUP_S, start + WARMUP_S + seconds
 
         async def worker(i: int) -> None:
             nonlocal sent
             rng = random.Random(i)
+            client = clients[i % len(clients)]
             while True:
                 kind, path = next_request(rng)
                 t = time.perf_counter()
                 if t >= stop_at:
                     return
                 try:
-                    async with client.get(path) as r:
-                        await r.read()
-                        bad = None if r.status == 200 else f"{kind}:{r.status}"
+                    if kind == "submit":
+                        async with client.post(path, json=SUBMIT_SPEC,
+                                               headers={"Idempotency-Key": rng.choice(SUBMIT_KEYS)}) as r:
+                            body = await r.read()
+                            submit_statuses[str(r.status)] = submit_statuses.get(str(r.status), 0) + 1
+                            bad = None if r.status in (200, 201) else f"{kind}:{r.status}"
+                            if bad is None:
+                                created.add(json.loads(body)["id"])
+                    else:
+                        async with client.get(path) as r:
+                            await r.read()
+                            bad = None if r.status == 200 else f"{kind}:{r.status}"
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     bad = f"{kind}:{type(exc).__name__}"
                 done = time.perf_counter()
@@ -195,11 +277,15 @@ async def load(*, url: str, key: str, phase: str, job_ids: list[str], n_jobs: in
     def pct(xs: list[float], q: float) -> float:
         return round(1000 * xs[min(len(xs) - 1, int(q * len(xs)))], 2) if xs else float("nan")
 
-    return {"sent": sent, "requests": n, "p50_ms": pct(every, 0.50), "p99_ms": pct(every, 0.99),
-            "max_ms": pct(every, 1.0),
-            "requests_per_s": round(n / seconds, 1), "errors": sum(errors.values()), "error_kinds": errors,
-            "p99_ms_by_route": {k: pct(sorted(v), 0.99) for k, v in sorted(lat.items())},
-            "requests_by_route": {k: len(v) for k, v in sorted(lat.items())}}
+    out = {"sent": sent, "requests": n, "p50_ms": pct(every, 0.50), "p99_ms": pct(every, 0.99),
+           "max_ms": pct(every, 1.0),
+           "requests_per_s": round(n / seconds, 1), "errors": sum(errors.values()), "error_kinds": errors,
+           "p99_ms_by_route": {k: pct(sorted(v), 0.99) for k, v in sorted(lat.items())},
+           "requests_by_route": {k: len(v) for k, v in sorted(lat.items())}}
+    if submit:  # warm-up included: the first POST per key usually falls in it
+        out["submit_statuses"] = dict(sorted(submit_statuses.items()))
+        out["created_job_ids"] = sorted(created)
+    return out
 
 
 def cpu_s(pid: int) -> float:
@@ -264,20 +350,27 @@ def wrk_load(*, url: str, key: str, phase: str, job_ids: list[str], connections:
             "error_kinds": {k: r[k] for k in ("status", "connect", "read", "write", "timeout") if r[k]}}
 
 
-def run_load(*, url: str, key: str, phase: str, job_ids: list[str], connections: int, seconds: float,
-             server_pid: int, client: str = "aiohttp") -> dict[str, Any]:
+def run_load(*, url: str | list[str], key: str, phase: str, job_ids: list[str], connections: int, seconds: float,
+             server_pid: int | list[int], client: str = "aiohttp", submit: bool = False) -> dict[str, Any]:
     """The load phase in a fresh process (so the generator does not share the server's or the
-    seeding's interpreter); adds the server's CPU time per request (warm-up included)."""
-    args = json.dumps({"url": url, "key": key, "phase": phase, "job_ids": job_ids, "n_jobs": len(job_ids),
-                       "connections": connections, "seconds": seconds})
-    before = cpu_s(server_pid)
+    seeding's interpreter); adds the servers' CPU time per request (warm-up included).  ``url`` /
+    ``server_pid``: one server, or several (cluster mode: the connections split evenly across them,
+    aiohttp only)."""
+    urls = [url] if isinstance(url, str) else list(url)
+    pids = [server_pid] if isinstance(server_pid, int) else list(server_pid)
+    args = json.dumps({"urls": urls, "key": key, "phase": phase, "job_ids": job_ids, "n_jobs": len(job_ids),
+                       "connections": connections, "seconds": seconds, "submit": submit})
+    before = sum(cpu_s(p) for p in pids)
     if client == "wrk":
-        result = wrk_load(url=url, key=key, phase=phase, job_ids=job_ids, connections=connections, seconds=seconds)
-        result["server_cpu_ms_per_request"] = round(1000 * (cpu_s(server_pid) - before) / max(result.pop("sent"), 1), 3)
+        assert len(urls) == 1 and not submit, "wrk drives one server's GET mix"
+        result = wrk_load(url=urls[0], key=key, phase=phase, job_ids=job_ids, connections=connections,
+                          seconds=seconds)
+        used = sum(cpu_s(p) for p in pids) - before
+        result["server_cpu_ms_per_request"] = round(1000 * used / max(result.pop("sent"), 1), 3)
         return result
     out = subprocess.run([sys.executable, __file__, "--load-worker"], input=args, capture_output=True, text=True,
                          check=True, cwd=ROOT)
-    used = cpu_s(server_pid) - before
+    used = sum(cpu_s(p) for p in pids) - before
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["server_cpu_ms_per_request"] = round(1000 * used / max(result.pop("sent"), 1), 3)
     return result
@@ -296,23 +389,36 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "api_load.jsonl")
     ap.add_argument("--profile", type=Path, default=None, metavar="PATH",
                     help="record the server during the mix with py-spy (collapsed stacks written to PATH)")
+    ap.add_argument("--topology", choices=("single", "cluster"), default="single",
+                    help="single: one API server on SQLite stores (the default); cluster: service.topology's "
+                         "PostgreSQL + MLflow server + S3 + Ray head and 2 worker nodes + 2 API processes, "
+                         "the mix adding POST /v1/jobs (aiohttp only)")
     ap.add_argument("--load-worker", action="store_true", help=argparse.SUPPRESS)
-    return ap.parse_args()
+    args = ap.parse_args()
+    if args.topology == "cluster" and args.client != "aiohttp":
+        ap.error("--topology cluster drives two API processes with a POST mix: --client aiohttp only")
+    return args
 
 
-def main() -> int:
-    args = _parse()
-    if args.load_worker:
+def _ray_temp_dirs(home: Path) -> list[str]:
+    """The Ray temp dirs that ``<home>/ray/head.json`` / ``workers.json`` name (read before
+    ``down``, which deletes those files; Ray leaves the dirs behind)."""
+    from service.local import Paths
+
+    paths, dirs = Paths(home), []
+    for f in (paths.head_file, paths.workers_file):
         try:
-            import uvloop
+            data = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        for rec in data if isinstance(data, list) else [data]:
+            if isinstance(rec, dict) and rec.get("temp_dir"):
+                dirs.append(str(rec["temp_dir"]))
+    return dirs
 
-            uvloop.install()
-        except ImportError:
-            pass
-        print(json.dumps(asyncio.run(load(**json.loads(sys.stdin.read())))))
-        return 0
 
-    load_start = os.getloadavg()
+def run_single(args: argparse.Namespace, load_start: tuple[float, float, float]) -> dict[str, Any]:
+    """The default mode: one API server on SQLite stores in a temp data dir, no Ray."""
     with tempfile.TemporaryDirectory(prefix="metarl-api-load-") as tmp:
         home = Path(tmp)
         t = time.perf_counter()
@@ -341,7 +447,89 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    row = {
+    return _row(args, mix, base, seed_s=seed_s, load_start=load_start, load_before=load_before,
+                load_after=load_after)
+
+
+def run_cluster(args: argparse.Namespace, load_start: tuple[float, float, float]) -> dict[str, Any]:
+    """``--topology cluster``: bring ``service.topology`` up in a temp data dir, seed it, load both
+    API processes; always ``down`` (and the Ray temp dirs removed) at the end."""
+    from service import topology
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    os.environ["METARL_WORKERS"] = str(args.server_workers)  # the API processes inherit this environment
+    with tempfile.TemporaryDirectory(prefix="metarl-api-load-", ignore_cleanup_errors=True) as tmp:
+        home = Path(tmp).resolve()
+        tp = topology.TopologyPaths(home)
+        ray_dirs: list[str] = []
+        try:
+            t = time.perf_counter()
+            topology.up(home, workers=2, cpus_per_worker=2, say=say)
+            up_s = time.perf_counter() - t
+            ray_dirs = _ray_temp_dirs(home)
+            comps = topology.read_state(tp)["components"]
+            sec = topology.load_secrets(tp, dev=False)
+            db_url = topology.pg_url("metarl", sec["JOBS_DB_PASSWORD"], comps["postgres"]["port"], "metarl")
+            tracking = f"http://127.0.0.1:{comps['mlflow']['port']}"
+            say(f"seeding {args.jobs} jobs into PostgreSQL and their runs into {tracking} ...")
+            t = time.perf_counter()
+            # a tracking server makes MLflow write a "View run ..." line per run to stdout: keep
+            # stdout to the one JSON line
+            with contextlib.redirect_stdout(io.StringIO()):
+                job_ids = seed(home, n_jobs=args.jobs, n_metrics=args.metrics, n_iterations=args.iterations,
+                               db_url=db_url, tracking_uri=tracking)
+            seed_s = time.perf_counter() - t
+            urls = [f"http://127.0.0.1:{comps[n]['port']}" for n in topology.API_NAMES]
+            pids = [int(comps[n]["pid"]) for n in topology.API_NAMES]
+            admin = (home / "admin.key").read_text().strip()
+            owner_key = create_key(urls[0], home, OWNER)
+            load_before = os.getloadavg()
+            say(f"baseline: GET /v1/keys on {urls} ...")
+            base = run_load(url=urls, key=admin, phase="baseline", job_ids=job_ids, connections=args.connections,
+                            seconds=args.seconds, server_pid=pids)
+            spies = []
+            if args.profile is not None:
+                for name, pid in zip(topology.API_NAMES, pids, strict=True):
+                    spies.append(subprocess.Popen(
+                        [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(pid), "--subprocesses",
+                         "--nonblocking", "-r", "200", "--format", "raw", "-o", f"{args.profile}.{name}",
+                         "-d", str(int(WARMUP_S + args.seconds))],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            say("mix: list / show / metrics / POST /v1/jobs ...")
+            mix = run_load(url=urls, key=owner_key, phase="mix", job_ids=job_ids, connections=args.connections,
+                           seconds=args.seconds, server_pid=pids, submit=True)
+            load_after = os.getloadavg()
+            for spy in spies:
+                spy.wait(timeout=60)
+        finally:
+            ray_dirs = ray_dirs or _ray_temp_dirs(home)
+            say("bringing the cluster topology down ...")
+            topology.down(home, say=say)
+            for d in ray_dirs:
+                shutil.rmtree(d, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    Path(d).parent.rmdir()  # the data dir's private /tmp dir, once empty
+    created = mix.pop("created_job_ids")
+    row = _row(args, mix, base, seed_s=seed_s, load_start=load_start, load_before=load_before,
+               load_after=load_after)
+    row.update({
+        "mix": "1/4 GET /v1/jobs?limit=20, 1/4 GET /v1/jobs/{id}, 1/4 GET /v1/jobs/{id}/metrics?key=meta/return_post, "
+               f"1/4 POST /v1/jobs (1-iteration maml spec, Idempotency-Key one of {len(SUBMIT_KEYS)}: 201 "
+               "creates a Ray job, 200 answers from the job store)",
+        "topology": "cluster", "api_processes": len(urls), "job_store": "postgresql", "tracking": "mlflow-server",
+        "jobs_created": len(created), "ray_worker_nodes": 2, "cpus_per_worker": 2, "up_s": round(up_s, 1),
+        "server": f"{len(urls)} x python -m service (uvicorn, METARL_WORKERS={args.server_workers}), "
+                  "service.topology cluster, connections split evenly",
+    })
+    return row
+
+
+def _row(args: argparse.Namespace, mix: dict[str, Any], base: dict[str, Any], *, seed_s: float,
+         load_start: tuple[float, float, float], load_before: tuple[float, float, float],
+         load_after: tuple[float, float, float]) -> dict[str, Any]:
+    return {
         "benchmark": "api_load", "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "p50_ms": mix["p50_ms"], "p99_ms": mix["p99_ms"], "requests_per_s": mix["requests_per_s"],
         "errors": mix["errors"], "target": {"p99_ms_below": 100, "errors": 0},
@@ -361,6 +549,22 @@ def main() -> int:
         "loadavg_1m_at_start": round(load_start[0], 2), "loadavg_1m_before": round(load_before[0], 2),
         "loadavg_1m_after": round(load_after[0], 2),
     }
+
+
+def main() -> int:
+    args = _parse()
+    if args.load_worker:
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        print(json.dumps(asyncio.run(load(**json.loads(sys.stdin.read())))))
+        return 0
+
+    load_start = os.getloadavg()
+    row = run_cluster(args, load_start) if args.topology == "cluster" else run_single(args, load_start)
     print(json.dumps(row))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:

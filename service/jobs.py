@@ -522,5 +522,6 @@ def resume_job(*, store: Store, caches: JobCaches, launcher: RayLauncher, view: 
     return get_job(store=store, caches=caches, principal=principal, job_id=job_id)
 
 
-def events_payload(kind: str, data: Any) -> str:
-    return f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n"
+def events_payload(kind: str, data: Any, *, event_id: int | None = None) -> str:
+    head = "" if event_id is None else f"id: {event_id}\n"
+    return f"{head}event: {kind}\ndata: {json.dumps(data, default=str)}\n\n"

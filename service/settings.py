@@ -6,9 +6,15 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _placeholder(secret: str) -> bool:
+    """A ``change-me`` placeholder of ``.env.example``, which production refuses."""
+    return secret.strip().lower().startswith("change-me")
 
 
 def _default_home() -> Path:
@@ -58,6 +64,29 @@ class Settings(BaseSettings):
     key_secret: SecretStr | None = Field(default=None, description=(
         "secret of the API keys' keyed hash; <home>/key_secret (generated, 0600) if unset; "
         "replicas sharing a job store need the same"))
+
+    dev: bool = Field(default=False, description=(
+        "development mode: accept the example secrets of .env.example (change-me-...) in the database URL, "
+        "the key secret and the Ray token; refused otherwise"))
+
+    @model_validator(mode="after")
+    def _no_example_secrets(self) -> Settings:
+        if self.dev:
+            return self
+        found = []
+        if self.database_url:
+            password = urlsplit(self.database_url).password
+            if password and _placeholder(unquote(password)):
+                found.append("METARL_DATABASE_URL's password")
+        if self.key_secret is not None and _placeholder(self.key_secret.get_secret_value()):
+            found.append("METARL_KEY_SECRET")
+        if _placeholder(self.ray_token or ""):
+            found.append("the Ray auth token")
+        if found:
+            raise ValueError(f"{' and '.join(found)}: an example value of .env.example (change-me-...); set a real "
+                             "secret (python3 -c 'import secrets; print(secrets.token_hex(32))'), or METARL_DEV=1 "
+                             "for a development setup")
+        return self
 
     @field_validator("ray_dashboard")
     @classmethod

@@ -377,6 +377,8 @@ def api_environment(tp: TopologyPaths, sec: dict[str, str], *, port: int, dashbo
     })
     for k in ("MLFLOW_TRACKING_URI", "METARL_ARTIFACT_ROOT", "METARL_DEV"):
         env.pop(k, None)
+    if read_state(tp).get("dev"):
+        env["METARL_DEV"] = "1"
     return env
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from service import jobs
 from service.db import TERMINAL
 from service.deps import JobCachesDep, LauncherDep, PrincipalDep, SettingsDep, StoreDep, ViewDep
-from service.errors import unavailable
+from service.errors import invalid_field, unavailable
 from service.launcher import LauncherError
 from service.schemas import (
     JobPublic,
@@ -88,30 +88,51 @@ async def metrics(job_id: str, store: StoreDep, caches: JobCachesDep, view: View
     return _json(MetricsPublic.model_validate({"job_id": job.id, "run_id": job.run_id, "metrics": history}))
 
 
+def _last_event_id(value: str | None) -> int:
+    if value is None or not value.strip():
+        return -1
+    try:
+        n = int(value.strip())
+    except ValueError:
+        n = -2
+    if not -1 <= n < 1 << 31:
+        raise invalid_field("Last-Event-ID", "must be the id of an event of this stream (an iteration, -1 or more)")
+    return n
+
+
 @router.get("/{job_id}/events")
 async def events(job_id: str, request: Request, store: StoreDep, caches: JobCachesDep, view: ViewDep,
-                 settings: SettingsDep, principal: PrincipalDep) -> StreamingResponse:
+                 settings: SettingsDep, principal: PrincipalDep,
+                 last_event_id: Annotated[str | None, Header(
+                     description="resume: the `id` of the last event received (EventSource sends it on "
+                                 "reconnecting); only later iterations' `metrics` events follow")] = None,
+                 ) -> StreamingResponse:
     """Server-sent events: ``status`` (the job, on every change), ``metrics`` (each finished
-    iteration: ``{"step", "metrics"}``), ``end`` (the final job), then the stream closes."""
+    iteration: ``{"step", "metrics"}``), ``end`` (the final job), then the stream closes.  Every
+    event's ``id`` is the last iteration streamed so far (-1 before the first): a client that
+    reconnects with ``Last-Event-ID`` (to this or another API process) gets the job's current
+    ``status`` and then the iterations after that one, none twice and none missed."""
+    after = _last_event_id(last_event_id)
     read = functools.partial(jobs.get_job, store=store, caches=caches, principal=principal, job_id=job_id)
     job = await asyncio.to_thread(read)
 
     async def stream() -> AsyncIterator[str]:
         last_status: tuple[str, int, str | None] | None = None
-        last_step, last_beat = -1, time.monotonic()
+        last_step, last_beat = after, time.monotonic()
         current = job
         while True:
             if current.run_id is not None:
                 new = await asyncio.to_thread(view.iterations_since, current.run_id, last_step)
                 for step, values in new:
-                    yield jobs.events_payload("metrics", {"step": step, "metrics": values})
+                    yield jobs.events_payload("metrics", {"step": step, "metrics": values}, event_id=step)
                     last_step = step
             key = (current.status, current.attempt, current.model_version)
             if key != last_status:
-                yield jobs.events_payload("status", jobs.to_public(current).model_dump(mode="json"))
+                yield jobs.events_payload("status", jobs.to_public(current).model_dump(mode="json"),
+                                          event_id=last_step)
                 last_status = key
             if current.status in TERMINAL and (current.run_id is None or current.iteration <= last_step + 1):
-                yield jobs.events_payload("end", jobs.to_public(current).model_dump(mode="json"))
+                yield jobs.events_payload("end", jobs.to_public(current).model_dump(mode="json"), event_id=last_step)
                 return
             if await request.is_disconnected():
                 return

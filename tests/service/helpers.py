@@ -62,17 +62,28 @@ def wait_evaluation(client: httpx.Client, eval_id: str, *, timeout: float = 300)
 
 def sse(client: httpx.Client, path: str, *, timeout: float = 300) -> Iterator[tuple[str, Any]]:
     """``(event, data)`` pairs of a server-sent event stream until it closes."""
-    with client.stream("GET", path, timeout=httpx.Timeout(timeout, connect=10)) as r:
+    for _, event, data in sse_events(client, path, timeout=timeout):
+        yield event, data
+
+
+def sse_events(client: httpx.Client, path: str, *, timeout: float = 300,
+               last_event_id: str | None = None) -> Iterator[tuple[str | None, str, Any]]:
+    """``(id, event, data)`` of a server-sent event stream until it closes; ``last_event_id``:
+    resume as an EventSource reconnecting does (the ``Last-Event-ID`` header)."""
+    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+    with client.stream("GET", path, headers=headers, timeout=httpx.Timeout(timeout, connect=10)) as r:
         r.raise_for_status()
         assert r.headers["content-type"].startswith("text/event-stream")
-        event, data = None, []
+        ident, event, data = None, None, []
         for line in r.iter_lines():
             if line.startswith(":"):
                 continue
-            if line.startswith("event:"):
+            if line.startswith("id:"):
+                ident = line.split(":", 1)[1].strip()
+            elif line.startswith("event:"):
                 event = line.split(":", 1)[1].strip()
             elif line.startswith("data:"):
                 data.append(line.split(":", 1)[1].strip())
             elif line == "" and event is not None:
-                yield event, json.loads("\n".join(data))
-                event, data = None, []
+                yield ident, event, json.loads("\n".join(data))
+                ident, event, data = None, None, []

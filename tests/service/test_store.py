@@ -3,6 +3,7 @@ data, keys are stored hashed, settings refuse bad values."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import stat
 
@@ -35,8 +36,10 @@ def _migrate(store: Store, revision: str, *, down: bool = False) -> None:
 
 
 def _columns(store: Store, table: str) -> set[str]:
+    from sqlalchemy import inspect
+
     with store.engine.connect() as conn:
-        return {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
+        return {c["name"] for c in inspect(conn).get_columns(table)}
 
 
 def test_migrations_match_the_models_and_an_upgrade_keeps_jobs(tmp_path):
@@ -91,33 +94,44 @@ OLD_EVALUATIONS = {  # id -> (return_pre, return_post, success_post)
 
 
 def _fill_0002(store: Store) -> None:
-    when = "'2026-01-01 00:00:00'"
+    """The rows above in a 0002 store, by portable SQL (SQLite and PostgreSQL)."""
+    from sqlalchemy import text
+
+    when = dt.datetime(2026, 1, 1)
     with store.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO api_keys (id, owner, key_hash, is_admin, created_at, revoked)"
-            f" VALUES ('k1', 'ann', 'digest', 0, {when}, 0)")
+        conn.execute(text("INSERT INTO api_keys (id, owner, key_hash, is_admin, created_at, revoked)"
+                          " VALUES ('k1', 'ann', 'digest', :f, :when, :f)"), {"f": False, "when": when})
         for job_id, (spec, metrics) in OLD_JOBS.items():
-            conn.exec_driver_sql(
+            conn.execute(text(
                 "INSERT INTO jobs (id, owner, name, spec, status, attempt, submission_id, run_id, iteration,"
                 " iterations, rollout_workers, model_name, model_version, latest_metrics, created_at, updated_at)"
-                f" VALUES (?, 'ann', ?, ?, 'SUCCEEDED', 2, ?, 'run-1', 10, 10, 3, 'nav', '4', ?, {when}, {when})",
-                (job_id, job_id, spec, f"{job_id}-r2", metrics))
+                " VALUES (:id, 'ann', :id, :spec, 'SUCCEEDED', 2, :sub, 'run-1', 10, 10, 3, 'nav', '4', :metrics,"
+                " :when, :when)"),
+                {"id": job_id, "spec": spec, "sub": f"{job_id}-r2", "metrics": metrics, "when": when})
         for eval_id, (pre, post, success) in OLD_EVALUATIONS.items():
             status = "RUNNING" if pre is None else "SUCCEEDED"
-            conn.exec_driver_sql(
+            conn.execute(text(
                 "INSERT INTO evaluations (id, owner, model_name, model_version, request, status, submission_id,"
                 " run_id, result, return_pre, return_post, success_post, created_at, updated_at)"
-                f" VALUES (?, 'ann', 'nav', '4', ?, ?, ?, 'run-e', ?, ?, ?, ?, {when}, {when})",
-                (eval_id, '{"tasks": 3}', status, eval_id, None if pre is None else '{"tasks": 3}', pre, post, success))
+                " VALUES (:id, 'ann', 'nav', '4', :request, :status, :id, 'run-e', :result, :pre, :post, :success,"
+                " :when, :when)"),
+                {"id": eval_id, "request": '{"tasks": 3}', "status": status,
+                 "result": None if pre is None else '{"tasks": 3}', "pre": pre, "post": post, "success": success,
+                 "when": when})
 
 
 def test_an_upgrade_from_0002_keeps_every_row_and_moves_evaluation_numbers_into_summary(tmp_path):
+    check_upgrade_from_0002(Store(f"sqlite:///{tmp_path / 'jobs.db'}"))
+
+
+def check_upgrade_from_0002(store: Store) -> None:
+    """An empty store brought to 0002, filled with rows, then upgraded to head: every row kept and
+    read as the service reads it (the topology tests run it on PostgreSQL)."""
     import json
 
     from service import evaluations, jobs
     from workers.contract import declared_metrics
 
-    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
     _migrate(store, "0002")
     _fill_0002(store)
     store.migrate()  # to head
