@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 # options for `metarl demo` (make run ARGS="--port 8001 --dashboard-port 8266")
 ARGS   ?=
+# options for pytest (make test PYTEST_ARGS='-m "not topology"' skips the cluster-topology tests)
+PYTEST_ARGS ?=
 
 export MLFLOW_DISABLE_TELEMETRY := true
 export OMP_NUM_THREADS ?= 2
@@ -32,7 +34,7 @@ run: install
 	$(BIN)/metarl demo $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -140,6 +140,17 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+def serialize(s: Session, *names: str) -> None:
+    """Serialize the transactions of ``s`` that name the same thing (PostgreSQL: a transaction-scoped
+    advisory lock per name, taken in the order given, released at commit or rollback), so a
+    read-check-insert (an owner's active-job count, a model name's owner) cannot interleave with
+    another API process's.  SQLite writes one transaction at a time already: nothing to do."""
+    if s.get_bind().dialect.name != "postgresql":
+        return
+    for name in names:
+        s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": name})
+
+
 class Store:
     """The engine and its session factory."""
 

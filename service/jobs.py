@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from service import declared, evaluations
 from service.auth import Principal
-from service.db import ACTIVE, TERMINAL, Job, Store, utcnow
+from service.db import ACTIVE, TERMINAL, Job, Store, serialize, utcnow
 from service.errors import ApiError, conflict, not_found, unavailable
 from service.launcher import LauncherError, RayLauncher, unknown_for_too_long
 from service.schemas import JobPublic, JobsPublic, Progress
@@ -314,6 +314,8 @@ def submit_job(*, store: Store, launcher: RayLauncher, principal: Principal, spe
     model_name = model_name_of(spec)
     try:
         with store.session() as s:
+            # one submission at a time per owner (its active count) and per model name (its owner)
+            serialize(s, f"metarl.owner:{principal.owner}", *([f"metarl.model:{model_name}"] if model_name else []))
             if idempotency_key is not None:
                 prior = _prior(s, principal=principal, idempotency_key=idempotency_key, digest=digest)
                 if prior is not None:

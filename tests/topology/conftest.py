@@ -14,6 +14,8 @@ import pytest
 
 from service import local, topology
 
+#: the API processes' METARL_MAX_ACTIVE_JOBS (the racing submissions test goes past it)
+MAX_ACTIVE = 6
 #: logical CPUs of each worker node: a job's four rollout workers fit on one node when the other is lost
 CPUS_PER_NODE = 4
 
@@ -75,6 +77,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         mp.delenv(var, raising=False)
     mp.setenv("METARL_POLL_INTERVAL_S", "0.5")  # the API processes inherit it
     mp.setenv("METARL_SSE_INTERVAL_S", "0.3")
+    mp.setenv("METARL_MAX_ACTIVE_JOBS", str(MAX_ACTIVE))
     home = (tmp_path_factory.mktemp("topology") / "home").resolve()
     c = Cluster(home=home, secrets={})
     try:

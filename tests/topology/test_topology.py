@@ -26,7 +26,7 @@ import pytest
 from service import local, topology
 from service.db import Base, Store
 from tests.service.helpers import job, sse_events, tiny_spec, wait_for, wait_status
-from tests.topology.conftest import Cluster
+from tests.topology.conftest import MAX_ACTIVE, Cluster
 
 pytestmark = [pytest.mark.topology, pytest.mark.ray, pytest.mark.slow]
 
@@ -239,6 +239,45 @@ def test_concurrent_submissions_through_both_api_processes(cluster: Cluster):
     assert wait_for(lambda: (cl := clients[0].get("/v1/cluster").json())["cpus_free"] == cl["cpus"], timeout=120,
                     what="the cancelled jobs' CPUs to be free")
     for c in clients:
+        c.close()
+
+
+def test_racing_owners_and_an_owners_racing_submissions_stay_within_the_rules(cluster: Cluster):
+    """Check-then-insert under concurrency, through both API processes: a new model name goes to
+    exactly one of two owners racing for it, and an owner's racing submissions stop at
+    METARL_MAX_ACTIVE_JOBS (advisory locks per owner and per model name on PostgreSQL)."""
+    with cluster.client() as admin:
+        keys = {o: admin.post("/v1/keys", json={"owner": o}).json()["key"] for o in ("ann", "bob")}
+    clients = {(o, api): cluster.client(api, key=k) for o, k in keys.items() for api in ("api-1", "api-2")}
+    name = f"contested-{uuid.uuid4().hex[:6]}"
+    answers: list[tuple[str, httpx.Response]] = []
+    barrier = threading.Barrier(2 * (MAX_ACTIVE + 3))
+
+    def post(owner: str, api: str, spec: dict) -> None:
+        barrier.wait()
+        answers.append((owner, clients[(owner, api)].post("/v1/jobs", json=spec)))
+
+    threads = []
+    for i in range(MAX_ACTIVE + 3):  # ann: more than her limit, all into the contested name
+        threads.append(threading.Thread(target=post, args=("ann", ("api-1", "api-2")[i % 2], _spec(name, 200))))
+        threads.append(threading.Thread(target=post, args=("bob", ("api-2", "api-1")[i % 2], _spec(name, 200))))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = {o: sorted(r.status_code for who, r in answers if who == o) for o in keys}
+    winner = next(o for o in keys if 201 in codes[o])
+    loser = "bob" if winner == "ann" else "ann"
+    assert codes[loser] == [409] * (MAX_ACTIVE + 3), codes  # the name is the winner's
+    assert codes[winner] == [201] * MAX_ACTIVE + [429] * 3, codes  # and the winner's limit holds
+    rows = cluster.rows("SELECT owner, count(*) FROM jobs WHERE model_name = %s GROUP BY owner", name)
+    assert rows == [(winner, MAX_ACTIVE)], rows
+    created = [r.json()["id"] for o, r in answers if r.status_code == 201]
+    for job_id in created:
+        clients[(winner, "api-1")].post(f"/v1/jobs/{job_id}/cancel")
+    for job_id in created:
+        assert wait_status(clients[(winner, "api-2")], job_id, TERMINAL, timeout=120)["status"] in ("STOPPED", "FAILED")
+    for c in clients.values():
         c.close()
 
 
