@@ -44,11 +44,14 @@ MLflow server over HTTP (``log_batch``, a few requests per run).  The load split
 evenly between the two API processes, and the mix has a fourth, equal part:
 
 * ``POST /v1/jobs`` with a 1-iteration MAML spec (``SUBMIT_SPEC``, ``tiny_spec``'s shape) under an
-  ``Idempotency-Key`` drawn from 8 fixed keys: the first POST per key creates a job (201; 8 real
-  Ray jobs in all, run on the worker nodes while the load goes on), every later one is answered
-  from the job store (200, the same job) -- validation, auth and the idempotency lookup in
-  PostgreSQL under load, without flooding Ray (8 stays under the owner's default
-  ``max_active_jobs`` of 16).  200 and 201 count as success.
+  ``Idempotency-Key`` drawn from 8 fixed keys: the first POST per key creates a job (8 real Ray
+  jobs in all), every later one is answered from the job store (200, the same job) --
+  validation, auth and the idempotency lookup in PostgreSQL under load, without flooding Ray (8
+  stays under the owner's default ``max_active_jobs`` of 16).  200 and 201 count as success.  By
+  default the 8 jobs are created before the measured mix and run to completion on the worker nodes,
+  so the mix meets the cluster at rest as the baseline does; ``--jobs-during-load`` creates them
+  inside the measured load instead, where they train on the same 2 cores as the API processes
+  (the figure with a training cluster beside the API).
 
 The baseline is ``GET /v1/keys`` on both processes.  The JSON line has the same keys plus
 ``"topology": "cluster"``, ``"api_processes": 2``, ``"job_store": "postgresql"``,
@@ -203,6 +206,31 @@ SUBMIT_SPEC: dict[str, Any] = {
 #: the Idempotency-Keys of cluster mode's submissions: the first POST per key creates a job (8 in
 #: all, under the owner's default max_active_jobs of 16), every later one is answered from the store
 SUBMIT_KEYS = [f"bench-submit-{i}" for i in range(8)]
+
+
+def create_and_settle(url: str, key: str, *, timeout_s: float = 600.0) -> list[str]:
+    """POST the submissions' jobs once (one per key of ``SUBMIT_KEYS``) and wait until each has
+    finished: the measured mix then meets a cluster at rest, its POSTs answered from the job store."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"}
+    ids = []
+    for idem in SUBMIT_KEYS:
+        r = httpx.post(f"{url}/v1/jobs", json=SUBMIT_SPEC, headers={**headers, "Idempotency-Key": idem}, timeout=60)
+        r.raise_for_status()
+        ids.append(str(r.json()["id"]))
+    deadline = time.monotonic() + timeout_s
+    for job_id in ids:
+        while True:
+            status = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=60).json()["status"]
+            if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+                if status != "SUCCEEDED":
+                    raise RuntimeError(f"job {job_id} ended {status}")
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} did not finish within {timeout_s:.0f} s")
+            time.sleep(1.0)
+    return ids
 
 
 async def load(*, urls: list[str], key: str, phase: str, job_ids: list[str], n_jobs: int, connections: int,
@@ -389,6 +417,9 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "api_load.jsonl")
     ap.add_argument("--profile", type=Path, default=None, metavar="PATH",
                     help="record the server during the mix with py-spy (collapsed stacks written to PATH)")
+    ap.add_argument("--jobs-during-load", action="store_true",
+                    help="cluster mode: the submissions' 8 jobs are created inside the measured load and train on "
+                         "the same cores while it runs (default: created and finished before it)")
     ap.add_argument("--topology", choices=("single", "cluster"), default="single",
                     help="single: one API server on SQLite stores (the default); cluster: service.topology's "
                          "PostgreSQL + MLflow server + S3 + Ray head and 2 worker nodes + 2 API processes, "
@@ -485,6 +516,11 @@ def run_cluster(args: argparse.Namespace, load_start: tuple[float, float, float]
             pids = [int(comps[n]["pid"]) for n in topology.API_NAMES]
             admin = (home / "admin.key").read_text().strip()
             owner_key = create_key(urls[0], home, OWNER)
+            settled: list[str] = []
+            if not args.jobs_during_load:  # before the baseline: both phases meet the cluster at rest
+                say(f"creating the {len(SUBMIT_KEYS)} jobs of the submissions and waiting for them to finish ...")
+                settled = create_and_settle(urls[0], owner_key)
+                time.sleep(10)  # their drivers and actors exit
             load_before = os.getloadavg()
             say(f"baseline: GET /v1/keys on {urls} ...")
             base = run_load(url=urls, key=admin, phase="baseline", job_ids=job_ids, connections=args.connections,
@@ -511,13 +547,14 @@ def run_cluster(args: argparse.Namespace, load_start: tuple[float, float, float]
                 shutil.rmtree(d, ignore_errors=True)
                 with contextlib.suppress(OSError):
                     Path(d).parent.rmdir()  # the data dir's private /tmp dir, once empty
-    created = mix.pop("created_job_ids")
+    created = set(mix.pop("created_job_ids")) | set(settled)
     row = _row(args, mix, base, seed_s=seed_s, load_start=load_start, load_before=load_before,
                load_after=load_after)
     row.update({
         "mix": "1/4 GET /v1/jobs?limit=20, 1/4 GET /v1/jobs/{id}, 1/4 GET /v1/jobs/{id}/metrics?key=meta/return_post, "
                f"1/4 POST /v1/jobs (1-iteration maml spec, Idempotency-Key one of {len(SUBMIT_KEYS)}: 201 "
                "creates a Ray job, 200 answers from the job store)",
+        "jobs_during_load": bool(args.jobs_during_load),
         "topology": "cluster", "api_processes": len(urls), "job_store": "postgresql", "tracking": "mlflow-server",
         "jobs_created": len(created), "ray_worker_nodes": 2, "cpus_per_worker": 2, "up_s": round(up_s, 1),
         "server": f"{len(urls)} x python -m service (uvicorn, METARL_WORKERS={args.server_workers}), "

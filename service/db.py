@@ -140,15 +140,17 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def serialize(s: Session, *names: str) -> None:
+def serialize(s: Session, *names: str) -> bool:
     """Serialize the transactions of ``s`` that name the same thing (PostgreSQL: a transaction-scoped
     advisory lock per name, taken in the order given, released at commit or rollback), so a
     read-check-insert (an owner's active-job count, a model name's owner) cannot interleave with
-    another API process's.  SQLite writes one transaction at a time already: nothing to do."""
+    another API process's.  SQLite writes one transaction at a time already: nothing to do.  True
+    when locks were taken (what was read before may have changed meanwhile)."""
     if s.get_bind().dialect.name != "postgresql":
-        return
+        return False
     for name in names:
         s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": name})
+    return True
 
 
 class Store:

@@ -314,12 +314,16 @@ def submit_job(*, store: Store, launcher: RayLauncher, principal: Principal, spe
     model_name = model_name_of(spec)
     try:
         with store.session() as s:
-            # one submission at a time per owner (its active count) and per model name (its owner)
-            serialize(s, f"metarl.owner:{principal.owner}", *([f"metarl.model:{model_name}"] if model_name else []))
-            if idempotency_key is not None:
+            if idempotency_key is not None:  # a repeat is answered without waiting for a lock
                 prior = _prior(s, principal=principal, idempotency_key=idempotency_key, digest=digest)
                 if prior is not None:
                     return prior, False
+            # one new submission at a time per owner (its active count) and per model name (its owner)
+            if serialize(s, f"metarl.owner:{principal.owner}", *([f"metarl.model:{model_name}"] if model_name else [])):
+                if idempotency_key is not None:  # a racing repeat may have committed while this one waited
+                    prior = _prior(s, principal=principal, idempotency_key=idempotency_key, digest=digest)
+                    if prior is not None:
+                        return prior, False
             if max_active is not None:
                 mine = select(func.count()).select_from(Job).where(Job.owner == principal.owner,
                                                                    Job.status.in_(ACTIVE))
