@@ -191,14 +191,25 @@ def _ray_env(paths: Paths) -> dict[str, str]:
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def _ray_executable() -> str:
-    here = Path(sys.executable).parent / "ray"
+def executable(name: str) -> str:
+    """A command of this environment (``ray``, ``mlflow``, ``moto_server``): beside this Python,
+    else on ``PATH``."""
+    here = Path(sys.executable).parent / name
     if here.is_file():
         return str(here)
-    found = shutil.which("ray")
+    found = shutil.which(name)
     if found is None:
-        raise LocalError("the `ray` command is not installed next to this Python; install the project (`make install`)")
+        raise LocalError(f"the `{name}` command is not installed next to this Python; install the project "
+                         "(`make install`)")
     return found
+
+
+def cmdline(pid: int) -> str | None:
+    """A process's command line (``None`` when there is no ``/proc`` entry to read)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
 
 
 def _dashboard_state(url: str, token: str) -> str:
@@ -472,7 +483,7 @@ def _start_head(paths: Paths, *, num_cpus: int, dashboard_port: int, gcs_port: i
     temp_dir = paths.temp_dir
     client_port = _default_or_free(10001, "Ray's client server", say)
     args = [
-        _ray_executable(), "start", "--head", "--disable-usage-stats",
+        executable("ray"), "start", "--head", "--disable-usage-stats",
         "--node-ip-address=127.0.0.1",
         f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
         f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}",
@@ -670,9 +681,8 @@ def _api_pid(paths: Paths) -> int | None:
         return None
     if not _alive(pid):
         return None
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+    args = cmdline(pid)
+    if args is None:
         return pid  # no /proc: trust the pid file
     return pid if "-m service" in args else None
 

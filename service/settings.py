@@ -12,7 +12,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _placeholder(secret: str) -> bool:
+def is_placeholder(secret: str) -> bool:
     """A ``change-me`` placeholder of ``.env.example``, which production refuses."""
     return secret.strip().lower().startswith("change-me")
 
@@ -76,11 +76,11 @@ class Settings(BaseSettings):
         found = []
         if self.database_url:
             password = urlsplit(self.database_url).password
-            if password and _placeholder(unquote(password)):
+            if password and is_placeholder(unquote(password)):
                 found.append("METARL_DATABASE_URL's password")
-        if self.key_secret is not None and _placeholder(self.key_secret.get_secret_value()):
+        if self.key_secret is not None and is_placeholder(self.key_secret.get_secret_value()):
             found.append("METARL_KEY_SECRET")
-        if _placeholder(self.ray_token or ""):
+        if is_placeholder(self.ray_token or ""):
             found.append("the Ray auth token")
         if found:
             raise ValueError(f"{' and '.join(found)}: an example value of .env.example (change-me-...); set a real "

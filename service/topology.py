@@ -31,7 +31,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ import httpx
 
 from service import local
 from service.local import Component, LocalError, Paths, private_dir
+from service.settings import is_placeholder
 
 Say = Callable[[str], None]
 
@@ -52,8 +52,6 @@ SECRETS = {
     "MINIO_ROOT_PASSWORD": "the S3 secret key",
 }
 BUCKET_ENV = "MLFLOW_BUCKET"
-#: the prefix of every placeholder in ``.env.example``: such a value is refused outside dev mode
-PLACEHOLDER = "change-me"
 DEFAULT_PORTS = {"postgres": 5432, "s3": 9000, "mlflow": 5000, "api-1": 8000, "api-2": 8001}
 API_NAMES = ("api-1", "api-2")
 START_TIMEOUT_S = 120.0
@@ -84,10 +82,6 @@ class TopologyPaths:
 
 
 # ---- secrets ---------------------------------------------------------------------------------------
-def is_placeholder(value: str) -> bool:
-    return value.strip().lower().startswith(PLACEHOLDER)
-
-
 def _generated(tp: TopologyPaths, name: str) -> str:
     path = tp.secrets / name.lower()
     if path.is_file() and path.read_text().strip():
@@ -140,13 +134,6 @@ def _write_state(tp: TopologyPaths, state: dict) -> None:
     tmp.replace(tp.state)
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def running_pid(state: dict, name: str) -> int | None:
     """The recorded pid of component ``name`` when that process is alive and still carries the
     marker recorded with it (a reused pid is not ours)."""
@@ -154,7 +141,7 @@ def running_pid(state: dict, name: str) -> int | None:
     pid, marker = rec.get("pid"), rec.get("marker", "")
     if not pid or not local._alive(int(pid)):
         return None
-    return int(pid) if marker in _cmdline(int(pid)) else None
+    return int(pid) if marker in (local.cmdline(int(pid)) or "") else None
 
 
 def _port(state: dict, name: str, say: Say) -> int:
@@ -296,11 +283,6 @@ def _ensure_databases(port: int, sec: dict[str, str]) -> None:
 
 
 # ---- S3 ------------------------------------------------------------------------------------------------
-def _tool(name: str) -> str:
-    exe = Path(sys.executable).parent / name
-    return str(exe) if exe.is_file() else name
-
-
 def _s3_env(sec: dict[str, str], port: int) -> dict[str, str]:
     return {"AWS_ACCESS_KEY_ID": sec["MINIO_ROOT_USER"], "AWS_SECRET_ACCESS_KEY": sec["MINIO_ROOT_PASSWORD"],
             "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
@@ -329,7 +311,8 @@ def start_s3(tp: TopologyPaths, sec: dict[str, str], *, say: Say) -> Component:
     if pid is None:
         say(f"starting the S3 API server (moto) on 127.0.0.1:{port} ...")
         env = {**os.environ, **_s3_env(sec, port)}
-        proc = _spawn([_tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], log=log, env=env, cwd=tp.root)
+        proc = _spawn([local.executable("moto_server"), "-H", "127.0.0.1", "-p", str(port)], log=log, env=env,
+                      cwd=tp.root)
         _wait_up("the S3 server", proc, lambda: _http_ok(f"http://127.0.0.1:{port}/moto-api/"), log)
         _record(tp, "s3", pid=proc.pid, port=port, marker="moto_server")
         pid, how = proc.pid, "started"
@@ -354,7 +337,7 @@ def start_mlflow(tp: TopologyPaths, sec: dict[str, str], *, say: Say) -> Compone
         env = {**os.environ, **_s3_env(sec, s3_port), "MLFLOW_DISABLE_TELEMETRY": "true"}
         env.pop("MLFLOW_TRACKING_URI", None)
         proc = _spawn([
-            _tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+            local.executable("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
             "--backend-store-uri", pg_url("mlflow", sec["MLFLOW_DB_PASSWORD"], pg_port, "mlflow"),
             "--serve-artifacts", "--artifacts-destination", f"s3://{sec[BUCKET_ENV]}/",
             "--allowed-hosts", f"localhost,localhost:{port},127.0.0.1,127.0.0.1:{port}"], log=log, env=env,
@@ -459,15 +442,3 @@ def down(home: Path, *, say: Say) -> list[Component]:
 def is_cluster(home: Path) -> bool:
     """Whether ``home`` holds a cluster topology (``up --topology cluster`` ran there)."""
     return TopologyPaths(home.expanduser().resolve()).state.is_file()
-
-
-def wait_healthy(url: str, *, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=3.0).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    return False

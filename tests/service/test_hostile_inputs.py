@@ -176,6 +176,13 @@ def test_a_log_tail_past_the_database_integers_is_a_422_naming_it(app):
     assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "tail"
 
 
+def test_a_last_event_id_that_no_event_had_is_a_422_naming_it(app):
+    job = app.client.post("/v1/jobs", json=tiny_spec("sse-resume"), headers=app.bob).json()
+    for value in ("abc", "-2", "99999999999999999999", "1.5"):
+        r = app.client.get(f"/v1/jobs/{job['id']}/events", headers={**app.bob, "Last-Event-ID": value})
+        assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "Last-Event-ID", (value, r.text)
+
+
 # ---- 3. NaN and infinities in a job spec --------------------------------------------------------------
 def _post_raw(app: App, spec: dict[str, Any], token: str, where: str) -> Any:
     """POST a spec whose ``where`` value is the bare JSON token ``token`` (Python's json reads

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from ray.util.state import list_actors, list_placement_groups
 
-from tests.service.helpers import job, sse, tiny_spec, wait_for, wait_status
+from tests.service.helpers import job, sse, sse_events, tiny_spec, wait_for, wait_status
 from workers.contract import declared_metrics
 
 pytestmark = pytest.mark.ray
@@ -39,6 +39,12 @@ def test_submit_streams_live_metrics_and_succeeds(live_service):
         assert key in m
 
     with live_service.client() as c:
+        # every event's id is the last iteration streamed; a reconnect with Last-Event-ID gets the rest
+        ids = [i for i, _, _ in sse_events(c, f"/v1/jobs/{created['id']}/events")]
+        assert ids[-1] == "2" and all(i is not None for i in ids)
+        again = list(sse_events(c, f"/v1/jobs/{created['id']}/events", last_event_id="1"))
+        assert [(e, d.get("step")) for _, e, d in again if e == "metrics"] == [("metrics", 2)]
+        assert again[-1][1] == "end" and again[-1][2]["status"] == "SUCCEEDED"
         done = job(c, created["id"])
         assert done["progress"]["iteration"] == 3 and done["progress"]["fraction"] == 1.0
         assert done["model_name"] == "svc-e2e" and done["model_version"] == "1"
