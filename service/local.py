@@ -165,11 +165,16 @@ def ensure_token(paths: Paths) -> bool:
     private_dir(paths.ray_dir)
     if paths.token_file.is_file() and paths.token_file.read_text().strip():
         return False
-    fd = os.open(paths.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
-    os.chmod(paths.token_file, 0o600)
+    write_private(paths.token_file, secrets.token_hex(32))
     return True
+
+
+def write_private(path: Path, value: str) -> None:
+    """``value`` and a newline into ``path``, created 0600 (an existing file made 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    os.chmod(path, 0o600)
 
 
 def _ray_env(paths: Paths) -> dict[str, str]:

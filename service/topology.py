@@ -87,9 +87,7 @@ def _generated(tp: TopologyPaths, name: str) -> str:
     if path.is_file() and path.read_text().strip():
         return path.read_text().strip()
     value = "metarl" if name == "MINIO_ROOT_USER" else secrets.token_hex(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
+    local.write_private(path, value)
     return value
 
 
@@ -237,9 +235,7 @@ def start_postgres(tp: TopologyPaths, sec: dict[str, str], *, say: Say) -> Compo
             say(f"initialising a PostgreSQL cluster in {tp.pgdata} ...")
             private_dir(tp.pgdata)
             pw = tp.root / ".initdb-pw"
-            fd = os.open(pw, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(sec["POSTGRES_PASSWORD"] + "\n")
+            local.write_private(pw, sec["POSTGRES_PASSWORD"])
             try:
                 with log.open("a") as f:
                     rc = subprocess.run(_as_unprivileged([

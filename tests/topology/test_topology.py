@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,7 +27,7 @@ import pytest
 from service import local, topology
 from service.db import Base, Store
 from tests.service.helpers import job, sse_events, tiny_spec, wait_for, wait_status
-from tests.topology.conftest import MAX_ACTIVE, Cluster
+from tests.topology.conftest import CPUS_PER_NODE, MAX_ACTIVE, Cluster
 
 pytestmark = [pytest.mark.topology, pytest.mark.ray, pytest.mark.slow]
 
@@ -40,10 +41,37 @@ def _spec(name: str, iterations: int, **over: object) -> dict:
     return tiny_spec(name, iterations=iterations, **fields)
 
 
+#: the jobs the running test created (the fixture below cancels what is left of them)
+_JOBS: list[str] = []
+
+
 def _submit(c: httpx.Client, spec: dict) -> str:
     r = c.post("/v1/jobs", json=spec)
     assert r.status_code == 201, r.text
+    _JOBS.append(r.json()["id"])
     return r.json()["id"]
+
+
+@pytest.fixture(autouse=True)
+def whole_and_idle(cluster: Cluster) -> Iterator[None]:
+    """Each test starts on the whole topology with every CPU free, and whatever it leaves (a job a
+    failed assertion left running, a part it stopped) is cancelled or restarted after it: a failure
+    stays the one test's."""
+    cluster.up()
+
+    def idle(c: httpx.Client) -> bool:
+        cl = c.get("/v1/cluster").json()
+        return cl["cpus"] == 2 * CPUS_PER_NODE and cl["cpus_free"] == cl["cpus"]
+
+    with cluster.client() as c:
+        wait_for(lambda: idle(c), timeout=180, what="every CPU of both worker nodes to be free")
+    yield
+    cluster.up()
+    with cluster.client() as c:
+        for job_id in _JOBS:
+            if job(c, job_id)["status"] not in TERMINAL:
+                c.post(f"/v1/jobs/{job_id}/cancel")
+        _JOBS.clear()
 
 
 def _at_iteration(c: httpx.Client, job_id: str, n: int) -> dict:
@@ -222,7 +250,8 @@ def test_concurrent_submissions_through_both_api_processes(cluster: Cluster):
         [(r.status_code, r.text[:200]) for r in answers if r.status_code not in (200, 201)]
     same = {r.json()["id"] for r in answers if r.request.headers["Idempotency-Key"] == key}
     assert len(same) == 1
-    ids = {r.json()["id"] for r in answers}
+    ids = {r.json()["id"] for r in answers if r.status_code in (200, 201)}
+    _JOBS.extend(ids)
     assert len(ids) == 5 and sum(r.status_code == 201 for r in answers) == 5
     rows = cluster.rows("SELECT id, idempotency_key FROM jobs WHERE name = 'topo-race'")
     assert len(rows) == 5 and {r[0] for r in rows} == ids and len({r[1] for r in rows}) == 5
@@ -265,6 +294,7 @@ def test_racing_owners_and_an_owners_racing_submissions_stay_within_the_rules(cl
         t.start()
     for t in threads:
         t.join()
+    _JOBS.extend(r.json()["id"] for _, r in answers if r.status_code == 201)
     codes = {o: sorted(r.status_code for who, r in answers if who == o) for o in keys}
     winner = next(o for o in keys if 201 in codes[o])
     loser = "bob" if winner == "ann" else "ann"
