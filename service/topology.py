@@ -413,7 +413,8 @@ def down(home: Path, *, say: Say) -> list[Component]:
     home = home.expanduser().resolve()
     tp, paths = TopologyPaths(home), Paths(home)
     comps: list[Component] = []
-    for name, label in [*((n, f"API ({n})") for n in API_NAMES)]:
+    for name in API_NAMES:
+        label = f"API ({name})"
         pid = stop_component(home, name)
         comps.append(Component(label, "-", str(pid or "-"), "stopped" if pid else "not running"))
         if pid:
