@@ -38,8 +38,8 @@ Cluster mode (``--topology cluster``): the production topology of ``service.topo
 machine instead of one bare server -- ``topology.up`` in a temp data dir (PostgreSQL job store,
 the MLflow tracking server on PostgreSQL with S3 (moto) artifacts, a Ray head and 2 worker nodes of
 2 CPUs, two API processes ``api-1`` / ``api-2`` sharing the job store), and ``topology.down`` at the
-end whatever happens (the Ray temp dirs that ``<home>/ray/head.json`` / ``workers.json`` name
-removed too).  The same 100 SUCCEEDED jobs go into the PostgreSQL job store and their runs into the
+end whatever happens (the Ray temp dirs, in the data dir's private /tmp dir, removed too).  The
+same 100 SUCCEEDED jobs go into the PostgreSQL job store and their runs into the
 MLflow server over HTTP (``log_batch``, a few requests per run).  The load splits the connections
 evenly between the two API processes, and the mix has a fourth, equal part:
 
@@ -431,23 +431,6 @@ def _parse() -> argparse.Namespace:
     return args
 
 
-def _ray_temp_dirs(home: Path) -> list[str]:
-    """The Ray temp dirs that ``<home>/ray/head.json`` / ``workers.json`` name (read before
-    ``down``, which deletes those files; Ray leaves the dirs behind)."""
-    from service.local import Paths
-
-    paths, dirs = Paths(home), []
-    for f in (paths.head_file, paths.workers_file):
-        try:
-            data = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue
-        for rec in data if isinstance(data, list) else [data]:
-            if isinstance(rec, dict) and rec.get("temp_dir"):
-                dirs.append(str(rec["temp_dir"]))
-    return dirs
-
-
 def run_single(args: argparse.Namespace, load_start: tuple[float, float, float]) -> dict[str, Any]:
     """The default mode: one API server on SQLite stores in a temp data dir, no Ray."""
     with tempfile.TemporaryDirectory(prefix="metarl-api-load-") as tmp:
@@ -485,7 +468,7 @@ def run_single(args: argparse.Namespace, load_start: tuple[float, float, float])
 def run_cluster(args: argparse.Namespace, load_start: tuple[float, float, float]) -> dict[str, Any]:
     """``--topology cluster``: bring ``service.topology`` up in a temp data dir, seed it, load both
     API processes; always ``down`` (and the Ray temp dirs removed) at the end."""
-    from service import topology
+    from service import local, topology
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -494,12 +477,10 @@ def run_cluster(args: argparse.Namespace, load_start: tuple[float, float, float]
     with tempfile.TemporaryDirectory(prefix="metarl-api-load-", ignore_cleanup_errors=True) as tmp:
         home = Path(tmp).resolve()
         tp = topology.TopologyPaths(home)
-        ray_dirs: list[str] = []
         try:
             t = time.perf_counter()
             topology.up(home, workers=2, cpus_per_worker=2, say=say)
             up_s = time.perf_counter() - t
-            ray_dirs = _ray_temp_dirs(home)
             comps = topology.read_state(tp)["components"]
             sec = topology.load_secrets(tp, dev=False)
             db_url = topology.pg_url("metarl", sec["JOBS_DB_PASSWORD"], comps["postgres"]["port"], "metarl")
@@ -540,13 +521,10 @@ def run_cluster(args: argparse.Namespace, load_start: tuple[float, float, float]
             for spy in spies:
                 spy.wait(timeout=60)
         finally:
-            ray_dirs = ray_dirs or _ray_temp_dirs(home)
             say("bringing the cluster topology down ...")
             topology.down(home, say=say)
-            for d in ray_dirs:
-                shutil.rmtree(d, ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    Path(d).parent.rmdir()  # the data dir's private /tmp dir, once empty
+            # the Ray nodes' temp dirs (Ray leaves them behind), all in the data dir's private /tmp dir
+            shutil.rmtree(local.Paths(home).private_tmp, ignore_errors=True)
     created = set(mix.pop("created_job_ids")) | set(settled)
     row = _row(args, mix, base, seed_s=seed_s, load_start=load_start, load_before=load_before,
                load_after=load_after)

@@ -86,7 +86,5 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield c
     finally:
         topology.down(home, say=lambda _: None)
-        for d in [c.paths.temp_dir, *(c.paths.worker_temp_dir(i) for i in (1, 2))]:
-            shutil.rmtree(d, ignore_errors=True)
-        shutil.rmtree(c.paths.private_tmp, ignore_errors=True)
+        shutil.rmtree(c.paths.private_tmp, ignore_errors=True)  # the Ray nodes' temp dirs, all inside it
         mp.undo()
