@@ -62,12 +62,20 @@ directories) whose files ``--merge-digits DIR1,DIR2`` joins.  Caveat from the da
 the digits 8 and 1, which a 180° turn maps onto about themselves, so a test task can hold
 near-twin classes; the accuracies are below what the same learners reach on Omniglot.
 
+**digits on the glyphs** (``--family glyphs``: ``supervised_glyphs.json``, ``supervised_glyphs.png``).
+The same part on ``glyphs`` (:mod:`workers.supervised.glyphs`): procedurally drawn characters
+with Omniglot's shape -- 1,623 characters of 1-3 pen strokes, 20 drawings each, Omniglot's
+1100/100/423 character split, 16x16 images (the conv4 pools them to 1x1 without rounding) -- so
+the test tasks are characters never seen in training, which the 8x8 digits' six training digits
+cannot give.  Same learners, settings, iteration counts, test protocol and baselines.
+
 **speed** (``supervised_speed.json``).  (a) One MAML outer step (second order, 5-way 1-shot
 digits, conv4, meta-batch 32, 15 queries per class; and the sinusoid MLP, K = 10, meta-batch 25):
-the learner's batched path (``task_batching="vmap"``: ``torch.func.vmap`` over the tasks of a
-per-task ``torch.func.grad``) against its plain per-task loop (``"loop"``, ``torch.autograd.grad``
+the engine's default path (``task_batching="auto"``: vmap on a GPU and for MLPs, the loop for
+conv4 on a CPU) and the learner's batched path (``"vmap"``: ``torch.func.vmap`` over the tasks of a
+per-task ``torch.func.grad``) against the plain per-task loop (``"loop"``, ``torch.autograd.grad``
 with ``create_graph`` task by task), the same model and batch, calls interleaved; ms per step and
-the ratio loop / vmap (goal >= 1 on CPU).  (b) Episodes per second of the actor-fed pipeline: a
+the ratios loop / engine (goal >= 1 on CPU) and loop / vmap.  (b) Episodes per second of the actor-fed pipeline: a
 meta-batch's episodes drawn by the job's rollout actors (``workers.pool.WorkerPool`` over
 ``workers.episode_sampler.EpisodeSampler``, on a private local Ray with ``num_cpus=2`` and its temp
 dir under a temp directory, or the caller's Ray if one is running) and fetched by the caller,
@@ -78,7 +86,7 @@ took 3 s instead of 55 ms).  Fixed seeds throughout.
 
     python benchmarks/supervised.py --part all
     python benchmarks/supervised.py --part sinusoid [--iterations 70000] [--shots 5,10,20] [--test-tasks 600]
-    python benchmarks/supervised.py --part digits [--digits-iterations N] [--test-episodes 600]
+    python benchmarks/supervised.py --part digits [--family glyphs] [--digits-iterations N] [--test-episodes 600]
     python benchmarks/supervised.py --part speed [--speed-repeats 5] [--ray-workers 2]
 """
 
@@ -154,6 +162,8 @@ DIGITS_LEARNERS: dict[str, tuple[dict[str, Any], int, int, int]] = {
 DIGITS_PRESETS = {"protonet": "digits-protonet", "matching": "digits-protonet", "meta-lstm": "digits-meta-lstm",
                   "lstm-optimizer": "digits-lstm-optimizer"}
 DIGITS_TEST_QUERIES = 15
+#: the digits part's data sets and the stem of their result files
+CLASSIFICATION_FILES = {"digits-rotations": "supervised_digits", "glyphs": "supervised_glyphs"}
 
 
 # ---- shared ---------------------------------------------------------------------------------------
@@ -454,11 +464,15 @@ def plot_sinusoid(data: dict[str, Any], path: Path) -> None:
 
 
 # ---- digits ---------------------------------------------------------------------------------------
-def digits_spec(name: str, shots: int, *, iterations: int, seed: int) -> JobSpec:
+def digits_spec(name: str, shots: int, *, iterations: int, seed: int, family: str = "digits-rotations") -> JobSpec:
+    """``name``'s job on ``family`` (``digits-rotations`` or ``glyphs``): its digits preset (network,
+    resources) with the learner's settings of :data:`DIGITS_LEARNERS` and the family swapped in."""
     algorithm, meta_batch, queries, _ = DIGITS_LEARNERS[name]
-    base = preset(DIGITS_PRESETS.get(name, "digits-maml"))
+    base = dict(preset(DIGITS_PRESETS.get(name, "digits-maml")))
+    base["task_family"] = {"name": family}
+    short = CLASSIFICATION_FILES[family].removeprefix("supervised_")
     return job(base, algorithm=algorithm, family_params={"ways": 5, "shots": shots, "queries": queries},
-               iterations=iterations, meta_batch_size=meta_batch, seed=seed, name=f"bench-digits-{name}-{shots}")
+               iterations=iterations, meta_batch_size=meta_batch, seed=seed, name=f"bench-{short}-{name}-{shots}")
 
 
 def finetune_accuracy(net_spec: NetSpec, episode: SupportQuery, *, lr: float, steps: int, seed: int) -> float:
@@ -497,10 +511,12 @@ def pixel_accuracy(episode: SupportQuery, *, rule: str) -> float:
 def run_digits(args: argparse.Namespace) -> dict[str, Any]:
     shots_list = [int(s) for s in args.digits_shots.split(",")]
     names = [n for n in args.learners.split(",") if n]
-    out_path = Path(args.results_dir) / "supervised_digits.json"
+    stem = CLASSIFICATION_FILES[args.family]
+    out_path = Path(args.results_dir) / f"{stem}.json"
     data: dict[str, Any] = {
         "part": "digits",
-        "distribution": "digits-rotations 5-way, 15 test queries per class",
+        "family": args.family,
+        "distribution": f"{args.family} 5-way, 15 test queries per class",
         "test_episodes": args.test_episodes,
         "test_seed": args.test_seed,
         "settings": {n: {"algorithm": a, "meta_batch": mb, "train_queries_per_class": q,
@@ -512,12 +528,12 @@ def run_digits(args: argparse.Namespace) -> dict[str, Any]:
     }
     t_all = time.perf_counter()
     for shots in shots_list:
-        test_dist = build_distribution("digits-rotations", ways=5, shots=shots, queries=DIGITS_TEST_QUERIES)
+        test_dist = build_distribution(args.family, ways=5, shots=shots, queries=DIGITS_TEST_QUERIES)
         tasks, episodes = test_episodes(test_dist, args.test_episodes, args.test_seed)
         described = [t.describe() for t in tasks]
         for name in names:
             iterations = args.digits_iterations or DIGITS_LEARNERS[name][3]
-            spec = digits_spec(name, shots, iterations=iterations, seed=args.seed)
+            spec = digits_spec(name, shots, iterations=iterations, seed=args.seed, family=args.family)
             learner, info = train(spec, iterations=iterations)
             t0 = time.perf_counter()
             report = meta_test(spec, learner, tasks=args.test_episodes, seed=args.test_seed,
@@ -534,7 +550,8 @@ def run_digits(args: argparse.Namespace) -> dict[str, Any]:
         if args.skip_baselines:
             continue
         # baseline (a): fine-tuning a fresh conv4; its step size picked on validation episodes
-        net_spec = digits_spec("sl-maml", shots, iterations=1, seed=args.seed).model_spec(test_dist)
+        net_spec = digits_spec("sl-maml", shots, iterations=1, seed=args.seed,
+                               family=args.family).model_spec(test_dist)
         _, val_eps = test_episodes(test_dist, min(20, args.test_episodes), args.test_seed + 1, split="val")
         t0 = time.perf_counter()
         val = {lr: float(np.mean([finetune_accuracy(net_spec, e, lr=lr, steps=args.finetune_steps, seed=i)
@@ -560,11 +577,11 @@ def run_digits(args: argparse.Namespace) -> dict[str, Any]:
         add_ratios(data, shots)
         write_json(out_path, data)
     data["wall_s"] = round(time.perf_counter() - t_all, 1)
-    png = Path(args.results_dir) / "supervised_digits.png"
+    png = Path(args.results_dir) / f"{stem}.png"
     plot_digits(data, png)
     data["png"] = str(png)
     write_json(out_path, data)
-    emit({"part": "digits", "json": str(out_path), "png": str(png), "wall_s": data["wall_s"]})
+    emit({"part": "digits", "family": args.family, "json": str(out_path), "png": str(png), "wall_s": data["wall_s"]})
     return data
 
 
@@ -586,7 +603,8 @@ def add_ratios(data: dict[str, Any], shots: int) -> None:
 
 def merge_digits(args: argparse.Namespace) -> dict[str, Any]:
     """Join the digits files of runs made side by side (one shot setting each) into one."""
-    parts = [read_json(Path(d) / "supervised_digits.json") for d in args.merge_digits.split(",")]
+    stem = CLASSIFICATION_FILES[args.family]
+    parts = [read_json(Path(d) / f"{stem}.json") for d in args.merge_digits.split(",")]
     data = dict(parts[0])
     for key in ("results", "baselines"):
         data[key] = sorted((x for p in parts for x in p[key]), key=lambda x: x["shots"])
@@ -596,8 +614,8 @@ def merge_digits(args: argparse.Namespace) -> dict[str, Any]:
         add_ratios(data, shots)
     data["runs"] = [{"dir": d, "shots": sorted({r["shots"] for r in p["results"]}), "wall_s": p["wall_s"],
                      "loadavg_1m": p["loadavg_1m"]} for d, p in zip(args.merge_digits.split(","), parts, strict=True)]
-    out_path = Path(args.results_dir) / "supervised_digits.json"
-    png = Path(args.results_dir) / "supervised_digits.png"
+    out_path = Path(args.results_dir) / f"{stem}.json"
+    png = Path(args.results_dir) / f"{stem}.png"
     plot_digits(data, png)
     data["png"] = str(png)
     write_json(out_path, data)
@@ -628,7 +646,7 @@ def plot_digits(data: dict[str, Any], path: Path) -> None:
         ax.axhline(0.2, color="k", lw=0.5, ls=":")
         ax.set_ylim(0, 1.05)
         ax.set_ylabel(f"test accuracy ({data['test_episodes']} episodes, 95% CI)")
-        ax.set_title(f"digits-rotations 5-way {shots}-shot")
+        ax.set_title(f"{data.get('family', 'digits-rotations')} 5-way {shots}-shot")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -638,16 +656,19 @@ def plot_digits(data: dict[str, Any], path: Path) -> None:
 # ---- speed ----------------------------------------------------------------------------------------
 def time_outer_step(label: str, spec: JobSpec, *, repeats: int) -> dict[str, Any]:
     """ms per MAML outer step (``learn``: the meta-gradient through the inner step and Adam's step)
-    of the vmap path and the per-task loop, same model and batch, calls interleaved."""
+    of the engine's default path (``task_batching="auto"``, which resolves to vmap or the loop by
+    device and network), the vmap path and the plain per-task loop: the same model and batch,
+    calls interleaved."""
     dist = distribution(spec)
     net_spec = spec.model_spec(dist)
     rng = np.random.default_rng(0)
     episodes = [dist.episode(t, rng) for t in dist.sample_tasks(spec.meta_batch_size, rng, split="train")]
     learners = {}
-    for mode in ("vmap", "loop"):
+    for mode in ("auto", "vmap", "loop"):
         algo = spec.algorithm.model_copy(update={"task_batching": mode})
         learners[mode] = registry.make_learner(algo, net_spec, seed=0)
-    times: dict[str, list[float]] = {"vmap": [], "loop": []}
+    engine_mode = learners["auto"].task_batching
+    times: dict[str, list[float]] = {mode: [] for mode in learners}
     losses = {}
     for call in range(repeats + 1):  # the first call of each warms up
         for mode, learner in learners.items():
@@ -657,15 +678,19 @@ def time_outer_step(label: str, spec: JobSpec, *, repeats: int) -> dict[str, Any
                 times[mode].append(time.perf_counter() - t0)
             else:
                 losses[mode] = m["loss/query"]
-    v, lp = statistics.median(times["vmap"]), statistics.median(times["loop"])
+    e, v, lp = (statistics.median(times[m]) for m in ("auto", "vmap", "loop"))
     return {
         "figure": "MAML outer step", "setting": label, "meta_batch": spec.meta_batch_size,
-        "second_order": not spec.algorithm.first_order, "vmap_ms": round(1000 * v, 2), "loop_ms": round(1000 * lp, 2),
+        "second_order": not spec.algorithm.first_order, "engine_mode": engine_mode,
+        "engine_ms": round(1000 * e, 2), "vmap_ms": round(1000 * v, 2), "loop_ms": round(1000 * lp, 2),
+        "ratio_loop_over_engine": round(lp / e, 3),
         "ratio_loop_over_vmap": round(lp / v, 3),
         "ratio_paired_median": round(statistics.median(a / b for a, b in zip(times["loop"], times["vmap"],
                                                                               strict=True)), 3),
-        "first_loss_equal": abs(losses["vmap"] - losses["loop"]) <= 1e-4 * max(1.0, abs(losses["loop"])),
-        "repeats": repeats, "vmap_runs_ms": [round(1000 * t, 1) for t in times["vmap"]],
+        "first_loss_equal": all(abs(losses[m] - losses["loop"]) <= 1e-4 * max(1.0, abs(losses["loop"]))
+                                for m in ("auto", "vmap")),
+        "repeats": repeats, "engine_runs_ms": [round(1000 * t, 1) for t in times["auto"]],
+        "vmap_runs_ms": [round(1000 * t, 1) for t in times["vmap"]],
         "loop_runs_ms": [round(1000 * t, 1) for t in times["loop"]],
     }
 
@@ -773,6 +798,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="validation tasks of the learning curve and of the baselines' step-size choice")
     p.add_argument("--pretrain-iterations", type=int, default=10_000, help="the pretrained baseline's steps")
     # digits
+    p.add_argument("--family", default="digits-rotations", choices=sorted(CLASSIFICATION_FILES),
+                   help="the digits part's data set: the 8x8 digits or the procedurally drawn glyphs")
     p.add_argument("--digits-shots", default="1,5")
     p.add_argument("--learners", default=",".join(DIGITS_LEARNERS))
     p.add_argument("--digits-iterations", type=int, default=0, help="override every learner's iterations (0: "

@@ -141,6 +141,20 @@ class DigitsRotationsParams(Spec):
         return self
 
 
+class GlyphsParams(Spec):
+    """N-way K-shot on procedurally drawn characters (embedded): 1100/100/423 characters, 20 drawings each."""
+
+    ways: int = Field(5, ge=2, le=100, description="N: classes per task (the val split has 100)")
+    shots: int = Field(1, ge=1, le=19, description="K: support drawings per class")
+    queries: int = Field(15, ge=1, le=19, description="query drawings per class")
+    size: int = Field(16, ge=8, le=64, description="image side in pixels")
+
+    @model_validator(mode="after")
+    def _fits(self) -> GlyphsParams:
+        _episode_fits(self, 20, "each character has 20 drawings")
+        return self
+
+
 def _data_dir() -> Any:
     return Field(None, min_length=1, max_length=4096,
                  description="the data set's directory in its published layout; default $METARL_DATA_DIR/<name>")
@@ -278,6 +292,8 @@ for _info in (
                summary="few-shot sine-wave regression (MAML paper's sinusoid)"),
     FamilyInfo("digits-rotations", DigitsRotationsParams, "workers.supervised.datasets:DigitsRotations",
                kind="supervised", summary="N-way K-shot 8x8 digits x 4 rotations (embedded, no download)"),
+    FamilyInfo("glyphs", GlyphsParams, "workers.supervised.glyphs:Glyphs", kind="supervised",
+               summary="N-way K-shot procedurally drawn characters, Omniglot-sized (embedded, no download)"),
     FamilyInfo("omniglot", OmniglotParams, "workers.supervised.datasets:Omniglot", kind="supervised",
                summary="N-way K-shot Omniglot from a local directory (1100/100/423 characters x 4 rotations)"),
     FamilyInfo("mini-imagenet", MiniImageNetParams, "workers.supervised.datasets:MiniImageNet", kind="supervised",

@@ -89,6 +89,17 @@ def test_digits_part(bench, tmp_path):
     assert (tmp_path / "supervised_digits.png").stat().st_size > 0
 
 
+def test_digits_part_on_the_glyphs(bench, tmp_path):
+    bench.main(["--part", "digits", "--family", "glyphs", "--results-dir", str(tmp_path), "--digits-shots", "1",
+                "--learners", "protonet", "--digits-iterations", "2", "--test-episodes", "4", "--finetune-steps", "2"])
+    data = read(tmp_path / "supervised_glyphs.json")
+    assert data["family"] == "glyphs" and [r["learner"] for r in data["results"]] == ["protonet"]
+    assert interval_ok(data["results"][0]["accuracy"], 0.0, 1.0)
+    assert {b["baseline"] for b in data["baselines"]} == {"fine-tune from scratch", "pixel 1-NN"}
+    assert (tmp_path / "supervised_glyphs.png").stat().st_size > 0
+    assert not (tmp_path / "supervised_digits.json").exists()
+
+
 def test_speed_part_without_ray(bench, tmp_path):
     bench.main(["--part", "speed", "--results-dir", str(tmp_path), "--speed-repeats", "1", "--ray-workers", "0"])
     data = read(tmp_path / "supervised_speed.json")
@@ -96,6 +107,9 @@ def test_speed_part_without_ray(bench, tmp_path):
     for r in data["outer_step"]:
         assert r["second_order"] and finite(r["vmap_ms"], r["loop_ms"], r["ratio_loop_over_vmap"])
         assert r["vmap_ms"] > 0 and r["loop_ms"] > 0 and r["first_loss_equal"]
+        assert finite(r["engine_ms"], r["ratio_loop_over_engine"]) and r["engine_ms"] > 0
+    # the engine's default on a CPU: the loop for conv4, vmap for the MLP (what this part measured faster)
+    assert [r["engine_mode"] for r in data["outer_step"]] == ["loop", "vmap"]
     assert data["pipeline"] == [] and "pipeline_skipped" in data
 
 

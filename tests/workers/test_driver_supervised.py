@@ -33,7 +33,9 @@ def history(run_id: str, key: str) -> dict[int, float]:
      "meta/accuracy"),
     ({"name": "meta-lstm", "inner_steps": 2, "test_inner_steps": 2},
      {"name": "digits-rotations", "params": {"ways": 3, "shots": 1, "queries": 2}}, "meta/accuracy"),
-], ids=["sl-maml-sinusoid", "protonet-digits", "meta-lstm-digits"])
+    ({"name": "sl-maml", "inner_lr": 0.4, "test_inner_steps": 2},
+     {"name": "glyphs", "params": {"ways": 3, "shots": 1, "queries": 2}}, "meta/accuracy"),
+], ids=["sl-maml-sinusoid", "protonet-digits", "meta-lstm-digits", "sl-maml-glyphs"])
 def test_supervised_job_end_to_end(ray_session, mlflow_store, algorithm, family, metric):
     from workers.model import MetaPolicy
 

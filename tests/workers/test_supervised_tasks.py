@@ -31,10 +31,11 @@ from workers.supervised import (
 )
 from workers.supervised.classes import rotated_class, unrotated_class
 from workers.supervised.datasets import DIGITS_SPLIT, MINI_IMAGENET_LAYOUT, OMNIGLOT_LAYOUT
+from workers.supervised.glyphs import GLYPHS_SPLIT, Glyphs, draw_character
 from workers.supervised.splits import SUPERVISED_SPLITS, split_sizes
 from workers.tasks import SupportQuery, Task, TaskFamilyError
 
-SUPERVISED = ["digits-rotations", "mini-imagenet", "omniglot", "sinusoid"]
+SUPERVISED = ["digits-rotations", "glyphs", "mini-imagenet", "omniglot", "sinusoid"]
 
 
 # ---- fixtures: tiny data sets in the published layouts ------------------------------------------
@@ -157,6 +158,9 @@ def test_the_catalog_registers_the_supervised_distributions_and_builds_them_by_n
         ("sinusoid", {"max_episode_steps": 10}, ["max_episode_steps", "unknown parameter"]),
         ("omniglot", {"shots": 5, "queries": 16}, ["shots + queries", "20"]),
         ("mini-imagenet", {"ways": 17}, ["ways", "at most 16"]),
+        ("glyphs", {"shots": 5, "queries": 16}, ["shots + queries", "20"]),
+        ("glyphs", {"ways": 101}, ["ways", "at most 100"]),
+        ("glyphs", {"size": 4}, ["size", "at least 8"]),
         ("sinusoid", {"amplitude_high": float("nan")}, ["amplitude_high", "must be a finite number, got nan"]),
         ("sinusoid", {"input_low": float("-inf")}, ["input_low", "must be a finite number, got -inf"]),
     ],
@@ -270,6 +274,56 @@ def test_split_sizes_are_the_published_ones_on_the_full_set_and_proportional_on_
     assert all(min(split_sizes(n, train=1100, val=100, reference=1623)) >= 1 for n in range(3, 50))
     with pytest.raises(TaskFamilyError, match="at least 3"):
         split_sizes(2, train=1100, val=100, reference=1623)
+
+
+# ---- glyphs -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def glyphs() -> Glyphs:
+    dist = make_distribution("glyphs", ways=5, shots=2, queries=3)
+    assert isinstance(dist, Glyphs)
+    return dist
+
+
+def test_glyphs_split_is_omniglots_1100_100_423_disjoint_characters(glyphs):
+    pools = _class_pools(glyphs)
+    assert {s: len(p) for s, p in pools.items()} == {"train": 1100, "val": 100, "test": 423}
+    assert not pools["train"] & pools["val"] and not pools["train"] & pools["test"] and not pools["val"] & pools["test"]
+    assert set().union(*pools.values()) == set(range(1623))
+    assert {s: (min(p), max(p) + 1) for s, p in pools.items()} == GLYPHS_SPLIT
+    for split in SUPERVISED_SPLITS:
+        for task in glyphs.sample_tasks(20, np.random.default_rng(1), split=split):
+            assert set(task_classes(task)) <= pools[split] and task.split == split
+
+
+def test_glyphs_episodes_are_seeded_and_shaped_and_a_pickled_copy_draws_the_same(glyphs):
+    tasks_a, eps_a = _episodes(glyphs, 7, split="test")
+    tasks_b, eps_b = _episodes(pickle.loads(pickle.dumps(glyphs)), 7, split="test")
+    assert tasks_a == tasks_b and _same_episodes(eps_a, eps_b)
+    for episode in eps_a:
+        assert episode.x_support.shape == (10, 1, 16, 16) and episode.x_query.shape == (15, 1, 16, 16)
+        assert episode.x_support.dtype == np.float32
+        assert 0.0 <= episode.x_query.min() and episode.x_query.max() <= 1.0
+        assert list(episode.y_support) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    # the drawings are fixed by the character and the drawer, not by the process or the call
+    assert np.array_equal(draw_character(1234, 5), draw_character(1234, 5))
+    assert not np.array_equal(draw_character(1234, 5), draw_character(1234, 6))
+
+
+def test_glyph_drawings_are_inked_and_nearer_their_own_characters_drawings_than_others():
+    images = np.stack([np.stack([draw_character(c, j) for j in range(20)]) for c in range(1200, 1240)])
+    ink = images.reshape(40, 20, -1).sum(-1)
+    assert ink.min() > 5.0, "a drawing with almost no ink"
+    flat = images.reshape(40, 20, -1)
+    within = np.mean([np.linalg.norm(flat[c, i] - flat[c, j]) for c in range(40) for i, j in ((0, 1), (2, 3), (4, 5))])
+    between = np.mean([np.linalg.norm(flat[c, 0] - flat[(c + 1) % 40, 0]) for c in range(40)])
+    assert within < 0.75 * between, (within, between)
+
+
+def test_glyphs_size_sets_the_image_side():
+    dist = make_distribution("glyphs", ways=3, shots=1, queries=1, size=28)
+    assert dist.input_shape == (1, 28, 28)
+    _, (episode, *_) = _episodes(dist, 0, split="val", n=1)
+    assert episode.x_support.shape == (3, 1, 28, 28)
 
 
 # ---- digits-rotations ------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ Distributions and their parameters:
   ``queries``, ``amplitude_low``/``_high``, ``phase_low``/``_high``, ``input_low``/``_high``;
 * ``digits-rotations``: embedded 8x8 digits x 4 rotations, 24/8/8 classes
   (:class:`DigitsRotations`); ``ways``, ``shots``, ``queries``;
+* ``glyphs``: embedded procedurally drawn characters, Omniglot's shape (1100/100/423
+  characters, 20 drawings each) (:class:`Glyphs`); ``ways``, ``shots``, ``queries``, ``size``;
 * ``omniglot`` (:class:`Omniglot`) and ``mini-imagenet`` (:class:`MiniImageNet`): the benchmarks
   from a local directory in their published layout (``data_dir``, else
   ``$METARL_DATA_DIR/<name>``); ``ways``, ``shots``, ``queries``, ``data_dir``.
@@ -30,6 +32,7 @@ from workers.catalog import family_info
 from workers.catalog import family_names as _catalog_names
 from workers.supervised.classes import FewShotClassification, task_classes
 from workers.supervised.datasets import DigitsRotations, MiniImageNet, Omniglot
+from workers.supervised.glyphs import Glyphs
 from workers.supervised.images import DATA_DIR_ENV
 from workers.supervised.sinusoid import SinusoidRegression
 from workers.supervised.splits import SUPERVISED_SPLITS
@@ -40,6 +43,7 @@ __all__ = [
     "SUPERVISED_SPLITS",
     "DigitsRotations",
     "FewShotClassification",
+    "Glyphs",
     "MiniImageNet",
     "Omniglot",
     "SinusoidRegression",

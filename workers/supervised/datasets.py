@@ -3,7 +3,9 @@
 * :class:`DigitsRotations` (``digits-rotations``): embedded, no download -- scikit-learn's 8x8
   digits (``sklearn.datasets.load_digits``, shipped inside the package), each digit rotated by
   0°, 90°, 180° and 270° as a class of its own (40 classes), the augmentation of Omniglot's
-  few-shot protocol.  A small stand-in to try a job end to end, not a benchmark.
+  few-shot protocol.  A small stand-in to try a job end to end, not a benchmark: its ten base
+  shapes leave too few training characters to compare learners (``glyphs``,
+  :mod:`workers.supervised.glyphs`, is the embedded set for that).
 * :class:`Omniglot` (``omniglot``): Lake et al. 2015's characters from a local directory in
   their published layout, with the protocol of Vinyals et al. 2016 and Finn et al. 2017.
 * :class:`MiniImageNet` (``mini-imagenet``): Vinyals et al. 2016's mini-ImageNet with Ravi &
