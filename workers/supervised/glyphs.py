@@ -25,8 +25,8 @@ digits are already a strong representation.  This set draws the characters inste
 
 Images are ``(1, size, size)`` float32 in [0, 1] (``size`` 16 by default: the four-block encoder
 pools it to 1x1 without rounding).  A class's 20 drawings are made the first time an episode
-needs them (about 6 ms at 16x16) and kept (20 x size² floats per class: 35 MB for all 1623 at
-16x16).
+needs them (10-20 ms at 16x16 on one core) and kept (20 x size² floats per class: 33 MB for
+all 1623 at 16x16).
 """
 
 from __future__ import annotations
