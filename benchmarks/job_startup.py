@@ -64,11 +64,15 @@ def spec_for(preset: str, iterations: int) -> dict[str, Any]:
     return spec
 
 
-def _first_metric(tracking_uri: str, run_id: str) -> tuple[float, float, float]:
-    """The run's start, iteration 0's ``time/iteration_s`` timestamp (both epoch seconds) and its value."""
+def _first_metric(home: Path, run_id: str | None = None) -> tuple[float, float, float]:
+    """In ``home``'s MLflow store, run ``run_id``'s (default: the store's one run) start, iteration
+    0's ``time/iteration_s`` timestamp (both epoch seconds) and its value."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri)
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    if run_id is None:
+        (found,) = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1)
+        run_id = found.info.run_id
     run = client.get_run(run_id)
     first = min((m for m in client.get_metric_history(run_id, "time/iteration_s")), key=lambda m: m.step)
     return run.info.start_time / 1000, first.timestamp / 1000, float(first.value)
@@ -104,7 +108,7 @@ def through_the_service(home: Path, spec: dict[str, Any], *, jobs: int) -> dict[
                 time.sleep(0.5)
                 job = http.get(f"/v1/jobs/{job_id}").json()
             created = dt.datetime.fromisoformat(job["created_at"].replace("Z", "+00:00")).timestamp()
-            start, first, first_s = _first_metric(f"sqlite:///{home / 'mlflow.db'}", job["run_id"])
+            start, first, first_s = _first_metric(home, job["run_id"])
             runs.append({"job": job_id, "cold": i == 0, "post_to_first_iteration_s": round(first - posted, 2),
                          "to_run_start_s": round(start - posted, 2),
                          "run_start_to_first_metric_s": round(first - start, 2),
@@ -129,11 +133,7 @@ def driver_on_its_own(home: Path, spec: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         raise RuntimeError(f"the driver failed ({out.returncode}): {out.stderr[-3000:]}")
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1)
-    start, first, first_s = _first_metric(f"sqlite:///{home / 'mlflow.db'}", run.info.run_id)
+    start, first, first_s = _first_metric(home)
     return {"launch_to_first_metric_s": round(first - launched, 2), "launch_to_run_start_s": round(start - launched, 2),
             "first_iteration_s": round(first_s, 2), "process_wall_s": round(wall, 2)}
 

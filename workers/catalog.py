@@ -141,37 +141,34 @@ class DigitsRotationsParams(Spec):
         return self
 
 
-class GlyphsParams(Spec):
-    """N-way K-shot on procedurally drawn characters (embedded): 1100/100/423 characters, 20 drawings each."""
-
-    ways: int = Field(5, ge=2, le=100, description="N: classes per task (the val split has 100)")
-    shots: int = Field(1, ge=1, le=19, description="K: support drawings per class")
-    queries: int = Field(15, ge=1, le=19, description="query drawings per class")
-    size: int = Field(16, ge=8, le=64, description="image side in pixels")
-
-    @model_validator(mode="after")
-    def _fits(self) -> GlyphsParams:
-        _episode_fits(self, 20, "each character has 20 drawings")
-        return self
-
-
 def _data_dir() -> Any:
     return Field(None, min_length=1, max_length=4096,
                  description="the data set's directory in its published layout; default $METARL_DATA_DIR/<name>")
 
 
-class OmniglotParams(Spec):
-    """N-way K-shot Omniglot (Vinyals et al. 2016; Finn et al. 2017): 1100/100/423 characters x 4 rotations."""
+class _CharacterParams(Spec):
+    """N-way K-shot on characters with 20 drawings each (Omniglot's shape: 1100/100/423 characters)."""
 
     ways: int = Field(5, ge=2, le=100, description="N: classes per task (the papers: 5, 20)")
-    shots: int = Field(1, ge=1, le=19, description="K: support examples per class (the papers: 1, 5)")
-    queries: int = Field(15, ge=1, le=19, description="query examples per class")
-    data_dir: str | None = _data_dir()
+    shots: int = Field(1, ge=1, le=19, description="K: support drawings per class (the papers: 1, 5)")
+    queries: int = Field(15, ge=1, le=19, description="query drawings per class")
 
     @model_validator(mode="after")
-    def _fits(self) -> OmniglotParams:
+    def _fits(self) -> _CharacterParams:
         _episode_fits(self, 20, "each character has 20 drawings")
         return self
+
+
+class OmniglotParams(_CharacterParams):
+    """N-way K-shot Omniglot (Vinyals et al. 2016; Finn et al. 2017): 1100/100/423 characters x 4 rotations."""
+
+    data_dir: str | None = _data_dir()
+
+
+class GlyphsParams(_CharacterParams):
+    """N-way K-shot on procedurally drawn characters (embedded): 1100/100/423 characters, 20 drawings each."""
+
+    size: int = Field(16, ge=8, le=64, description="image side in pixels")
 
 
 class MiniImageNetParams(Spec):

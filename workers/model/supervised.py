@@ -23,8 +23,9 @@ meta-test (:meth:`~algorithms.supervised.learner.SupervisedLearner.adapt_task`):
   and the support memory); neither takes inner steps.
 
 Inputs are ``[N, *input_shape]`` float arrays (the distribution's input shape: ``(1,)`` for
-sinusoid, ``(1, 8, 8)`` for digits-rotations, ``(1, size, size)`` for glyphs, ``(1, 28, 28)`` for Omniglot); classification labels
-are int class indices ``0..ways-1`` of shape ``[N]``, regression targets float ``[N, out_dim]``.
+sinusoid, ``(1, 8, 8)`` for digits-rotations, ``(1, size, size)`` for glyphs, ``(1, 28, 28)`` for
+Omniglot); classification labels are int class indices ``0..ways-1`` of shape ``[N]``,
+regression targets float ``[N, out_dim]``.
 The conv4 networks normalise every batch by its own statistics (transductive batch norm, as in
 MAML's reference code and in training), so a task's query examples are predicted *together*: one
 example predicted alone can get another answer.

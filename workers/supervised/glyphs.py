@@ -93,7 +93,11 @@ def _distance_to_segments(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nda
 
 def draw_character(cls: int, drawing: int, size: int = 16) -> np.ndarray:
     """Drawing ``drawing`` of character ``cls`` (see the module docstring): ``[size, size]`` float32."""
-    strokes = character_strokes(cls)
+    return _draw(character_strokes(cls), cls, drawing, size)
+
+
+def _draw(strokes: list[np.ndarray], cls: int, drawing: int, size: int) -> np.ndarray:
+    """:func:`draw_character` with the character's ``strokes`` given (drawn once per character)."""
     rng = np.random.default_rng([GLYPHS_SEED, int(cls), 1 + int(drawing)])
     angle = np.deg2rad(rng.normal(0.0, _ROTATION_DEG))
     scale = rng.uniform(*_SCALE)
@@ -115,7 +119,8 @@ def draw_character(cls: int, drawing: int, size: int = 16) -> np.ndarray:
 @functools.lru_cache(maxsize=4096)
 def _class_images(cls: int, size: int) -> np.ndarray:
     """All drawings of ``cls``: ``[DRAWINGS, 1, size, size]`` (read-only, made once per process)."""
-    images = np.stack([draw_character(cls, j, size) for j in range(DRAWINGS)])[:, None]
+    strokes = character_strokes(cls)
+    images = np.stack([_draw(strokes, cls, j, size) for j in range(DRAWINGS)])[:, None]
     images.setflags(write=False)
     return images
 
