@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -56,6 +58,29 @@ class UpdateMetrics:
 
     def __getitem__(self, key: str) -> float:
         return self.values[key]
+
+
+class Stopwatch:
+    """Seconds spent in the named sections of one update, reported beside its other metrics as
+    ``time/<section>_s`` (a job's profile: where a learner's time goes).  On CUDA each section
+    ends with a synchronisation, so kernels launched in it are counted in it."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.seconds: dict[str, float] = {}
+        self._cuda = torch.device(device).type == "cuda"
+
+    @contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._cuda:
+                torch.cuda.synchronize()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def metrics(self) -> dict[str, float]:
+        return {f"time/{name}_s": s for name, s in self.seconds.items()}
 
 
 @dataclass

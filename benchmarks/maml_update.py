@@ -50,7 +50,7 @@ class ReferenceMAML(MAML):
 
     name = "maml"
 
-    def trpo_step(self, train, valid) -> UpdateMetrics:  # noqa: ANN001
+    def trpo_step(self, train, valid, *, watch=None) -> UpdateMetrics:  # noqa: ANN001
         assert isinstance(self.config.outer, TRPOSpec)
         new, metrics = reference.trpo_step(
             self.policy, self.params, train, valid,

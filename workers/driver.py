@@ -90,6 +90,8 @@ class _Job:
     history: list[dict[str, float]] = field(default_factory=list)
     nodes: set[str] = field(default_factory=set)
     steps_total: float = 0.0
+    #: when the previous iteration's work ended (before its logging and checkpoint)
+    iteration_end: float | None = None
 
 
 def run_job(
@@ -199,7 +201,13 @@ def _iterate(job: _Job, plan: IterationPlan, tasks: list[Any], it: int, hooks: D
     if desired is not None and desired != job.pool.size:
         log.info("iteration %d: resizing rollout workers %d -> %d", it, job.pool.size, desired)
         job.pool.resize(desired)
+    begin = time.perf_counter()
     metrics = family_metrics(_iteration(job, plan, tasks, it, hooks), job.family)
+    if job.iteration_end is not None:
+        # the driver's own time between two iterations: the previous one's MLflow logging and
+        # checkpoint, this one's check for a resize request
+        metrics["time/bookkeeping_s"] = begin - job.iteration_end
+    job.iteration_end = time.perf_counter()
     job.steps_total += metrics["perf/env_steps"]
     metrics["perf/env_steps_total"] = job.steps_total
     job.tracker.log_metrics(metrics, step=it)
@@ -248,6 +256,9 @@ class PoolSource:
     seconds: float = 0.0
     resubmitted: int = 0
     nodes: set[str] = field(default_factory=set)
+    #: seconds of each phase (by name), and each rollout worker's seconds inside its calls
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    busy_seconds: dict[int, float] = field(default_factory=dict)
 
     def sample(self, phase: Phase, tasks: Sequence[Any], params: Any) -> PhaseResult:
         label = f"{self.iteration}:{phase.name}"
@@ -255,6 +266,9 @@ class PoolSource:
         _check_complete(res.stats, len(tasks), label)
         self.env_steps += sum(s.env_steps for s in res.stats)
         self.seconds += res.seconds
+        self.phase_seconds[phase.name] = self.phase_seconds.get(phase.name, 0.0) + res.seconds
+        for s in res.stats:
+            self.busy_seconds[s.worker_index] = self.busy_seconds.get(s.worker_index, 0.0) + s.seconds
         self.resubmitted += res.resubmitted
         self.nodes.update(s.node_id for s in res.stats)
         return res
@@ -296,11 +310,18 @@ def _iteration(job: _Job, plan: IterationPlan, tasks: list[Any], it: int, hooks:
     t1 = time.perf_counter()
     metrics = port.learn(collected.phases)
     job.nodes.update(source.nodes)
+    took = time.perf_counter() - t0
+    learner_busy = metrics.get("time/learner_learn_s", 0.0) + metrics.get("time/learner_adapt_s", 0.0)
+    metrics.update({f"time/sample_{name}_s": s for name, s in source.phase_seconds.items()})
     metrics.update({
         "time/sample_s": source.seconds,
         "time/adapt_s": collected.adapt_s,
         "time/learn_s": time.perf_counter() - t1,
-        "time/iteration_s": time.perf_counter() - t0,
+        "time/iteration_s": took,
+        # the share of the iteration each side computed: rollout workers (inside their sample
+        # calls, averaged over the pool) and the learner (update and inner steps)
+        "perf/rollout_busy_frac": sum(source.busy_seconds.values()) / max(job.pool.size * took, 1e-9),
+        "perf/learner_busy_frac": learner_busy / max(took, 1e-9),
         "perf/env_steps": float(source.env_steps),
         "perf/env_steps_per_s": source.env_steps / max(source.seconds, 1e-9),
         "perf/rollout_workers": float(job.pool.size),

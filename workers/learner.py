@@ -9,6 +9,7 @@ rollout actors to the learner's process without passing through the driver.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,7 @@ class Learner:
         self.device = torch.device("cuda" if want_cuda and torch.cuda.is_available() else "cpu")
         torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
         self.learner: Any = make_learner(spec, policy_spec, advantage=advantage, seed=seed, device=self.device)
+        self._adapt_s = 0.0  # inner-step compute since the last ``learn``
 
     def info(self) -> LearnerInfo:
         from workers.rollout import _node_id
@@ -66,18 +68,29 @@ class Learner:
 
     def adapt(self, params: Params | list[Params], *shards: list[Episodes]) -> list[Params]:
         """One inner step for every task; ``params`` is θ or the per-task parameters so far."""
+        t0 = time.perf_counter()
         episodes = _flatten(shards)
         start = [params] * len(episodes) if isinstance(params, dict) else params
-        return [{k: v.cpu() for k, v in p.items()} for p in self.learner.adapt(start, episodes)]
+        out = [{k: v.cpu() for k, v in p.items()} for p in self.learner.adapt(start, episodes)]
+        self._adapt_s += time.perf_counter() - t0
+        return out
 
     def learn(self, layout: Sequence[int], *shards: list[Episodes]) -> dict[str, float]:
         """The outer update from an iteration's phases, in the plan's order; ``layout[k]`` is
-        the number of shards of phase ``k``."""
+        the number of shards of phase ``k``.
+
+        Beside the algorithm's metrics: ``time/learner_learn_s`` and ``time/learner_adapt_s``, the
+        seconds this actor computed the update and the iteration's inner steps (what the driver
+        waits for beyond them is the transfer of episodes and results)."""
+        t0 = time.perf_counter()
         phases, i = [], 0
         for count in layout:
             phases.append(_flatten(shards[i : i + count]))
             i += count
-        return dict(self.learner.learn(phases).values)
+        out = dict(self.learner.learn(phases).values)
+        out["time/learner_learn_s"] = time.perf_counter() - t0
+        out["time/learner_adapt_s"], self._adapt_s = self._adapt_s, 0.0
+        return out
 
     def state_dict(self) -> LearnerState:
         return self.learner.state_dict()

@@ -29,6 +29,7 @@ from algorithms.base import (
     MetaBatch,
     NonFiniteError,
     PolicyGradientLearner,
+    Stopwatch,
     UpdateMetrics,
     check_finite,
 )
@@ -88,13 +89,17 @@ class MAML(PolicyGradientLearner):
     def step(self, batch: MetaBatch) -> UpdateMetrics:
         if batch.valid is None:
             raise ValueError("MAML learns from the post-adaptation (valid) phase; the batch has none")
-        train = [self.batch(step) for step in batch.train]
-        valid = self.batch(batch.valid)
+        watch = Stopwatch(self.device)
+        with watch.section("outer_batch"):  # episodes to tensors: baselines, advantages
+            train = [self.batch(step) for step in batch.train]
+            valid = self.batch(batch.valid)
         outer = self.config.outer
         if isinstance(outer, TRPOSpec):
-            metrics = self.trpo_step(train, valid)
+            metrics = self.trpo_step(train, valid, watch=watch)
         else:
-            metrics = self.gradient_step(train, valid)
+            with watch.section("outer_update"):
+                metrics = self.gradient_step(train, valid)
+        metrics.values.update(watch.metrics())
         return self._finish(metrics, batch)
 
     def outer_objective(self, train: Sequence[TaskBatch], valid: TaskBatch, *, theta: Params) -> OuterObjective:
@@ -108,26 +113,33 @@ class MAML(PolicyGradientLearner):
         loss = F.surrogate_loss(self.policy, dist, valid, old_logp).mean()
         return OuterObjective(loss=loss, phi=phi, old_dist=old_dist, old_log_probs=old_logp)
 
-    def trpo_step(self, train: Sequence[TaskBatch], valid: TaskBatch) -> UpdateMetrics:
-        """One TRPO outer step (Schulman et al. 2015) through the inner adaptation."""
+    def trpo_step(self, train: Sequence[TaskBatch], valid: TaskBatch, *, watch: Stopwatch | None = None
+                  ) -> UpdateMetrics:
+        """One TRPO outer step (Schulman et al. 2015) through the inner adaptation; ``watch``
+        times its parts (``outer_gradient``: the adapted objective and its gradient;
+        ``outer_curvature``: the curvature operator and conjugate gradient; ``outer_line_search``)."""
         cfg = self.config.outer
         assert isinstance(cfg, TRPOSpec)
+        watch = watch or Stopwatch(self.device)
         theta0 = {k: v.detach().clone().requires_grad_(True) for k, v in self.params.items()}
         names = list(theta0)
-        obj = self.outer_objective(train, valid, theta=theta0)
-        loss, phi, old_dist, old_logp = obj.loss, obj.phi, obj.old_dist, obj.old_log_probs
-        check_finite("outer loss", loss)
-        grads = torch.autograd.grad(loss, list(theta0.values()), retain_graph=cfg.curvature == "exact")
-        g = F.flat(grads)
-        check_finite("outer gradient", g)
+        with watch.section("outer_gradient"):
+            obj = self.outer_objective(train, valid, theta=theta0)
+            loss, phi, old_dist, old_logp = obj.loss, obj.phi, obj.old_dist, obj.old_log_probs
+            check_finite("outer loss", loss)
+            grads = torch.autograd.grad(loss, list(theta0.values()), retain_graph=cfg.curvature == "exact")
+            g = F.flat(grads)
+            check_finite("outer gradient", g)
 
-        if cfg.curvature == "exact":
-            cvp = exact_kl_hvp(self.policy, theta0, phi, valid, old_dist, damping=cfg.cg_damping)
-        else:
-            cvp = self.fisher_operator(theta0, train, valid, damping=cfg.cg_damping, subsample=cfg.curvature_subsample)
-        cg = conjugate_gradient(cvp, g, iters=cfg.cg_iters)
-        shs = 0.5 * torch.dot(cg.x, cvp(cg.x))
-        check_finite("TRPO curvature", shs)
+        with watch.section("outer_curvature"):
+            if cfg.curvature == "exact":
+                cvp = exact_kl_hvp(self.policy, theta0, phi, valid, old_dist, damping=cfg.cg_damping)
+            else:
+                cvp = self.fisher_operator(theta0, train, valid, damping=cfg.cg_damping,
+                                           subsample=cfg.curvature_subsample)
+            cg = conjugate_gradient(cvp, g, iters=cfg.cg_iters)
+            shs = 0.5 * torch.dot(cg.x, cvp(cg.x))
+            check_finite("TRPO curvature", shs)
         if shs.item() <= 0:
             raise NonFiniteError(f"TRPO curvature is not positive (x^T H x = {2 * shs.item():.3g}); update rejected")
         fullstep = cg.x / torch.sqrt(shs / cfg.max_kl)
@@ -142,15 +154,16 @@ class MAML(PolicyGradientLearner):
                 kl = F.mean_kl(self.policy, old_dist, d, valid).mean()
             return float(new_loss), float(kl)
 
-        x, ls = backtracking_line_search(
-            evaluate,
-            x0,
-            fullstep,
-            loss_before=float(loss.detach()),
-            max_kl=cfg.max_kl,
-            backtrack_ratio=cfg.backtrack_ratio,
-            max_backtracks=cfg.max_backtracks,
-        )
+        with watch.section("outer_line_search"):
+            x, ls = backtracking_line_search(
+                evaluate,
+                x0,
+                fullstep,
+                loss_before=float(loss.detach()),
+                max_kl=cfg.max_kl,
+                backtrack_ratio=cfg.backtrack_ratio,
+                max_backtracks=cfg.max_backtracks,
+            )
         self._set_params(dict(zip(names, F.unflat(x, list(theta0.values())), strict=True)))
         return UpdateMetrics(
             values={

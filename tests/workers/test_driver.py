@@ -75,6 +75,32 @@ def test_job_end_to_end_metrics_checkpoint_plot_registered_model(ray_session, ml
                 "perf/env_steps_total", *declared):
         steps = sorted(m.step for m in c.get_metric_history(result.run_id, key))
         assert steps == [0, 1, 2], key
+    # the iteration's profile: the learner actor's own compute within what the driver waited,
+    # every phase timed, each side's busy share a fraction; bookkeeping from the second iteration
+    phases = {"maml": ["train0", "valid"], "reptile": ["train0", "train1", "valid"],
+              "multitask-pg": ["train0"]}[algorithm["name"]]
+    logged = c.get_run(result.run_id).data.metrics
+    assert sorted(k for k in logged if re.fullmatch(r"time/sample_.+_s", k) and k != "time/sample_s") == sorted(
+        f"time/sample_{p}_s" for p in phases)
+    profile = {key: {x.step: x.value for x in c.get_metric_history(result.run_id, key)} for key in (
+        "time/learn_s", "time/learner_learn_s", "time/adapt_s", "time/learner_adapt_s", "time/sample_s",
+        "time/iteration_s", "perf/rollout_busy_frac", "perf/learner_busy_frac",
+        *(f"time/sample_{p}_s" for p in phases))}
+    for step in range(3):
+        m = {key: h[step] for key, h in profile.items()}
+        assert 0 < m["time/learner_learn_s"] <= m["time/learn_s"], m
+        assert 0 < m["perf/rollout_busy_frac"] <= 1 and 0 < m["perf/learner_busy_frac"] <= 1, m
+        assert sum(m[f"time/sample_{p}_s"] for p in phases) == pytest.approx(m["time/sample_s"]), m
+        assert m["time/sample_s"] <= m["time/iteration_s"], m
+        if algorithm["name"] == "multitask-pg":  # no inner step
+            assert m["time/learner_adapt_s"] == 0.0, m
+        else:
+            assert 0 < m["time/learner_adapt_s"] <= m["time/adapt_s"], m
+    if algorithm["name"] == "maml":  # TRPO's parts, timed inside the update
+        for key in ("time/outer_batch_s", "time/outer_gradient_s", "time/outer_curvature_s",
+                    "time/outer_line_search_s"):
+            assert len(c.get_metric_history(result.run_id, key)) == 3, key
+    assert sorted(m.step for m in c.get_metric_history(result.run_id, "time/bookkeeping_s")) == [1, 2]
     run_metrics = c.get_run(result.run_id).data.metrics
     assert not any("success" in k for k in run_metrics), sorted(run_metrics)  # navigation has no success signal
     arts = run_artifacts(result.run_id)
