@@ -24,10 +24,19 @@ the same steps over the sampling phases' time alone -- the sampler's throughput 
 the ceiling a job could reach if nothing but sampling took time (``e2e_over_sampling``).
 The summary averages the iterations after the first (which includes the actors' warm-up).
 
+Baseline in the same run (``--baseline-commit REV``): the same spec run by the engine of an
+earlier commit -- checked out with ``git worktree`` into a temp dir and started as that commit's
+own driver (``python -m workers.driver --spec``, its own local Ray and MLflow store) -- and its
+seconds per iteration over the same iterations; ``speedup`` is its mean over ours.  Both runs
+record the CPU time that processes older than the run took meanwhile (``load``:
+``foreign_cpu_frac``, a fraction of the machine, from ``/proc``; Ray's processes leave the
+benchmark's process tree, so the run's own are told apart by being started during it), so a
+figure measured on a busy machine shows as such.
+
 Writes ``--out`` (``benchmarks/results/job_profile_<suite>.json``) and a stacked bar chart beside
 it (``.png``), and prints one JSON line.
 
-    python benchmarks/job_profile.py [--suite ml10] [--iterations 4] [--num-cpus 2]
+    python benchmarks/job_profile.py [--suite ml10] [--iterations 4] [--num-cpus 2] [--baseline-commit REV]
 """
 
 from __future__ import annotations
@@ -37,7 +46,9 @@ import datetime as dt
 import json
 import os
 import platform
+import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -116,11 +127,103 @@ def plot(result: dict[str, Any], path: Path) -> None:
     s = result["summary"]
     ax.set_title(f"{result['suite']}: {s['wall_s']:.1f} s per meta-iteration, "
                  f"{s['env_steps_per_s_end_to_end']:.0f} env steps/s end to end "
-                 f"({s['e2e_over_sampling']:.2f} of sampling alone)", fontsize=9)
+                 f"({s['e2e_over_sampling']:.2f} of sampling alone)"
+                 + (f"\nthe engine of {b['rev'][:7]} on the same spec: {b['seconds_per_iteration']:.1f} s per "
+                    f"iteration ({b['speedup']:.2f}x)" if (b := result.get("baseline")) else ""), fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+class ForeignLoad:
+    """CPU seconds taken during a measurement by processes that were already running when it
+    started (other than this one): the machine's other work.  Processes started during the
+    window count as the measurement's own (Ray's raylet and workers detach from the process
+    tree, so the tree cannot tell)."""
+
+    _TICK = os.sysconf("SC_CLK_TCK")
+
+    @classmethod
+    def _cpu(cls) -> dict[int, float]:
+        out = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        rest = f.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                out[int(entry)] = (int(rest[11]) + int(rest[12])) / cls._TICK
+        return out
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self._before = self._cpu()
+        self._before.pop(os.getpid(), None)
+        self._load = os.getloadavg()[0]
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self._start
+        after = self._cpu()
+        foreign = sum(max(0.0, after[pid] - cpu) for pid, cpu in self._before.items() if pid in after)
+        return {"foreign_cpu_frac": round(foreign / (wall * (os.cpu_count() or 1)), 3),
+                "loadavg_1m_start": round(self._load, 2), "seconds": round(wall, 1)}
+
+
+def _without_defaults(full: Any, lean: Any) -> Any:
+    """``full`` (a spec's dump) with only the fields ``lean`` (its dump without defaults) kept, and
+    every ``name`` (the discriminators): the spec as an older contract reads it, the defaults --
+    among them fields it may not know -- left to it."""
+    if not isinstance(full, dict):
+        return full
+    lean = lean if isinstance(lean, dict) else {}
+    return {k: _without_defaults(v, lean.get(k)) for k, v in full.items() if k in lean or k == "name"}
+
+
+def _differences(ours: Any, theirs: Any, prefix: str = "") -> list[str]:
+    """``key: ours != theirs`` for the fields both specs have (names aside) whose values differ."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        return [d for k in ours.keys() & theirs.keys() if k not in ("name", "register_as") or prefix
+                for d in _differences(ours[k], theirs[k], f"{prefix}{k}.")]
+    return [] if ours == theirs else [f"{prefix.rstrip('.')}: {ours!r} != {theirs!r}"]
+
+
+def run_baseline(spec: Any, commit: str, *, iterations: list[int]) -> dict[str, Any]:
+    """``spec`` run by the driver of ``commit`` (see the module docstring); its per-iteration
+    times and the mean over ``iterations``."""
+    with tempfile.TemporaryDirectory(prefix="metarl-baseline-") as tmp:
+        tree, home = Path(tmp) / "tree", Path(tmp) / "home"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), commit], cwd=ROOT, check=True)
+        try:
+            rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True,
+                                 check=True).stdout.strip()
+            path = Path(tmp) / "spec.json"
+            path.write_text(json.dumps(_without_defaults(spec.model_dump(mode="json"),
+                                                         spec.model_dump(mode="json", exclude_defaults=True))))
+            env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+            env.update(METARL_HOME=str(home), PYTHONPATH=str(tree), MLFLOW_DISABLE_TELEMETRY="true")
+            load = ForeignLoad()
+            proc = subprocess.run([sys.executable, "-m", "workers.driver", "--spec", str(path)], cwd=tree, env=env,
+                                  capture_output=True, text=True)
+            used = load.stop()
+            if proc.returncode != 0:
+                raise RuntimeError(f"the baseline driver of {commit} failed:\n{proc.stderr[-3000:]}")
+            with sqlite3.connect(home / "mlflow.db") as db:
+                rows = db.execute("SELECT key, step, value FROM metrics WHERE key LIKE 'time/%'").fetchall()
+                (ran,) = db.execute("SELECT value FROM tags WHERE key = 'metarl.spec'").fetchone()
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+    per: dict[int, dict[str, float]] = {}
+    for key, step, value in rows:
+        per.setdefault(int(step), {})[key] = float(value)
+    seconds = [per[i]["time/iteration_s"] for i in iterations if i in per]
+    ran_spec = json.loads(ran)
+    return {"commit": commit, "rev": rev, "spec": ran_spec,
+            # fields both contracts have whose values differ (none: the same job)
+            "spec_differences": _differences(json.loads(spec.model_dump_json()), ran_spec),
+            "per_iteration": [{"iteration": i, **per[i]} for i in sorted(per)],
+            "seconds_per_iteration": statistics.fmean(seconds), "iterations": iterations, "load": used}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,14 +244,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ray.init(num_cpus=args.num_cpus, _temp_dir=str(Path(tmp) / "ray"), include_dashboard=False,
                  logging_level="ERROR")
         seen: list[dict[str, float]] = []
-        stamps: list[float] = []
         start = time.perf_counter()
+        load = ForeignLoad()
         try:
             run_job(spec, job_id=f"profile-{args.suite}",
-                    hooks=DriverHooks(on_iteration=lambda it, m: (seen.append(dict(m)),
-                                                                  stamps.append(time.perf_counter()))))
+                    hooks=DriverHooks(on_iteration=lambda it, m: seen.append(dict(m))))
         finally:
             ray.shutdown()
+        used = load.stop()
         total = time.perf_counter() - start
     rows = []
     for i, m in enumerate(seen):
@@ -165,6 +268,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "bookkeeping_measured": after is not None,
         })
     measured = [r for r in rows[1:] if r["bookkeeping_measured"]] or rows[1:] or rows
+    summary = summarize(measured)
+    baseline = None
+    if args.baseline_commit:
+        baseline = run_baseline(spec, args.baseline_commit, iterations=summary["iterations"])
+        # ours over the same iterations, without the bookkeeping the baseline's time/iteration_s lacks
+        ours = statistics.fmean(seen[i]["time/iteration_s"] for i in summary["iterations"])
+        baseline["ours_seconds_per_iteration"] = ours
+        baseline["speedup"] = baseline["seconds_per_iteration"] / ours
     import torch
 
     return {
@@ -177,8 +288,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "torch": torch.__version__},
         "spec": json.loads(spec.model_dump_json()),
         "job_wall_s": total,
+        "load": used,
         "per_iteration": rows,
-        "summary": summarize(measured),
+        "summary": summary,
+        "baseline": baseline,
         "note": "summary: the iterations after the first whose following bookkeeping was measured; "
                 f"a checkpoint every {args.checkpoint_every} iterations",
     }
@@ -193,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a job-spec field")
+    p.add_argument("--baseline-commit", default=None, metavar="REV",
+                   help="also run the same spec with the engine of this commit (the baseline)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/job_profile_<suite>.json)")
     args = p.parse_args(argv)
     if args.iterations < 2:
@@ -202,8 +317,14 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     plot(result, out.with_suffix(".png"))
-    print(json.dumps({"suite": result["suite"], **{k: v for k, v in result["summary"].items()
-                                                   if not isinstance(v, dict | list)}}))
+    line = {"suite": result["suite"], **{k: v for k, v in result["summary"].items() if not isinstance(v, dict | list)},
+            "foreign_cpu_frac": result["load"]["foreign_cpu_frac"]}
+    if result["baseline"] is not None:
+        b = result["baseline"]
+        line.update(baseline_commit=b["rev"], baseline_seconds_per_iteration=b["seconds_per_iteration"],
+                    seconds_per_iteration=b["ours_seconds_per_iteration"], speedup=b["speedup"],
+                    baseline_foreign_cpu_frac=b["load"]["foreign_cpu_frac"])
+    print(json.dumps(line))
     return 0
 
 

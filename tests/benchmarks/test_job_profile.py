@@ -45,6 +45,30 @@ def test_breakdown_adds_up_to_the_iteration():
     assert sum(s["parts_frac"].values()) == pytest.approx(1.0)
 
 
+def test_baseline_spec_leaves_defaults_to_the_older_contract_and_differences_are_named():
+    bench = _bench()
+    full = {"name": "j", "algorithm": {"name": "maml", "inner_lr": 0.1, "new_knob": "x"}, "iterations": 5,
+            "resources": {"rollout_workers": 2, "envs_per_worker": 200}}
+    # pydantic's dump without defaults keeps a required sub-model, empty where all of it is defaults
+    lean = {"name": "j", "algorithm": {}, "iterations": 5, "resources": {"envs_per_worker": 200}}
+    # the discriminators stay (an older contract needs them to pick the model), defaults go
+    assert bench._without_defaults(full, lean) == {"name": "j", "algorithm": {"name": "maml"}, "iterations": 5,
+                                                   "resources": {"envs_per_worker": 200}}
+    ran = {"name": "other", "algorithm": {"name": "maml", "inner_lr": 0.1}, "iterations": 6,
+           "resources": {"rollout_workers": 2, "envs_per_worker": 200}}
+    assert bench._differences(full, ran) == ["iterations: 5 != 6"]
+
+
+def test_foreign_load_counts_processes_older_than_the_window_only():
+    bench = _bench()
+    meter = bench.ForeignLoad()
+    # a process started inside the window is the measurement's own, however busy
+    subprocess.run([sys.executable, "-c", "sum(range(3_000_000))"], check=True)
+    load = meter.stop()
+    assert set(load) == {"foreign_cpu_frac", "loadavg_1m_start", "seconds"}
+    assert 0.0 <= load["foreign_cpu_frac"] <= 1.0
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_profile_of_a_small_navigation_job(tmp_path):
@@ -70,4 +94,5 @@ def test_profile_of_a_small_navigation_job(tmp_path):
     assert s["iterations"] == [1]  # after the warm-up, with its bookkeeping measured
     assert 0 < s["e2e_over_sampling"] <= 1 and s["env_steps_per_s_sampling"] > s["env_steps_per_s_end_to_end"]
     assert record["spec"]["meta_batch_size"] == 4
+    assert record["baseline"] is None and 0.0 <= record["load"]["foreign_cpu_frac"] <= 1.0
     assert out.with_suffix(".png").stat().st_size > 0
