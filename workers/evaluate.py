@@ -1,7 +1,7 @@
 """Meta-test evaluation of a registered meta-policy on its family's held-out test tasks.
 
 ``python -m workers.evaluate --model models:/NAME/V --episodes K --steps n [--tasks N] [--seed S]
-[--later-lr A] [--split test|train|val] [--json] [--evaluation-id ID]``
+[--later-lr A] [--split test|train|val] [--sampled-eval] [--json] [--evaluation-id ID]``
 
 For each of ``N`` tasks drawn from the family's test split (``family.sample_tasks(N, rng,
 split="test")``; Meta-World's test goals / test classes; ``--split train`` evaluates on training
@@ -17,6 +17,8 @@ tasks instead, for benchmarks that report both):
   Meta-World families follow the benchmark's ``metaworld.evaluation.metalearning_evaluation``:
   3 evaluation episodes per test goal with the deterministic evaluation action (the policy
   mean), an episode counting as a success if ``info["success"]`` was 1 at any step.
+  ``--sampled-eval`` samples the adapted policy's actions instead, as garage's ``MetaEvaluator``
+  does (the protocol behind the Meta-World paper's figures).
 
 The report has per-task pre/post return and success rate, and over tasks their means with a
 95% Student-t interval; and the **curve over inner steps** ``k = 0..n`` (Finn et al. 2017,
@@ -306,6 +308,7 @@ def evaluate(
     split: str = "test",
     log_to_mlflow: bool = True,
     evaluation_id: str | None = None,
+    sampled_eval: bool = False,
 ) -> EvaluationReport:
     """Meta-test ``model_uri`` on ``tasks`` held-out test tasks (see the module docstring).
 
@@ -321,6 +324,10 @@ def evaluate(
         split: the task split to draw from (``test``, or ``train`` for a training-task figure;
             a supervised distribution also has ``val``).
         log_to_mlflow: log the evaluation as a run of the ``metarl-evaluations`` experiment.
+        sampled_eval: the evaluation episodes sample the adapted policy's actions even where the
+            family's protocol takes its mean (Meta-World): the protocol of garage's
+            ``MetaEvaluator``, which produced the Meta-World paper's RL² and MAML figures.  The
+            report's ``deterministic_eval`` says which was used.  Not for supervised models.
         evaluation_id: the control plane's id of this evaluation, logged as the run tag
             ``metarl.evaluation_id``.
 
@@ -344,6 +351,9 @@ def evaluate(
     model_name = resolved[0] if resolved else (parsed[0] if parsed else None)
     model_version = resolved[1] if resolved else None
     if isinstance(policy, SupervisedMetaModel):
+        if sampled_eval:
+            raise ValueError("sampled_eval: a supervised model is scored on its query set; there are no actions "
+                             "to sample")
         report = _supervised_report(policy, model_uri=model_uri, model_name=model_name, model_version=model_version,
                                     steps=steps, tasks=tasks, seed=seed, later_lr=later_lr, split=split, start=start)
         if log_to_mlflow:
@@ -361,7 +371,7 @@ def evaluate(
         adaptation, points = TRIAL, episodes + 1
         family = policy.family
         test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split=rl_split)
-        trials = _trial_meta_test(policy, test_tasks, episodes=episodes, seed=seed)
+        trials = _trial_meta_test(policy, test_tasks, episodes=episodes, seed=seed, sampled_eval=sampled_eval)
         results = tuple(_trial_task_result(i, task, t) for i, (task, t) in enumerate(zip(test_tasks, trials,
                                                                                             strict=True)))
     elif isinstance(policy, MetaPolicy):
@@ -369,7 +379,8 @@ def evaluate(
         inner_lr, step2_lr = policy.inner_lr, policy.step_lr(1, later_lr=later_lr)
         family = policy.family
         test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split=rl_split)
-        by_step = _meta_test(policy, test_tasks, episodes=episodes, steps=steps, seed=seed, later_lr=later_lr)
+        by_step = _meta_test(policy, test_tasks, episodes=episodes, steps=steps, seed=seed, later_lr=later_lr,
+                             sampled_eval=sampled_eval)
         results = tuple(_task_result(i, task, [by_step[k][i] for k in range(steps + 1)])
                         for i, task in enumerate(test_tasks))
     else:
@@ -384,7 +395,7 @@ def evaluate(
         steps=steps,
         seed=seed,
         eval_episodes=family.eval_episodes or episodes,
-        deterministic_eval=family.deterministic_eval,
+        deterministic_eval=family.deterministic_eval and not sampled_eval,
         has_success=family.has_success,
         results=results,
         return_pre=Interval.of([r.return_pre for r in results]),
@@ -532,7 +543,7 @@ def _int_attr(obj: Any, name: str) -> int | None:
 
 
 def _meta_test(policy: MetaPolicy, tasks: list[Task], *, episodes: int, steps: int, seed: int,
-               later_lr: float | None) -> list[list[Episodes]]:
+               later_lr: float | None, sampled_eval: bool = False) -> list[list[Episodes]]:
     """``by_step[k][i]``: task ``i``'s episodes after ``k`` inner steps; ``by_step[steps]`` are the
     evaluation episodes (the family's evaluation protocol: Meta-World's 3 deterministic
     episodes per goal).  Tasks go through the meta-test plan in chunks that fit ``MAX_ENVS``."""
@@ -541,6 +552,7 @@ def _meta_test(policy: MetaPolicy, tasks: list[Task], *, episodes: int, steps: i
     chunk = max(1, MAX_ENVS // per_task)
     sampler = Sampler(family, policy.policy_spec, envs_per_task=per_task, seed=seed)
     source = SamplerSource.evaluating(sampler, family, episodes_per_task=episodes)
+    source.deterministic_eval = source.deterministic_eval and not sampled_eval
     by_step: list[list[Episodes]] = [[] for _ in range(steps + 1)]
     try:
         for i in range(0, len(tasks), chunk):
@@ -553,7 +565,7 @@ def _meta_test(policy: MetaPolicy, tasks: list[Task], *, episodes: int, steps: i
 
 
 def _trial_meta_test(policy: RecurrentMetaPolicy, tasks: list[Task], *, episodes: int,
-                     seed: int) -> list[TrialMetaTest]:
+                     seed: int, sampled_eval: bool = False) -> list[TrialMetaTest]:
     """Each task's RL² meta-test (its adaptation trial and evaluation episodes): the model's
     meta-test plan run by the phase runner over a :class:`~workers.model.TrialMetaTestSource`
     (the family's evaluation protocol), tasks in chunks that fit ``MAX_ENVS``."""
@@ -563,6 +575,7 @@ def _trial_meta_test(policy: RecurrentMetaPolicy, tasks: list[Task], *, episodes
     sampler = TrialPhaseSampler(family, policy.policy_spec, episodes_per_trial=episodes, envs_per_task=per_task,
                                 seed=seed)
     source = TrialMetaTestSource.evaluating(sampler, family, adaptation_episodes=episodes)
+    source.deterministic_eval = source.deterministic_eval and not sampled_eval
     out: list[TrialMetaTest] = []
     try:
         for i in range(0, len(tasks), chunk):
@@ -895,6 +908,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", choices=SUPERVISED_SPLITS, default="test",
                         help="task split to evaluate on (default test; val: a supervised distribution's "
                              "meta-validation split)")
+    parser.add_argument("--sampled-eval", action="store_true",
+                        help="evaluation episodes sample the adapted policy's actions where the family's protocol "
+                             "takes its mean (Meta-World): garage's MetaEvaluator protocol")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the evaluation as an MLflow run")
     parser.add_argument("--evaluation-id", type=_evaluation_id, default=None,
@@ -909,7 +925,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = evaluate(
             args.model, episodes=args.episodes, steps=args.steps, tasks=args.tasks, seed=args.seed,
             later_lr=args.later_lr, split=args.split, log_to_mlflow=not args.no_mlflow,
-            evaluation_id=args.evaluation_id,
+            evaluation_id=args.evaluation_id, sampled_eval=args.sampled_eval,
         )
     except (ModelNotFoundError, ModelFormatError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)

@@ -378,6 +378,24 @@ def test_initial_policy_is_what_training_starts_from(nav, tmp_path):
     assert report.model_version is None and report.tasks == 2 and math.isfinite(report.return_post.mean)
 
 
+def test_evaluate_samples_the_evaluation_actions_on_request(tmp_path):
+    """Meta-World's protocol takes the adapted policy's mean action; ``sampled_eval`` samples it
+    instead (garage's MetaEvaluator): the same pre-adaptation episodes and inner step, other
+    evaluation episodes."""
+    spec = JobSpec.model_validate({
+        "name": "reach-eval", "algorithm": {"name": "maml"}, "policy": {"hidden_sizes": [16]},
+        "task_family": {"name": "metaworld-ml1", "env_name": "reach-v3", "max_episode_steps": 15},
+    })
+    MetaPolicy.initial(spec).save(tmp_path / "reach")
+    mean = evaluate(str(tmp_path / "reach"), episodes=2, tasks=2, seed=0, log_to_mlflow=False)
+    sampled = evaluate(str(tmp_path / "reach"), episodes=2, tasks=2, seed=0, log_to_mlflow=False, sampled_eval=True)
+    assert mean.deterministic_eval and not sampled.deterministic_eval and mean.eval_episodes == 3
+    assert [r.return_pre for r in mean.results] == [r.return_pre for r in sampled.results]
+    assert [r.return_post for r in mean.results] != [r.return_post for r in sampled.results]
+    assert main(["--model", str(tmp_path / "reach"), "--episodes", "2", "--tasks", "2", "--no-mlflow", "--json",
+                 "--sampled-eval"]) == 0
+
+
 def test_discrete_policy_round_trips(store, tmp_path):
     spec = JobSpec.model_validate(
         {

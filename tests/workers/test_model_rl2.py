@@ -391,8 +391,10 @@ def test_trial_state_must_fit_the_policy(registered):
 # ---- meta-test evaluation -----------------------------------------------------------------------
 
 
-def _meta_test_directly(policy: RecurrentMetaPolicy, *, episodes: int, tasks: int, seed: int):
-    """The meta-test evaluate() must have run: the trial sampler's, on the same test tasks."""
+def _meta_test_directly(policy: RecurrentMetaPolicy, *, episodes: int, tasks: int, seed: int,
+                        deterministic: bool | None = None):
+    """The meta-test evaluate() must have run: the trial sampler's, on the same test tasks
+    (evaluation episodes deterministic where the family says, unless ``deterministic`` is given)."""
     family = policy.family
     test_tasks = family.sample_tasks(tasks, np.random.default_rng(seed), split="test")
     eval_episodes = family.eval_episodes or episodes
@@ -400,7 +402,8 @@ def _meta_test_directly(policy: RecurrentMetaPolicy, *, episodes: int, tasks: in
                                 seed=seed)
     adaptation, evaluation = sampler.meta_test(test_tasks, policy.params, adaptation_episodes=episodes,
                                                eval_episodes=eval_episodes,
-                                               deterministic_eval=family.deterministic_eval)
+                                               deterministic_eval=family.deterministic_eval if deterministic is None
+                                               else deterministic)
     sampler.close()
     return test_tasks, adaptation, evaluation
 
@@ -491,3 +494,13 @@ def test_evaluate_an_rl2_model_on_metaworld_ml1(tmp_path):
             steps = e.mask[:, b] > 0
             assert e.success_per_episode()[b, 0] == float(e.success[steps, b].max())
     assert report.success_steps[0].mean == pytest.approx(np.mean([a.success_per_episode()[0, 0] for a in adaptation]))
+
+    # garage's protocol: the same trial, then the evaluation episodes with sampled actions
+    sampled = evaluate(str(tmp_path / "reach"), episodes=2, tasks=2, seed=0, log_to_mlflow=False, sampled_eval=True)
+    assert not sampled.deterministic_eval
+    _, adaptation_s, evaluation_s = _meta_test_directly(MetaPolicy.load(str(tmp_path / "reach")), episodes=2,
+                                                        tasks=2, seed=0, deterministic=False)
+    for r, r_det, a, e in zip(sampled.results, report.results, adaptation_s, evaluation_s, strict=True):
+        assert r.return_steps[:2] == r_det.return_steps[:2] == tuple(a.returns_per_episode()[0])  # same trial
+        assert r.return_post == pytest.approx(float(e.returns_per_episode()[:, 0].mean()))
+    assert [r.return_post for r in sampled.results] != [r.return_post for r in report.results]

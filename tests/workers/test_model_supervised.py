@@ -462,6 +462,8 @@ def test_evaluate_takes_steps_splits_and_the_cli(registered, capsys, monkeypatch
         evaluate(sine, tasks=2, later_lr=0.05, log_to_mlflow=False)
     with pytest.raises(ValueError, match="split must be one of"):
         evaluate(sine, tasks=2, split="holdout", log_to_mlflow=False)
+    with pytest.raises(ValueError, match="sampled_eval: a supervised model"):
+        evaluate(sine, tasks=2, sampled_eval=True, log_to_mlflow=False)
     monkeypatch.setenv("COLUMNS", "250")  # rich wraps nothing
     assert main(["--model", digits, "--tasks", "3", "--no-mlflow"]) == 0
     out = " ".join(capsys.readouterr().out.split())  # the title wraps to the table's width
