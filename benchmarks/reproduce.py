@@ -32,7 +32,9 @@ A suite is the paper's setting for one task family (the job spec, built from
    default the suite's budget): each variant's iterations are the budget over its env steps per
    iteration.  RL² is meta-tested by trials (K adaptation episodes build its hidden state, then
    the family's evaluation episodes), MAML with the suite's gradient protocol.  ``--set
-   VARIANT:KEY=VALUE`` overrides one variant's job.
+   VARIANT:KEY=VALUE`` overrides one variant's job.  On Meta-World both are meta-tested a second
+   time with sampled evaluation actions (variants ``rl2-sampled``, ``maml-sampled``): the protocol
+   of garage's ``MetaEvaluator``, whose figures the Meta-World paper publishes.
 
 ``--prune-checkpoints`` (the default where no checkpoint is chosen) keeps only each run's newest
 checkpoint, so a work directory (the MLflow SQLite store, the latest checkpoints and

@@ -189,14 +189,15 @@ def evaluate_all(suite: Suite, state: State, *, seeds: Sequence[int], iterations
                     raise SystemExit(f"no checkpoint was chosen for seed {seed}")
                 uri = selected[seed]["model_uri"]
             else:
-                trained = variant if variant in suite.variants else "maml"  # sensitivity: the MAML model
+                trained = suite.trained_of(variant)  # sensitivity: the MAML model; sampled: its trained one
                 if (trained, seed) not in models:
                     raise SystemExit(f"{trained} seed {seed} has no trained model to evaluate")
                 uri = models[(trained, seed)][0]
             for split in suite.protocol_of(variant).splits:
                 key = f"{variant}/seed{seed}/{split}"
+                sampled = suite.samples_eval_actions(variant)
                 wanted = {**settings, "later_lr": suite.later_lr(variant), "seed": seed + EVAL_SEED_OFFSET,
-                          "split": split, "model_uri": uri}
+                          "split": split, "model_uri": uri, **({"sampled_eval": True} if sampled else {})}
                 done = state.evaluations.get(key)
                 if done is not None and done.get("config") == wanted:
                     log.info("%s: evaluated earlier, skipped", key)
@@ -204,7 +205,7 @@ def evaluate_all(suite: Suite, state: State, *, seeds: Sequence[int], iterations
                 log.info("%s: meta-testing %s on %d %s tasks", key, uri, settings["tasks"], split)
                 report = evaluate(uri, episodes=settings["episodes"], steps=settings["steps"],
                                   tasks=settings["tasks"], seed=seed + EVAL_SEED_OFFSET, later_lr=wanted["later_lr"],
-                                  split=cast("Split", split))
+                                  split=cast("Split", split), sampled_eval=sampled)
                 state.evaluations[key] = {"config": wanted, "report": report_summary(report)}
                 state.save()
 

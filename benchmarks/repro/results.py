@@ -303,13 +303,19 @@ def _evaluation(suite: Suite, config: dict[str, Any], evaluated: Sequence[str]) 
         for v in evaluated:
             adaptation = suite.variant(v).adaptation
             settings = variant_config(suite, v, config)
+            sampled = suite.samples_eval_actions(v)
             out["per_variant"][v] = {**settings, "splits": list(suite.protocol_of(v).splits), "adaptation": adaptation,
-                                     "protocol": _protocol_text(suite.protocol.metric, adaptation)}
+                                     "protocol": _protocol_text(suite.protocol.metric, adaptation, sampled=sampled),
+                                     **({"sampled_eval": True} if sampled else {})}
             out["deviates_from_suite"] |= settings != variant_config(suite, v, default)
     return out
 
 
-def _protocol_text(metric: str, adaptation: str) -> str:
+def _protocol_text(metric: str, adaptation: str, *, sampled: bool = False) -> str:
+    if sampled:  # Meta-World's protocol with the evaluation actions sampled (garage's MetaEvaluator)
+        return _protocol_text(metric, adaptation).replace(
+            "3 deterministic evaluation episodes",
+            "3 evaluation episodes with sampled actions (garage's MetaEvaluator)")
     if adaptation == "trial":
         if metric == "success":
             return ("Meta-World metalearning_evaluation for a recurrent policy: K adaptation episodes in one trial "

@@ -174,6 +174,16 @@ class Protocol:
     selection: Selection | None = None
 
 
+#: the suffix of a trained variant meta-tested with sampled evaluation actions (:attr:`Suite.sampled_eval`)
+SAMPLED = "-sampled"
+
+
+def sampled_variant(variant: str) -> str:
+    """The evaluated variant name of ``variant``'s models meta-tested with sampled evaluation
+    actions (garage's ``MetaEvaluator``) where the family's protocol takes the mean."""
+    return f"{variant}{SAMPLED}"
+
+
 def sensitivity_variant(later_lr: float) -> str:
     """The evaluated variant name of the MAML models meta-tested with ``later_lr``."""
     return f"maml-later-lr-{later_lr:g}"
@@ -271,6 +281,9 @@ class Suite:
         budget: env steps each trained variant gets (``--env-steps`` overrides it); a variant's
             iterations are the budget over its env steps per iteration.  None: every variant runs
             ``--iterations`` (default the paper's).
+        sampled_eval: also meta-test every trained variant's models with sampled evaluation
+            actions (variant ``<name>-sampled``): the protocol of garage's ``MetaEvaluator``,
+            behind the Meta-World paper's figures, beside Meta-World's own (the mean action).
     """
 
     name: str
@@ -285,6 +298,7 @@ class Suite:
     departures: tuple[Departure, ...] = ()
     trained: tuple[Variant, ...] = ()
     budget: int | None = None
+    sampled_eval: bool = False
 
     def __post_init__(self) -> None:
         if bool(self.trained) != (self.budget is not None):
@@ -306,10 +320,13 @@ class Suite:
         return tuple(v.name for v in self.variant_specs)
 
     def variant(self, name: str) -> Variant:
-        """The trained variant ``name``; the MAML models' other evaluated variants are MAML's."""
+        """The trained variant ``name``; the MAML models' other evaluated variants are MAML's, a
+        sampled-actions variant is its trained variant's."""
         trained = {v.name: v for v in self.variant_specs}
         if name in trained:
             return trained[name]
+        if self.sampled_eval and name.endswith(SAMPLED) and name[: -len(SAMPLED)] in trained:
+            return trained[name[: -len(SAMPLED)]]
         if name in self.evaluated and "maml" in trained:
             return trained["maml"]
         raise ValueError(f"no training job for variant {name!r}")
@@ -317,14 +334,28 @@ class Suite:
     @property
     def evaluated(self) -> tuple[str, ...]:
         """Evaluated variants: the trained ones, the MAML checkpoint chosen on validation tasks
-        (with a selection), ``random-init`` with baselines, and the final MAML models again under
-        each sensitivity step size."""
+        (with a selection), ``random-init`` with baselines, the final MAML models again under
+        each sensitivity step size, and with ``sampled_eval`` every trained variant again with
+        sampled evaluation actions."""
         out: tuple[str, ...] = ()
         for v in self.variants:
             out = (*out, v, SELECTED) if v == "maml" and self.protocol.selection else (*out, v)
         if self.baselines:
             out = (*out, "random-init")
-        return (*out, *(sensitivity_variant(lr) for lr in self.protocol.sensitivity_later_lrs))
+        out = (*out, *(sensitivity_variant(lr) for lr in self.protocol.sensitivity_later_lrs))
+        return (*out, *(sampled_variant(v) for v in self.variants)) if self.sampled_eval else out
+
+    def trained_of(self, variant: str) -> str:
+        """The trained variant whose models ``variant`` evaluates (a sensitivity variant: MAML's)."""
+        if variant in self.variants:
+            return variant
+        if self.sampled_eval and variant.endswith(SAMPLED) and variant[: -len(SAMPLED)] in self.variants:
+            return variant[: -len(SAMPLED)]
+        return "maml"
+
+    def samples_eval_actions(self, variant: str) -> bool:
+        """``variant`` is meta-tested with sampled evaluation actions."""
+        return self.sampled_eval and variant.endswith(SAMPLED) and variant[: -len(SAMPLED)] in self.variants
 
     def protocol_of(self, variant: str) -> Protocol:
         """The meta-test protocol of an evaluated variant."""
@@ -428,7 +459,7 @@ _ML10_RL2_PROTOCOL = Protocol(episodes=9, steps=1, tasks=100, later_lr=None, spl
                               metric="success")
 
 
-def _rl2_headlines(label: str, protocol: Protocol) -> tuple[Headline, ...]:
+def _rl2_headlines(label: str, protocol: Protocol, *, sampled: bool) -> tuple[Headline, ...]:
     """RL² beside MAML: after adaptation (RL²: the evaluation episodes after its trial; MAML: after
     each of its inner steps), then before it (RL²: the trial's first episode; MAML: θ's episodes)."""
     m = protocol.metric
@@ -439,8 +470,14 @@ def _rl2_headlines(label: str, protocol: Protocol) -> tuple[Headline, ...]:
     rows: list[Headline] = []
     for split in protocol.splits:
         rows.append(Headline("rl2", split, m, AFTER_TRIAL, f"{label} {split} {m} after adaptation (RL²)"))
+        if sampled:
+            rows.append(Headline(sampled_variant("rl2"), split, m, AFTER_TRIAL,
+                                 f"{label} {split} {m} after adaptation, sampled actions (RL²)"))
         if protocol.steps == 1:
             rows.append(Headline("maml", split, m, 1, f"{label} {split} {m} after adaptation (MAML)"))
+            if sampled:
+                rows.append(Headline(sampled_variant("maml"), split, m, 1,
+                                     f"{label} {split} {m} after adaptation, sampled actions (MAML)"))
         else:
             rows += [Headline("maml", split, m, k, f"{label} {split} {m} after {steps(k)} (MAML)")
                      for k in sorted({1, protocol.steps})]
@@ -452,12 +489,14 @@ def _rl2_headlines(label: str, protocol: Protocol) -> tuple[Headline, ...]:
 
 def _rl2_suite(name: str, title: str, label: str, *, rl2_preset: str, maml: Variant, budget: int,
                protocol: Protocol, rl2_protocol: Protocol | None = None, published: tuple[Published, ...] = (),
-               targets: tuple[Target, ...] = ()) -> Suite:
+               targets: tuple[Target, ...] = (), sampled_eval: bool = True) -> Suite:
     """RL² against MAML on one family with the same env-step budget, each meta-tested with its
-    own kind of adaptation (RL²: ``rl2_protocol``, default the suite's ``protocol``)."""
+    own kind of adaptation (RL²: ``rl2_protocol``, default the suite's ``protocol``), and on
+    Meta-World with sampled evaluation actions too (``sampled_eval``)."""
     rl2 = Variant("rl2", "RL²", rl2_preset, protocol=rl2_protocol, adaptation="trial")
     return Suite(name=name, title=title, protocol=protocol, trained=(rl2, maml), budget=budget, published=published,
-                 targets=targets, headlines=_rl2_headlines(label, protocol))
+                 targets=targets, headlines=_rl2_headlines(label, protocol, sampled=sampled_eval),
+                 sampled_eval=sampled_eval)
 
 SUITES: dict[str, Suite] = {
     s.name: s
@@ -554,10 +593,12 @@ SUITES: dict[str, Suite] = {
             maml=Variant("maml", "MAML", "ml1-reach-maml",
                          {"task_family": {"name": "metaworld-ml10", "env_name": None}}),
             published=(
-                Published("rl2", "test", "success", AFTER_TRIAL, 0.358, "v1 envs, garage", METAWORLD_V1_RL2),
+                # garage's MetaEvaluator samples the adapted policy's actions: beside our sampled rows
+                Published(sampled_variant("rl2"), "test", "success", AFTER_TRIAL, 0.358, "v1 envs, garage",
+                          METAWORLD_V1_RL2),
                 Published("maml", "test", "success", 1, 0.132, "v3 envs, MAML-TRPO", METAWORLD_V3),
                 Published("maml", "train", "success", 1, 0.210, "v3 envs, MAML-TRPO", METAWORLD_V3),
-                Published("maml", "test", "success", 1, 0.316, "v1 envs, garage", METAWORLD_V1),
+                Published(sampled_variant("maml"), "test", "success", 1, 0.316, "v1 envs, garage", METAWORLD_V1),
             ),
             # above our MAML's 22.0% on the same 20M steps (the ml10 suite); the paper's 35.8% the goal
             targets=(Target("rl2", "test", "success", AFTER_TRIAL, ">", 0.22),
@@ -570,7 +611,8 @@ SUITES: dict[str, Suite] = {
                    "HalfCheetah-vel", rl2_preset="rl2-halfcheetah-vel", budget=16_000_000,
                    protocol=_CHEETAH_PROTOCOL, maml=Variant("maml", "MAML", "halfcheetah-vel-maml"),
                    rl2_protocol=Protocol(episodes=1, steps=1, tasks=20, later_lr=None, splits=("test",),
-                                         metric="return")),
+                                         metric="return"),
+                   sampled_eval=False),  # its evaluation episodes are sampled already
     )
 }
 

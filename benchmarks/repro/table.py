@@ -141,7 +141,8 @@ def result_note(result: dict[str, Any]) -> str:
         if e.get("per_variant"):
             labels = {v: info["label"] for v, info in (result.get("variants") or {}).items()}
             deviations.append("evaluation off-protocol (" + "; ".join(
-                f"{labels.get(v, v)}: {c['tasks']} tasks, K = {c['episodes']}" for v, c in e["per_variant"].items())
+                f"{labels.get(v, v)}: {c['tasks']} tasks, K = {c['episodes']}" for v, c in e["per_variant"].items()
+                if not c.get("sampled_eval"))  # a trained variant's settings again, its actions sampled
                 + ")")
         else:
             deviations.append(f"evaluation off-protocol ({e['tasks']} tasks, K = {e['episodes']})")

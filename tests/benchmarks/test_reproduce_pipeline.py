@@ -189,7 +189,15 @@ def test_rl2_against_maml_on_one_env_step_budget(ray_session, tmp_path, monkeypa
         == {"rl2": (4, 80, 320), "maml": (2, 160, 320)}
     assert result["iterations"] == {"rl2": 4, "maml": 2}
     assert result["paper_iterations"] == {"rl2": 25_000, "maml": 12_500}  # the suite's 2M steps, these overrides
-    assert set(result["summary"]) == {"rl2", "maml"} and result["stopped_early"] and not result["converged"]
+    # beside Meta-World's protocol (the mean action), each trained variant with sampled evaluation
+    # actions (garage's MetaEvaluator): the same trained models, the same adaptation
+    assert suite.evaluated == ("rl2", "maml", "rl2-sampled", "maml-sampled")
+    assert set(result["summary"]) == {"rl2", "maml", "rl2-sampled", "maml-sampled"}
+    assert result["stopped_early"] and not result["converged"]
+    for v in ("rl2", "maml"):
+        mean, sampled = result["per_seed"][v]["0"]["test"], result["per_seed"][f"{v}-sampled"]["0"]["test"]
+        assert mean["deterministic_eval"] and not sampled["deterministic_eval"]
+        assert mean["model_uri"] == sampled["model_uri"] and mean["success"][0] == sampled["success"][0]
     for split in ("test", "train"):
         # RL²: per episode of the 2-episode trial, then the evaluation episodes; MAML: before/after
         assert len(result["summary"]["rl2"][split]["success"]) == 3
@@ -209,6 +217,8 @@ def test_rl2_against_maml_on_one_env_step_budget(ray_session, tmp_path, monkeypa
     assert maml_after[3] == "1 × 2 (320 env steps, of the suite's 2M)"
     assert rl2_after[5].endswith("(>= 90.0%)") and "ML1 reach train success on the trial's first episode, " \
         "before adaptation (RL²)" in rows
+    assert {"ML1 reach test success after adaptation, sampled actions (RL²)",
+            "ML1 reach test success after adaptation, sampled actions (MAML)"} <= set(rows)
     write_result(result, tmp_path / "results")
     table = render_results_table(tmp_path / "results")
     assert "| rl2-ml1-reach | ML1 reach test success after adaptation (RL²) |" in table
