@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .results import RESULTS_DIR, ROOT, estimate
-from .suites import SELECTED, SUITES, _holds, format_steps, paper_variant, split_override
+from .suites import SAMPLED, SELECTED, SUITES, _holds, format_steps, paper_variant, split_override
 
 RESULTS_DOC = ROOT / "docs" / "results.md"
 BEGIN_MARKER = "<!-- results:begin -->"
@@ -33,13 +33,15 @@ def _budget_cell(result: dict[str, Any], variant: str) -> str:
     """Seeds × iterations of a budget suite's ``variant`` (its trained one's), with the env steps
     they come to, the same for every variant of the suite."""
     budget = result["budget"]
-    info = budget["variants"][variant if variant in budget["variants"] else "maml"]
+    trained = variant.removesuffix(SAMPLED)  # a sampled-actions variant evaluates its trained one
+    trained = trained if trained in budget["variants"] else "maml"
+    info = budget["variants"][trained]
     seeds, its = len(result["seeds"]), info["iterations"]
     steps = f"{format_steps(info['env_steps'])} env steps"
     if budget["env_steps"] < budget["suite_env_steps"]:
         steps += f", of the suite's {format_steps(budget['suite_env_steps'])}"
     if result.get("partial"):
-        done = result["partial"]["iterations_done_by_variant"][variant if variant in budget["variants"] else "maml"]
+        done = result["partial"]["iterations_done_by_variant"][trained]
         return f"{seeds} × {done} of {its} ({steps}; partial run)"
     return f"{seeds} × {its} ({steps})"
 
