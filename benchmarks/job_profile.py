@@ -129,7 +129,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
                  f"{s['env_steps_per_s_end_to_end']:.0f} env steps/s end to end "
                  f"({s['e2e_over_sampling']:.2f} of sampling alone)"
                  + (f"\nthe engine of {b['rev'][:7]} on the same spec: {b['seconds_per_iteration']:.1f} s per "
-                    f"iteration ({b['speedup']:.2f}x)" if (b := result.get("baseline")) else ""), fontsize=9)
+                    f"iteration: this engine is {b['speedup']:.2f}x as fast" if (b := result.get("baseline")) else ""),
+                 fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
