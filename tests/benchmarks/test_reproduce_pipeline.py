@@ -100,7 +100,7 @@ def test_budget_partial_result_resume_and_checkpoint_selection(ray_session, mlfl
     assert result["partial"] is None and set(result["summary"]) == {"maml", SELECTED, "maml-later-lr-0.025"}
     assert result["selection"]["per_seed"]["0"]["iteration"] == chosen["iteration"]
     rows = table_rows(result)
-    assert rows[0][3] == f"1 × 4 (of 500), checkpoints {chosen['iteration']}"
+    assert rows[0][3] == f"1 × 4 (of {nav.paper_iterations}), checkpoints {chosen['iteration']}"
     assert learning_png(result)[:4] == b"\x89PNG" and evaluation_png(result)[:4] == b"\x89PNG"
 
 
@@ -253,7 +253,15 @@ def test_rl2_suites_give_both_variants_the_same_env_steps():
                 "rl2-ml10": (20_000_000, 200, 100), "rl2-halfcheetah-vel": (16_000_000, 200, 50)}
     for name, (budget, rl2_its, maml_its) in expected.items():
         suite = SUITES[name]
-        assert suite.budget == budget and suite.variants == ("rl2", "maml") and suite.evaluated == ("rl2", "maml")
+        assert suite.budget == budget and suite.variants == ("rl2", "maml")
+        # on Meta-World (mean-action evaluation) each trained variant is meta-tested with sampled
+        # actions too; HalfCheetah's evaluation episodes are sampled already
+        sampled = ("rl2-sampled", "maml-sampled") if name != "rl2-halfcheetah-vel" else ()
+        assert suite.evaluated == ("rl2", "maml", *sampled)
+        for v in sampled:
+            assert suite.trained_of(v) == v.removesuffix("-sampled") and suite.samples_eval_actions(v)
+            assert suite.protocol_of(v) == suite.protocol_of(v.removesuffix("-sampled"))
+        assert not suite.samples_eval_actions("rl2") and not suite.samples_eval_actions("maml")
         its = {v: suite.iterations_for(v, env_steps=budget) for v in suite.variants}
         assert its == {"rl2": rl2_its, "maml": maml_its}
         rl2, maml = (suite.job_spec(v, seed=0, iterations=its[v]) for v in suite.variants)
