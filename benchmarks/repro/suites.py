@@ -325,8 +325,8 @@ class Suite:
         trained = {v.name: v for v in self.variant_specs}
         if name in trained:
             return trained[name]
-        if self.sampled_eval and name.endswith(SAMPLED) and name[: -len(SAMPLED)] in trained:
-            return trained[name[: -len(SAMPLED)]]
+        if (base := self._sampled_base(name)) is not None:
+            return trained[base]
         if name in self.evaluated and "maml" in trained:
             return trained["maml"]
         raise ValueError(f"no training job for variant {name!r}")
@@ -345,17 +345,20 @@ class Suite:
         out = (*out, *(sensitivity_variant(lr) for lr in self.protocol.sensitivity_later_lrs))
         return (*out, *(sampled_variant(v) for v in self.variants)) if self.sampled_eval else out
 
+    def _sampled_base(self, variant: str) -> str | None:
+        """The trained variant of a sampled-actions variant (``rl2-sampled``: ``rl2``), else None."""
+        base = variant.removesuffix(SAMPLED)
+        return base if self.sampled_eval and base != variant and base in self.variants else None
+
     def trained_of(self, variant: str) -> str:
         """The trained variant whose models ``variant`` evaluates (a sensitivity variant: MAML's)."""
         if variant in self.variants:
             return variant
-        if self.sampled_eval and variant.endswith(SAMPLED) and variant[: -len(SAMPLED)] in self.variants:
-            return variant[: -len(SAMPLED)]
-        return "maml"
+        return self._sampled_base(variant) or "maml"
 
     def samples_eval_actions(self, variant: str) -> bool:
         """``variant`` is meta-tested with sampled evaluation actions."""
-        return self.sampled_eval and variant.endswith(SAMPLED) and variant[: -len(SAMPLED)] in self.variants
+        return self._sampled_base(variant) is not None
 
     def protocol_of(self, variant: str) -> Protocol:
         """The meta-test protocol of an evaluated variant."""
