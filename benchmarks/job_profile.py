@@ -143,20 +143,11 @@ class ForeignLoad:
     window count as the measurement's own (Ray's raylet and workers detach from the process
     tree, so the tree cannot tell)."""
 
-    _TICK = os.sysconf("SC_CLK_TCK")
+    @staticmethod
+    def _cpu() -> dict[int, float]:
+        from benchmarks.sampling import process_cpu
 
-    @classmethod
-    def _cpu(cls) -> dict[int, float]:
-        out = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        rest = f.read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                out[int(entry)] = (int(rest[11]) + int(rest[12])) / cls._TICK
-        return out
+        return {pid: seconds for pid, (_, seconds) in process_cpu().items()}
 
     def __init__(self) -> None:
         self._start = time.perf_counter()
@@ -193,6 +184,8 @@ def _differences(ours: Any, theirs: Any, prefix: str = "") -> list[str]:
 def run_baseline(spec: Any, commit: str, *, iterations: list[int]) -> dict[str, Any]:
     """``spec`` run by the driver of ``commit`` (see the module docstring); its per-iteration
     times and the mean over ``iterations``."""
+    from benchmarks.job_startup import isolated_env
+
     with tempfile.TemporaryDirectory(prefix="metarl-baseline-") as tmp:
         tree, home = Path(tmp) / "tree", Path(tmp) / "home"
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), commit], cwd=ROOT, check=True)
@@ -202,8 +195,7 @@ def run_baseline(spec: Any, commit: str, *, iterations: list[int]) -> dict[str, 
             path = Path(tmp) / "spec.json"
             path.write_text(json.dumps(_without_defaults(spec.model_dump(mode="json"),
                                                          spec.model_dump(mode="json", exclude_defaults=True))))
-            env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-            env.update(METARL_HOME=str(home), PYTHONPATH=str(tree), MLFLOW_DISABLE_TELEMETRY="true")
+            env = {**isolated_env(home), "PYTHONPATH": str(tree)}
             load = ForeignLoad()
             proc = subprocess.run([sys.executable, "-m", "workers.driver", "--spec", str(path)], cwd=tree, env=env,
                                   capture_output=True, text=True)

@@ -49,7 +49,9 @@ METARL = str(Path(sys.executable).with_name("metarl"))
 GOAL_S = 10.0
 
 
-def _env(home: Path) -> dict[str, str]:
+def isolated_env(home: Path) -> dict[str, str]:
+    """This process's environment for a metarl process with its own data dir ``home``: nothing
+    pointing at another store, API or cluster."""
     env = dict(os.environ, METARL_HOME=str(home), MLFLOW_DISABLE_TELEMETRY="true")
     for var in ("MLFLOW_TRACKING_URI", "METARL_API_URL", "METARL_API_KEY", "RAY_ADDRESS", "METARL_DATABASE_URL"):
         env.pop(var, None)
@@ -82,7 +84,7 @@ def through_the_service(home: Path, spec: dict[str, Any], *, jobs: int) -> dict[
     import httpx
 
     t0 = time.perf_counter()
-    subprocess.run([METARL, "up"], env=_env(home), check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run([METARL, "up"], env=isolated_env(home), check=True, capture_output=True, text=True, timeout=300)
     up_s = time.perf_counter() - t0
     url = (home / "api.url").read_text().strip()
     headers = {"Authorization": f"Bearer {(home / 'admin.key').read_text().strip()}"}
@@ -121,7 +123,7 @@ def through_the_service(home: Path, spec: dict[str, Any], *, jobs: int) -> dict[
 def driver_on_its_own(home: Path, spec: dict[str, Any]) -> dict[str, Any]:
     path = home / "spec.json"
     path.write_text(json.dumps({**spec, "name": "startup-alone"}))
-    env = _env(home)
+    env = isolated_env(home)
     env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     launched = time.time()
     t0 = time.perf_counter()
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         try:
             service = through_the_service(home, spec, jobs=args.jobs)
         finally:
-            subprocess.run([METARL, "down"], env=_env(home), capture_output=True, timeout=120)
+            subprocess.run([METARL, "down"], env=isolated_env(home), capture_output=True, timeout=120)
         alone_home = Path(tmp) / "alone"
         alone_home.mkdir()
         alone = driver_on_its_own(alone_home, spec)

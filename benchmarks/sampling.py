@@ -118,6 +118,22 @@ SETTINGS = {
 
 
 # --- load ----------------------------------------------------------------------------------------
+def process_cpu() -> dict[int, tuple[int, float]]:
+    """Every process's parent and CPU seconds so far (user + system), from ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(entry)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / tick)  # ppid, utime + stime
+    return out
+
+
 class LoadMeter:
     """CPU seconds used by processes outside this process tree during a measurement (from
     ``/proc``: the machine's busy time minus that of this process and its descendants)."""
@@ -145,19 +161,9 @@ class LoadMeter:
 
     @classmethod
     def _tree_cpu(cls) -> dict[int, float]:
-        parent: dict[int, int] = {}
-        cpu: dict[int, float] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    rest = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            pid = int(entry)
-            parent[pid] = int(rest[1])
-            cpu[pid] = (int(rest[11]) + int(rest[12])) / cls._TICK  # utime + stime
+        procs = process_cpu()
+        parent = {pid: ppid for pid, (ppid, _) in procs.items()}
+        cpu = {pid: seconds for pid, (_, seconds) in procs.items()}
         me = os.getpid()
         ours = {}
         for pid in cpu:

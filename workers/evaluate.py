@@ -551,8 +551,7 @@ def _meta_test(policy: MetaPolicy, tasks: list[Task], *, episodes: int, steps: i
     per_task = _envs_per_task(episodes=episodes, steps=steps, eval_episodes=family.eval_episodes or episodes)
     chunk = max(1, MAX_ENVS // per_task)
     sampler = Sampler(family, policy.policy_spec, envs_per_task=per_task, seed=seed)
-    source = SamplerSource.evaluating(sampler, family, episodes_per_task=episodes)
-    source.deterministic_eval = source.deterministic_eval and not sampled_eval
+    source = SamplerSource.evaluating(sampler, family, episodes_per_task=episodes, sampled_actions=sampled_eval)
     by_step: list[list[Episodes]] = [[] for _ in range(steps + 1)]
     try:
         for i in range(0, len(tasks), chunk):
@@ -574,8 +573,8 @@ def _trial_meta_test(policy: RecurrentMetaPolicy, tasks: list[Task], *, episodes
     chunk = max(1, MAX_ENVS // per_task)
     sampler = TrialPhaseSampler(family, policy.policy_spec, episodes_per_trial=episodes, envs_per_task=per_task,
                                 seed=seed)
-    source = TrialMetaTestSource.evaluating(sampler, family, adaptation_episodes=episodes)
-    source.deterministic_eval = source.deterministic_eval and not sampled_eval
+    source = TrialMetaTestSource.evaluating(sampler, family, adaptation_episodes=episodes,
+                                            sampled_actions=sampled_eval)
     out: list[TrialMetaTest] = []
     try:
         for i in range(0, len(tasks), chunk):

@@ -119,10 +119,12 @@ class SamplerSource:
         return out
 
     @classmethod
-    def evaluating(cls, sampler: Any, family: TaskFamily, *, episodes_per_task: int) -> SamplerSource:
-        """A source whose evaluation phases follow ``family``'s evaluation protocol."""
+    def evaluating(cls, sampler: Any, family: TaskFamily, *, episodes_per_task: int,
+                   sampled_actions: bool = False) -> SamplerSource:
+        """A source whose evaluation phases follow ``family``'s evaluation protocol
+        (``sampled_actions``: its evaluation episodes sample the actions even where it takes the mean)."""
         return cls(sampler, episodes_per_task, eval_episodes=family.eval_episodes,
-                   deterministic_eval=family.deterministic_eval)
+                   deterministic_eval=family.deterministic_eval and not sampled_actions)
 
 
 @dataclass

@@ -312,22 +312,21 @@ def _evaluation(suite: Suite, config: dict[str, Any], evaluated: Sequence[str]) 
 
 
 def _protocol_text(metric: str, adaptation: str, *, sampled: bool = False) -> str:
-    if sampled:  # Meta-World's protocol with the evaluation actions sampled (garage's MetaEvaluator)
-        return _protocol_text(metric, adaptation).replace(
-            "3 deterministic evaluation episodes",
-            "3 evaluation episodes with sampled actions (garage's MetaEvaluator)")
+    # Meta-World's evaluation episodes: the mean action, or (garage's MetaEvaluator) sampled actions
+    episodes = ("3 evaluation episodes with sampled actions (garage's MetaEvaluator)" if sampled
+                else "3 deterministic evaluation episodes")
     if adaptation == "trial":
         if metric == "success":
             return ("Meta-World metalearning_evaluation for a recurrent policy: K adaptation episodes in one trial "
-                    "build the hidden state, then 3 deterministic evaluation episodes per goal, each from that "
+                    f"build the hidden state, then {episodes} per goal, each from that "
                     "state; success if success == 1 at any step; the curve is per episode of the trial, then the "
                     "evaluation episodes")
         return ("K episodes in one trial build the hidden state, then the evaluation episodes, each from that state; "
                 "the curve is the return per episode of the trial, then the evaluation episodes")
     if metric == "return":
         return MAML_META_TEST
-    return ("Meta-World metalearning_evaluation: adaptation episodes, one inner step, then 3 deterministic "
-            "evaluation episodes per goal; success if success == 1 at any step")
+    return (f"Meta-World metalearning_evaluation: adaptation episodes, one inner step, then {episodes} "
+            "per goal; success if success == 1 at any step")
 
 
 def _runs(suite: Suite, state: State, curves: dict[str, dict[str, dict[str, Any]]], *, seeds: Sequence[int],

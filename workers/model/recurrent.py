@@ -509,11 +509,12 @@ class TrialMetaTestSource:
 
     @classmethod
     def evaluating(cls, sampler: TrialPhaseSampler, family: TaskFamily, *,
-                   adaptation_episodes: int) -> TrialMetaTestSource:
+                   adaptation_episodes: int, sampled_actions: bool = False) -> TrialMetaTestSource:
         """``family``'s evaluation protocol: its ``eval_episodes`` (else ``adaptation_episodes``)
-        evaluation episodes, deterministic where it says (Meta-World: 3, deterministic)."""
+        evaluation episodes, deterministic where it says (Meta-World: 3, deterministic) unless
+        ``sampled_actions``."""
         return cls(sampler, adaptation_episodes, family.eval_episodes or adaptation_episodes,
-                   deterministic_eval=family.deterministic_eval)
+                   deterministic_eval=family.deterministic_eval and not sampled_actions)
 
     def sample(self, phase: Phase, tasks: Sequence[Task], params: Any) -> list[TrialMetaTest]:
         if not phase.evaluation:
